@@ -1,0 +1,19 @@
+"""UTC time. One place, so stored and printed timestamps agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def to_iso(value: datetime | None) -> str | None:
+    """Return ISO-8601 UTC; naive values (SQLite drops the zone) are taken as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

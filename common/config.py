@@ -1,0 +1,211 @@
+"""The one `Settings` object: defaults < `modelops.toml` < `MODELOPS_*` environment.
+
+Only entrypoints call `get_settings()`; everything else receives `settings`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from common.errors import ConfigError
+
+ENV_PREFIX = "MODELOPS_"
+MODEL_TYPES = ("logistic_regression", "random_forest", "hist_gradient_boosting")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _doc(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of ModelOps. Empty path settings are derived from `home`."""
+
+    home: str = _doc("Directory holding all local state (database, artifacts, data).", "var")
+    config_file: str = _doc(
+        "TOML file layered under the environment; ignored when missing.", "modelops.toml"
+    )
+    database_url: str = _doc(
+        "SQLAlchemy URL; empty means SQLite at `<home>/modelops.db`.", ""
+    )
+    artifact_dir: str = _doc("Model artifacts; empty means `<home>/artifacts`.", "")
+    data_dir: str = _doc(
+        "Named datasets and uploads; empty means `<home>/data`.", ""
+    )
+    redis_url: str = _doc(
+        "Broker and result backend; empty makes `modelops up` start a private Redis.", ""
+    )
+    api_key: str = _doc(
+        "Key for mutating calls; empty makes `modelops up` generate and keep one.", ""
+    )
+    predict_auth: bool = _doc("Require the API key on /predict and /feedback too.", False)
+    api_host: str = _doc("Address the API and dashboard bind to.", "127.0.0.1")
+    api_port: int = _doc("Port of the API and dashboard.", 8000)
+    api_workers: int = _doc("gunicorn worker processes.", 2)
+    api_threads: int = _doc("Threads per gunicorn worker.", 4)
+    flower_host: str = _doc("Address Flower binds to.", "127.0.0.1")
+    flower_port: int = _doc("Port of Flower.", 5555)
+    worker_concurrency: int = _doc("Celery worker processes started by `up`.", 2)
+    log_level: str = _doc("DEBUG, INFO, WARNING, ERROR or CRITICAL.", "INFO")
+    sqlite_busy_timeout_ms: int = _doc(
+        "How long a SQLite writer waits for a lock before failing.", 15000
+    )
+    random_state: int = _doc("Seed for splits, models and synthetic data.", 42)
+    test_size: float = _doc("Share of rows held out for evaluation (stratified).", 0.2)
+    min_training_rows: int = _doc("Fewest rows a training set may have.", 50)
+    min_class_rows: int = _doc("Fewest rows each class needs in a training set.", 2)
+    max_categories: int = _doc("Most distinct values a categorical feature may have.", 100)
+    profile_bins: int = _doc("Quantile bins per numeric feature in the reference profile.", 10)
+    profile_sample_size: int = _doc(
+        "Rows kept per numeric feature in the reference profile.", 1000
+    )
+    demo_dataset: str = _doc("Dataset the demo model is trained on.", "synthetic")
+    demo_model_type: str = _doc("Model type of the demo model.", "random_forest")
+    demo_rows: int = _doc("Rows of synthetic data for the demo model.", 5000)
+    model_name: str = _doc("Registry name of the served model.", "default")
+
+    def __post_init__(self) -> None:
+        home = Path(self.home)
+        derived = {
+            "database_url": f"sqlite:///{home / 'modelops.db'}",
+            "artifact_dir": str(home / "artifacts"),
+            "data_dir": str(home / "data"),
+        }
+        for name, value in derived.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, value)
+        self._check()
+
+    def _check(self) -> None:
+        for name in ("api_port", "flower_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{_env(name)} must be a port 0-65535, got {port}")
+        for name in ("api_workers", "api_threads", "worker_concurrency", "min_class_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_env(name)} must be at least 1")
+        if not 0.0 < self.test_size < 1.0:
+            raise ConfigError(f"{_env('test_size')} must be between 0 and 1")
+        if self.profile_bins < 2:
+            raise ConfigError(f"{_env('profile_bins')} must be at least 2")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"{_env('log_level')} must be one of {', '.join(LOG_LEVELS)}")
+        if self.demo_model_type not in MODEL_TYPES:
+            raise ConfigError(
+                f"{_env('demo_model_type')} must be one of {', '.join(MODEL_TYPES)}"
+            )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """Return a copy with `changes` applied and re-validated."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the TOML file (if any) under `MODELOPS_*` variables.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown key, a value of the wrong type, or an unreadable file.
+        """
+        environ = os.environ if environ is None else environ
+        env_values = {
+            _field_name(key): (key, raw)
+            for key, raw in environ.items()
+            if key.startswith(ENV_PREFIX)
+        }
+        config_file = env_values.get("config_file", ("", cls.config_file))[1]
+        values = _read_toml(Path(config_file))
+        for name, (key, raw) in env_values.items():
+            values[name] = _parse_env(key, name, raw)
+        return cls(**values)
+
+
+def _env(name: str) -> str:
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def _types() -> dict[str, type]:
+    return {f.name: get_type_hints(Settings)[f.name] for f in fields(Settings)}
+
+
+def _field_name(key: str) -> str:
+    name = key.removeprefix(ENV_PREFIX).lower()
+    if name not in _types():
+        raise ConfigError(f"unknown setting {key}", key=key)
+    return name
+
+
+def _parse_env(key: str, name: str, raw: str) -> Any:
+    kind = _types()[name]
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{key} must be true or false, got {raw!r}", key=key)
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ConfigError(
+                f"{key} must be {'an integer' if kind is int else 'a number'}, got {raw!r}",
+                key=key,
+            ) from None
+    return raw
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", file=str(path)) from exc
+    types = _types()
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in types:
+            raise ConfigError(f"unknown setting {name!r} in {path}", file=str(path))
+        values[name] = _check_toml_type(path, name, value, types[name])
+    return values
+
+
+def _check_toml_type(path: Path, name: str, value: Any, kind: type) -> Any:
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ConfigError(
+            f"setting {name!r} in {path} must be {kind.__name__}, "
+            f"got {type(value).__name__}",
+            file=str(path),
+        )
+    return value
+
+
+def describe_settings() -> list[tuple[str, str, Any, str]]:
+    """Return (env var, type, default, doc) for every setting, for the docs."""
+    types = _types()
+    return [
+        (_env(f.name), types[f.name].__name__, f.default, f.metadata["doc"])
+        for f in fields(Settings)
+    ]
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Settings of this process. Entrypoints only."""
+    return Settings.from_env()

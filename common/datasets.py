@@ -1,0 +1,106 @@
+"""Named datasets: scikit-learn's built-ins, the synthetic one, and files in `data_dir`.
+
+Names are resolved inside the data directory only: a name with a path separator, `..`
+or an absolute path is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from sklearn import datasets as sk_datasets
+
+from common import synthetic
+from common.config import Settings
+from common.data import READERS, DataProcessor
+from common.errors import DatasetNotFoundError, InvalidInputError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset and the column to predict."""
+
+    name: str
+    frame: pd.DataFrame
+    target: str
+
+
+def _sklearn(loader: Callable[..., object]) -> Callable[[Settings], pd.DataFrame]:
+    def load(_settings: Settings) -> pd.DataFrame:
+        bunch = loader(as_frame=True)
+        frame: pd.DataFrame = bunch.frame.copy()  # type: ignore[attr-defined]
+        names = list(bunch.target_names)  # type: ignore[attr-defined]
+        frame["target"] = [names[i] for i in frame["target"]]  # readable class labels
+        return frame
+
+    return load
+
+
+def _synthetic(settings: Settings) -> pd.DataFrame:
+    return synthetic.generate("baseline", settings.demo_rows, settings.random_state)
+
+
+BUILTIN: dict[str, tuple[Callable[[Settings], pd.DataFrame], str]] = {
+    "iris": (_sklearn(sk_datasets.load_iris), "target"),
+    "wine": (_sklearn(sk_datasets.load_wine), "target"),
+    "breast_cancer": (_sklearn(sk_datasets.load_breast_cancer), "target"),
+    "synthetic": (_synthetic, synthetic.TARGET),
+}
+
+
+def list_datasets(settings: Settings) -> list[str]:
+    """Built-in names, then files in the data directory."""
+    directory = Path(settings.data_dir)
+    files = (
+        sorted(p.name for p in directory.iterdir() if p.suffix.lower() in READERS)
+        if directory.is_dir()
+        else []
+    )
+    return [*BUILTIN, *files]
+
+
+def resolve_data_file(settings: Settings, name: str) -> Path:
+    """Return the path of dataset file `name` inside the data directory.
+
+    Raises
+    ------
+    InvalidInputError
+        For names that could reach outside the data directory.
+    DatasetNotFoundError
+        When no such file exists.
+    """
+    if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
+        raise InvalidInputError(
+            f"dataset name {name!r} must be a plain file name inside the data directory",
+            field="dataset",
+        )
+    root = Path(settings.data_dir).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise InvalidInputError(f"dataset name {name!r} is not allowed", field="dataset")
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"no dataset named {name!r}; known: {list_datasets(settings)}", dataset=name
+        )
+    return path
+
+
+def load_dataset(settings: Settings, name: str, target: str | None = None) -> Dataset:
+    """Load a built-in dataset or a file of the data directory by name."""
+    if name in BUILTIN:
+        loader, default_target = BUILTIN[name]
+        return Dataset(name, loader(settings), target or default_target)
+    path = resolve_data_file(settings, name)
+    return Dataset(name, DataProcessor(settings).load_data(path), target or "target")
+
+
+def load_training_source(settings: Settings, source: str, target: str | None) -> Dataset:
+    """For the CLI: a dataset name, or a path to a CSV or Parquet file."""
+    path = Path(source)
+    if source not in BUILTIN and path.suffix.lower() in READERS and path.exists():
+        frame = DataProcessor(settings).load_data(path)
+        return Dataset(str(path), frame, target or "target")
+    return load_dataset(settings, source, target)

@@ -1,0 +1,67 @@
+"""The reference profile written at training time, so drift checks never reload data.
+
+Numeric features keep quantile cut points with bin frequencies and a bounded sample;
+categorical features keep category frequencies; predictions keep class shares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from common.schemas import FeatureSpec
+
+PROFILE_FORMAT = 1
+
+
+def build_reference_profile(
+    X: pd.DataFrame,
+    schema: list[FeatureSpec],
+    predictions: Any,
+    *,
+    bins: int,
+    sample_size: int,
+    random_state: int,
+) -> dict[str, Any]:
+    """Summarise `X` (and the model's `predictions` on it) for later drift checks."""
+    rng = np.random.default_rng(random_state)
+    features: dict[str, Any] = {}
+    for spec in schema:
+        column = X[spec.name]
+        missing_rate = float(column.isna().mean())
+        if spec.type == "number":
+            features[spec.name] = _numeric_profile(column, bins, sample_size, rng)
+        else:
+            features[spec.name] = {"type": "category", **_frequencies(column)}
+        features[spec.name]["missing_rate"] = missing_rate
+    return {
+        "format": PROFILE_FORMAT,
+        "rows": len(X),
+        "features": features,
+        "predictions": _frequencies(pd.Series(predictions))["frequencies"],
+    }
+
+
+def _numeric_profile(
+    column: pd.Series, bins: int, sample_size: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    values = column.dropna().to_numpy(dtype=float)
+    cuts = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1))[1:-1])
+    counts = np.bincount(np.searchsorted(cuts, values, side="right"), minlength=len(cuts) + 1)
+    take = min(sample_size, len(values))
+    sample = rng.choice(values, size=take, replace=False) if take else values
+    return {
+        "type": "number",
+        "cut_points": cuts.tolist(),
+        "frequencies": (counts / max(len(values), 1)).tolist(),
+        "sample": np.sort(sample).tolist(),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+    }
+
+
+def _frequencies(column: pd.Series) -> dict[str, Any]:
+    shares = column.dropna().astype(str).value_counts(normalize=True).sort_index()
+    return {"frequencies": {str(k): float(v) for k, v in shares.items()}}

@@ -1,0 +1,224 @@
+"""The model registry: versions with their artifacts, and the champion pointer.
+
+Every change of champion bumps `generation` (API processes watch it to hot-swap) and
+writes an audit row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from common.artifacts import read_artifact, write_artifact
+from common.clock import utcnow
+from common.config import Settings
+from common.errors import ConflictError, ModelNotFoundError, ModelNotReadyError
+from common.schemas import FeatureSpec
+from common.storage import repositories as repo
+from common.storage.tables import Champion, ChampionHistory, ModelVersion
+from common.training import ModelResult
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_FORMAT = 1
+REGISTER_ATTEMPTS = 5
+
+
+def register_model(
+    session: Session,
+    settings: Settings,
+    result: ModelResult,
+    *,
+    reason: str,
+    job_id: int | None = None,
+    actor: str = "system",
+) -> ModelVersion:
+    """Write the artifact atomically and record a new candidate version.
+
+    Registration is keyed by `job_id`: a job that registered before gets its version
+    back instead of a second one. If recording fails the artifact file is removed, so
+    nothing half-written is left registered.
+    """
+    name = settings.model_name
+    if job_id is not None and (existing := repo.find_model_version_by_job(session, job_id)):
+        return existing
+    bundle = {
+        "format": ARTIFACT_FORMAT,
+        "pipeline": result.pipeline,
+        "feature_names": result.feature_names,
+        "classes": result.classes,
+        "model_type": result.model_type,
+    }
+    for _attempt in range(REGISTER_ATTEMPTS):
+        version = repo.next_version_number(session, name)
+        relative = Path(name) / str(version) / f"model-{result.data_fingerprint[:12]}.joblib"
+        stored = write_artifact(bundle, Path(settings.artifact_dir) / relative)
+        row = _version_row(result, name, version, relative, stored.sha256, stored.size_bytes)
+        row.reason, row.job_id = reason, job_id
+        try:
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:  # another process took this version number
+            stored.path.unlink(missing_ok=True)
+            continue
+        except BaseException:
+            stored.path.unlink(missing_ok=True)
+            raise
+        repo.add_audit_event(
+            session, "register", "model_version", version, actor=actor,
+            reason=reason, sha256=stored.sha256, job_id=job_id,
+        )
+        log.info("registered model=%s version=%d sha256=%s", name, version, stored.sha256)
+        return row
+    raise ConflictError(f"could not allocate a version number for {name!r}; retry")
+
+
+def _version_row(
+    result: ModelResult, name: str, version: int, relative: Path, sha256: str, size: int
+) -> ModelVersion:
+    return ModelVersion(
+        name=name,
+        version=version,
+        state="candidate",
+        model_type=result.model_type,
+        target=result.target,
+        artifact_path=relative.as_posix(),
+        sha256=sha256,
+        size_bytes=size,
+        feature_names=result.feature_names,
+        classes=result.classes,
+        input_schema=[spec.to_dict() for spec in result.input_schema],
+        reference_profile=result.reference_profile,
+        metrics={**result.metrics.to_dict(), "holdout_size": result.holdout_size},
+        accuracy=result.metrics.accuracy,
+        f1_score=result.metrics.f1_score,
+        training_data_size=result.training_data_size,
+        params=result.params,
+        data_fingerprint=result.data_fingerprint,
+        dataset=result.dataset,
+    )
+
+
+def load_model(settings: Settings, version: ModelVersion) -> Any:
+    """Return the fitted pipeline of `version`, verified against its sha256.
+
+    Raises
+    ------
+    ArtifactError
+        When the file is missing, truncated or does not match its digest.
+    """
+    path = Path(settings.artifact_dir) / version.artifact_path
+    bundle = read_artifact(path, version.sha256, version.size_bytes)
+    return bundle["pipeline"]
+
+
+def input_schema(version: ModelVersion) -> list[FeatureSpec]:
+    return [FeatureSpec.from_dict(item) for item in version.input_schema]
+
+
+def list_versions(session: Session, settings: Settings) -> Sequence[ModelVersion]:
+    """Every version of the served model, newest first."""
+    return repo.list_model_versions(session, settings.model_name)
+
+
+def get_version(session: Session, settings: Settings, version: int) -> ModelVersion:
+    """Raises `ModelNotFoundError` for an unknown version."""
+    row = repo.find_model_version(session, settings.model_name, version)
+    if row is None:
+        raise ModelNotFoundError(f"model version {version} not found", version=version)
+    return row
+
+
+def find_champion(session: Session, settings: Settings) -> Champion | None:
+    return repo.find_champion(session, settings.model_name)
+
+
+def get_champion(session: Session, settings: Settings) -> Champion:
+    """Raises `ModelNotReadyError` when no version has been promoted yet."""
+    champion = find_champion(session, settings)
+    if champion is None:
+        raise ModelNotReadyError("no model has been promoted yet; train one first")
+    return champion
+
+
+def promote_version(
+    session: Session, settings: Settings, version: int, *, reason: str, actor: str = "system"
+) -> Champion:
+    """Make `version` the champion; the previous one becomes retired.
+
+    Raises
+    ------
+    ModelNotFoundError
+        Unknown version.
+    ConflictError
+        The version is already champion.
+    """
+    row = get_version(session, settings, version)
+    champion = repo.find_champion(session, settings.model_name, for_update=True)
+    if champion is not None and champion.model_version_id == row.id:
+        raise ConflictError(f"version {version} is already the champion", version=version)
+    champion = _point_to(session, settings, champion, row)
+    session.add(
+        ChampionHistory(
+            name=settings.model_name,
+            model_version_id=row.id,
+            generation=champion.generation,
+            reason=reason,
+        )
+    )
+    repo.add_audit_event(
+        session, "promote", "model_version", version, actor=actor,
+        reason=reason, generation=champion.generation,
+    )
+    log.info("promoted version=%d generation=%d", version, champion.generation)
+    return champion
+
+
+def rollback(session: Session, settings: Settings, *, reason: str, actor: str = "system") -> Champion:
+    """Pop the current champion and serve the one promoted before it.
+
+    Raises
+    ------
+    ConflictError
+        When there is no earlier champion to go back to.
+    """
+    stack = repo.champion_stack(session, settings.model_name)
+    if len(stack) < 2:
+        raise ConflictError("no previous champion to roll back to")
+    current, previous = stack[0], stack[1]
+    current.popped_at = utcnow()
+    target = session.get(ModelVersion, previous.model_version_id)
+    assert target is not None  # foreign key
+    champion = repo.find_champion(session, settings.model_name, for_update=True)
+    champion = _point_to(session, settings, champion, target)
+    repo.add_audit_event(
+        session, "rollback", "model_version", target.version, actor=actor,
+        reason=reason, generation=champion.generation,
+    )
+    log.info("rolled back to version=%d generation=%d", target.version, champion.generation)
+    return champion
+
+
+def _point_to(
+    session: Session, settings: Settings, champion: Champion | None, row: ModelVersion
+) -> Champion:
+    if champion is None:
+        champion = Champion(name=settings.model_name, model_version_id=row.id, generation=1)
+        session.add(champion)
+    else:
+        old = session.get(ModelVersion, champion.model_version_id)
+        if old is not None:
+            old.state = "retired"
+        champion.model_version_id = row.id
+        champion.generation = Champion.generation + 1  # atomic in SQL
+        champion.updated_at = utcnow()
+    row.state = "champion"
+    session.flush()
+    session.refresh(champion)
+    return champion

@@ -1,0 +1,81 @@
+"""Queries. Callers own the transaction; nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from common.storage.tables import AuditEvent, Champion, ChampionHistory, ModelVersion
+
+
+def find_model_version(session: Session, name: str, version: int) -> ModelVersion | None:
+    return session.scalar(
+        select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+    )
+
+
+def find_model_version_by_job(session: Session, job_id: int) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
+
+
+def list_model_versions(session: Session, name: str) -> Sequence[ModelVersion]:
+    return session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.name == name)
+        .order_by(ModelVersion.version.desc())
+    ).all()
+
+
+def next_version_number(session: Session, name: str) -> int:
+    latest = session.scalar(
+        select(func.max(ModelVersion.version)).where(ModelVersion.name == name)
+    )
+    return (latest or 0) + 1
+
+
+def find_champion(session: Session, name: str, *, for_update: bool = False) -> Champion | None:
+    query = select(Champion).where(Champion.name == name)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def champion_stack(session: Session, name: str) -> Sequence[ChampionHistory]:
+    """Champions not rolled back, newest first."""
+    return session.scalars(
+        select(ChampionHistory)
+        .where(ChampionHistory.name == name, ChampionHistory.popped_at.is_(None))
+        .order_by(ChampionHistory.id.desc())
+    ).all()
+
+
+def add_audit_event(
+    session: Session,
+    action: str,
+    subject_type: str,
+    subject_id: object,
+    *,
+    actor: str = "system",
+    **details: Any,
+) -> AuditEvent:
+    event = AuditEvent(
+        action=action,
+        actor=actor,
+        subject_type=subject_type,
+        subject_id=str(subject_id),
+        details=details,
+    )
+    session.add(event)
+    return event
+
+
+def list_audit_events(
+    session: Session, subject_type: str | None = None, limit: int = 100
+) -> Sequence[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if subject_type:
+        query = query.where(AuditEvent.subject_type == subject_type)
+    return session.scalars(query).all()

@@ -1,0 +1,231 @@
+"""ORM tables. The schema itself is owned by the Alembic migrations beside this file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from common.clock import utcnow
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JsonType, list[Any]: JsonType}
+
+
+class ModelVersion(Base):
+    """One trained, registered model: artifact, schema, profile, metrics, provenance."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="candidate")
+    model_type: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str] = mapped_column(String(200))
+    artifact_path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    feature_names: Mapped[list[Any]] = mapped_column()
+    classes: Mapped[list[Any]] = mapped_column()
+    input_schema: Mapped[list[Any]] = mapped_column()
+    reference_profile: Mapped[dict[str, Any]] = mapped_column()
+    metrics: Mapped[dict[str, Any]] = mapped_column()
+    accuracy: Mapped[float] = mapped_column(Float)
+    f1_score: Mapped[float] = mapped_column(Float)
+    training_data_size: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column()
+    data_fingerprint: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Champion(Base):
+    """The pointer to the serving version; `generation` grows with every change."""
+
+    __tablename__ = "champions"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    model_version: Mapped[ModelVersion] = relationship(lazy="joined")
+
+
+class ChampionHistory(Base):
+    """A stack of champions: promote pushes, rollback pops (sets `popped_at`)."""
+
+    __tablename__ = "champion_history"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    generation: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    pushed_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    popped_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Job(Base):
+    """Long work (retraining, batch scoring): state machine, progress and outcome."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_kind_state", "kind", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    stage: Mapped[str | None] = mapped_column(String(100))
+    message: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    task_id: Mapped[str | None] = mapped_column(String(200))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class PredictionLog(Base):
+    """One answered prediction, written in batches by the API's background writer."""
+
+    __tablename__ = "prediction_logs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(String(64), unique=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
+    )
+    model_version: Mapped[int] = mapped_column(Integer)
+    features: Mapped[dict[str, Any]] = mapped_column()
+    prediction: Mapped[str] = mapped_column(Text)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    status_code: Mapped[int] = mapped_column(Integer, default=200)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+
+
+class FeedbackLabel(Base):
+    """A true label for a prediction; may arrive before the prediction's log row."""
+
+    __tablename__ = "feedback_labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class MetricSnapshot(Base):
+    """Metrics of one window, written periodically for the history charts."""
+
+    __tablename__ = "metric_snapshots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
+    )
+    window_start: Mapped[datetime] = mapped_column(Timestamp)
+    window_end: Mapped[datetime] = mapped_column(Timestamp)
+    prediction_count: Mapped[int] = mapped_column(Integer, default=0)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+
+
+class DriftReport(Base):
+    """One drift check of recent inputs against the champion's reference profile."""
+
+    __tablename__ = "drift_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(30))
+    window_size: Mapped[int] = mapped_column(Integer)
+    dataset_drift: Mapped[bool] = mapped_column(Boolean, default=False)
+    drift_share: Mapped[float | None] = mapped_column(Float)
+    report: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+
+
+class Alert(Base):
+    """An alert from a rule; at most one open per rule and subject."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_rule_subject_state", "rule", "subject", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20), default="open")
+    message: Mapped[str] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    opened_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    resolved_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AlertDelivery(Base):
+    """One attempt to deliver an alert to a channel (dashboard, webhook)."""
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[int] = mapped_column(
+        ForeignKey("alerts.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(50))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who changed what and why: promotions, rollbacks, registrations, acks."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action: Mapped[str] = mapped_column(String(50), index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    subject_type: Mapped[str] = mapped_column(String(50))
+    subject_id: Mapped[str] = mapped_column(String(100))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)

@@ -1,0 +1,5 @@
+"""Celery task names, shared by the API (which enqueues) and the worker (which runs)."""
+
+from __future__ import annotations
+
+PING = "system.ping"

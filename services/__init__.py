@@ -1,0 +1,1 @@
+"""Adapters over `common/`: the REST API, the Celery worker, beat and the CLI."""

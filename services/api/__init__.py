@@ -1,0 +1,1 @@
+"""The REST API and dashboard host (Flask, served by gunicorn)."""

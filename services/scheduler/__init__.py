@@ -1,0 +1,1 @@
+"""Celery beat: the periodic plan as data (`schedule.py`) and its app (`beat.py`)."""

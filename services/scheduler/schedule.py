@@ -1,0 +1,20 @@
+"""The periodic plan, as data. Beat enqueues fan-out tasks only."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from common import task_names as names
+from common.config import Settings
+
+
+def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Return beat's schedule for `settings`."""
+    return {
+        "worker-ping": {
+            "task": names.PING,
+            "schedule": timedelta(minutes=1),
+            "options": {"expires": 50},  # not started in 50 s: discarded
+        },
+    }

@@ -1,0 +1,1 @@
+"""The Celery worker: task modules under `tasks/`, app in `celery_app.py`."""
