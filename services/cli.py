@@ -1,0 +1,376 @@
+"""The `modelops` command: up, train, generate, db, models, datasets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from common import registry, synthetic
+from common.config import MODEL_TYPES, Settings, get_settings
+from common.datasets import list_datasets, load_training_source
+from common.errors import AppError
+from common.lifecycle import registry_is_empty, train_version
+from common.logging import configure_logging
+from common.storage.db import make_engine, make_session_factory, session_scope
+from common.storage.migrate import current_revision, head_revision, upgrade_database
+from services import launcher
+
+log = logging.getLogger(__name__)
+
+
+class AppErrorGroup(click.Group):
+    """Shows our errors as one clear line and exit code 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AppError as exc:
+            details = f" {json.dumps(exc.details, default=str)}" if exc.details else ""
+            raise click.ClickException(f"{exc.message}{details}") from exc
+
+
+@click.group(cls=AppErrorGroup)
+def main() -> None:
+    """ModelOps: deploy, monitor and retrain scikit-learn models on one machine."""
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = get_settings()
+    if overrides:
+        settings = settings.with_overrides(**overrides)
+    configure_logging(settings)
+    return settings
+
+
+def _session_factory(settings: Settings) -> Any:
+    engine = make_engine(settings)
+    upgrade_database(engine)
+    return make_session_factory(engine)
+
+
+class ProgressBar:
+    """A click progress bar fed by a `ProgressCallback`."""
+
+    def __init__(self, label: str) -> None:
+        self.bar = click.progressbar(length=100, label=label, show_eta=False, width=30)
+        self.done = 0
+
+    def __call__(self, percent: int, stage: str) -> None:
+        self.bar.label = f"{stage:<24}"
+        self.bar.update(max(percent - self.done, 0))
+        self.done = max(self.done, percent)
+
+    def __enter__(self) -> ProgressBar:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+@main.group()
+def db() -> None:
+    """Database schema migrations."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (safe to repeat)."""
+    settings = _settings()
+    upgrade_database(make_engine(settings))
+    click.echo(f"database at revision {head_revision()}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the revision the database is at."""
+    engine = make_engine(_settings())
+    click.echo(f"current {current_revision(engine) or 'none'}, head {head_revision()}")
+
+
+@main.command()
+@click.argument("source", required=False)
+@click.option("--target", help="Column to predict (built-in datasets know theirs).")
+@click.option("--model-type", type=click.Choice(MODEL_TYPES), default=None)
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Estimator parameter; VALUE is read as JSON when it parses.")
+@click.option("--promote/--no-promote", default=None,
+              help="Make it champion (default: only when there is none).")
+@click.option("--reason", default="manual training from the CLI", show_default=True)
+def train(
+    source: str | None,
+    target: str | None,
+    model_type: str | None,
+    params: tuple[str, ...],
+    promote: bool | None,
+    reason: str,
+) -> None:
+    """Train a model on SOURCE (a dataset name or a CSV/Parquet path) and register it."""
+    settings = _settings()
+    dataset = load_training_source(settings, source or settings.demo_dataset, target)
+    factory = _session_factory(settings)
+    with session_scope(factory) as session, ProgressBar("training") as progress:
+        trained = train_version(
+            session, settings, dataset,
+            model_type=model_type or settings.demo_model_type,
+            params=_parse_params(params), reason=reason, promote=promote,
+            actor="cli", progress=progress,
+        )
+    _echo_version(trained.version.version, trained.result.metrics.to_dict(), trained.promoted)
+
+
+def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        try:
+            parsed[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[name] = raw
+    return parsed
+
+
+def _echo_version(version: int, metrics: dict[str, Any], promoted: bool) -> None:
+    click.echo(f"registered version {version}{' (champion)' if promoted else ''}")
+    for key in ("accuracy", "precision", "recall", "f1_score"):
+        click.echo(f"  {key:<10} {metrics[key]:.4f}")
+    click.echo(f"  holdout    {metrics['support']} rows")
+
+
+@main.command()
+@click.option("--scenario", type=click.Choice(list(synthetic.SCENARIOS)), default="baseline",
+              show_default=True)
+@click.option("--rows", type=click.IntRange(1, 10_000_000), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output file; .csv or .parquet.")
+@click.option("--mode", type=click.Choice(synthetic.MODES), default="sudden", show_default=True)
+@click.option("--drift-start", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="Share of rows before the drift begins.")
+@click.option("--magnitude", type=float, default=None,
+              help="Strength of the drift (scenario's own default when omitted).")
+@click.option("--features", default=None, help="Comma-separated features to drift.")
+def generate(
+    scenario: str, rows: int, seed: int, out: Path, mode: str,
+    drift_start: float, magnitude: float | None, features: str | None,
+) -> None:
+    """Write synthetic churn data, optionally with drift. Same seed, same bytes."""
+    chosen = tuple(f.strip() for f in features.split(",")) if features else None
+    df = synthetic.generate(
+        scenario, rows, seed, mode=mode, drift_start=drift_start,
+        magnitude=magnitude, features=chosen,
+    )
+    synthetic.write(df, out)
+    click.echo(f"wrote {len(df)} rows of {scenario} ({mode}) to {out}")
+
+
+@main.command("datasets")
+def datasets_command() -> None:
+    """List the dataset names `train` accepts."""
+    for name in list_datasets(_settings()):
+        click.echo(name)
+
+
+@main.group()
+def models() -> None:
+    """Registered model versions."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Versions, newest first, with state and metrics."""
+    settings = _settings()
+    with session_scope(_session_factory(settings)) as session:
+        for v in registry.list_versions(session, settings):
+            click.echo(
+                f"{v.version:>4}  {v.state:<10} {v.model_type:<24} "
+                f"accuracy={v.accuracy:.4f} f1={v.f1_score:.4f}  {v.sha256[:12]}"
+            )
+
+
+@models.command("promote")
+@click.argument("version", type=int)
+@click.option("--reason", default="manual promotion from the CLI", show_default=True)
+def models_promote(version: int, reason: str) -> None:
+    """Make VERSION the champion."""
+    settings = _settings()
+    with session_scope(_session_factory(settings)) as session:
+        champion = registry.promote_version(session, settings, version, reason=reason,
+                                            actor="cli")
+        click.echo(f"version {version} is champion (generation {champion.generation})")
+
+
+@models.command("rollback")
+@click.option("--reason", default="manual rollback from the CLI", show_default=True)
+def models_rollback(reason: str) -> None:
+    """Serve the champion before the current one again."""
+    settings = _settings()
+    with session_scope(_session_factory(settings)) as session:
+        champion = registry.rollback(session, settings, reason=reason, actor="cli")
+        click.echo(
+            f"version {champion.model_version.version} is champion "
+            f"(generation {champion.generation})"
+        )
+
+
+@main.command()
+@click.option("--host", default=None, help="Address of the API and Flower.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="API port.")
+@click.option("--flower-port", type=click.IntRange(0, 65535), default=None)
+def up(host: str | None, port: int | None, flower_port: int | None) -> None:
+    """Start Redis (unless MODELOPS_REDIS_URL is set), worker, beat, API and Flower."""
+    overrides: dict[str, Any] = {"home": str(Path(get_settings().home).resolve())}
+    if host:
+        overrides.update(api_host=host, flower_host=host)
+    if port is not None:
+        overrides["api_port"] = port
+    if flower_port is not None:
+        overrides["flower_port"] = flower_port
+    settings = _settings(**overrides)
+    sys.exit(run_system(settings))
+
+
+def _api_key(settings: Settings) -> str:
+    """The configured key, else the one kept in `<home>/api_key`, else a new one."""
+    if settings.api_key:
+        return settings.api_key
+    path = Path(settings.home) / "api_key"
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    key = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n", encoding="utf-8")
+    return key
+
+
+def run_system(settings: Settings) -> int:
+    """Bring everything up, wait for Ctrl-C or SIGTERM, stop everything. Exit code."""
+    home = Path(settings.home)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    env.update({f"MODELOPS_{k.upper()}": str(v) for k, v in _child_settings(settings).items()})
+    supervisor = launcher.Supervisor(log_dir=home / "logs", env=env)
+    stopping: list[bool] = []
+    launcher.install_stop_handlers(lambda: stopping.append(True))
+    try:
+        if not settings.redis_url:
+            redis_url = _start_redis(supervisor, home)
+            env["MODELOPS_REDIS_URL"] = redis_url
+            settings = settings.with_overrides(redis_url=redis_url)
+        env["MODELOPS_API_KEY"] = _api_key(settings)
+        _prepare_database(settings)
+        _start_services(supervisor, settings)
+        _announce(settings, env["MODELOPS_API_KEY"], home)
+        while not stopping:
+            crashed = supervisor.exited()
+            if crashed:
+                click.echo(f"{crashed.name} exited with code {crashed.process.returncode}; "
+                           f"see {crashed.log_path}. Stopping.", err=True)
+                return 1
+            time.sleep(0.5)
+        return 0
+    except AppError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        return 1
+    finally:
+        click.echo("stopping…", err=True)
+        supervisor.stop_all()
+        click.echo("stopped", err=True)
+
+
+def _child_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        "home": settings.home,
+        "redis_url": settings.redis_url,
+        "api_host": settings.api_host,
+        "api_port": settings.api_port,
+        "flower_host": settings.flower_host,
+        "flower_port": settings.flower_port,
+        "database_url": settings.database_url,
+        "artifact_dir": settings.artifact_dir,
+        "data_dir": settings.data_dir,
+        "log_level": settings.log_level,
+    }
+
+
+def _start_redis(supervisor: launcher.Supervisor, home: Path) -> str:
+    port = launcher.free_port()
+    data_dir = home / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    child = supervisor.start("redis", [
+        launcher.find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
+        "--dir", str(data_dir), "--save", "", "--appendonly", "yes",
+        "--daemonize", "no", "--protected-mode", "yes",
+    ])
+    url = f"redis://127.0.0.1:{port}/0"
+    launcher.wait_until(launcher.redis_ok(url), 20, "redis-server", child)
+    click.echo(f"redis      {url} (private, pid {child.process.pid})")
+    return url
+
+
+def _prepare_database(settings: Settings) -> None:
+    factory = _session_factory(settings)
+    with session_scope(factory) as session:
+        if not registry_is_empty(session, settings):
+            return
+    from common.datasets import load_dataset
+
+    dataset = load_dataset(settings, settings.demo_dataset)
+    with session_scope(factory) as session, ProgressBar("demo model") as progress:
+        trained = train_version(
+            session, settings, dataset, model_type=settings.demo_model_type,
+            reason="demo model for an empty registry", promote=True, progress=progress,
+        )
+    _echo_version(trained.version.version, trained.result.metrics.to_dict(), True)
+
+
+def _start_services(supervisor: launcher.Supervisor, settings: Settings) -> None:
+    python = sys.executable
+    level = settings.log_level.lower()
+    gunicorn_conf = Path(launcher.__file__).parent / "api" / "gunicorn.conf.py"
+    supervisor.start("worker", [
+        python, "-m", "celery", "-A", "services.worker.celery_app", "worker", "-E",
+        "-Q", "training,default", "--concurrency", str(settings.worker_concurrency),
+        "--hostname", "worker@%h", "--loglevel", level,
+    ])
+    supervisor.start("beat", [
+        python, "-m", "celery", "-A", "services.scheduler.beat", "beat", "--loglevel", level,
+        "--schedule", str(Path(settings.home) / "celerybeat-schedule"),
+        "--pidfile", str(Path(settings.home) / "beat.pid"),
+    ])
+    api = supervisor.start("api", [
+        python, "-m", "gunicorn", "-c", str(gunicorn_conf), "services.api.wsgi:app",
+    ])
+    flower = supervisor.start("flower", [
+        python, "-m", "celery", "-A", "services.worker.celery_app", "flower",
+        f"--address={settings.flower_host}", f"--port={settings.flower_port}",
+    ])
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
+    launcher.wait_until(launcher.http_ok(f"{api_url}/livez"), 60, "the API", api)
+    flower_url = f"http://{settings.flower_host}:{settings.flower_port}/healthcheck"
+    launcher.wait_until(launcher.http_ok(flower_url), 60, "Flower", flower)
+
+
+def _announce(settings: Settings, api_key: str, home: Path) -> None:
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
+    click.echo(f"dashboard  {api_url}/")
+    click.echo(f"api        {api_url}  (try {api_url}/model/status)")
+    click.echo(f"readiness  {api_url}/readyz")
+    click.echo(f"flower     http://{settings.flower_host}:{settings.flower_port}/")
+    click.echo(f"api key    {api_key}")
+    click.echo(f"logs       {home / 'logs'}")
+    click.echo("ModelOps is up. Press Ctrl-C to stop.")
+
+
+if __name__ == "__main__":
+    main()
