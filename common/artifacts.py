@@ -1,4 +1,4 @@
-"""Model artifacts on disk: written atomically with a sha256, verified before unpickling.
+"""Model artifacts: written atomically with a sha256, verified before unpickling.
 
 Unpickling runs code, so a file whose bytes do not match the recorded digest is never
 handed to joblib: tampered, truncated and swapped files are all refused.
@@ -35,7 +35,9 @@ def write_artifact(obj: Any, path: Path) -> StoredArtifact:
     A reader never sees a half-written file at `path`.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".joblib")
+    handle, temp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=".tmp-", suffix=".joblib"
+    )
     temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -63,7 +65,9 @@ def read_artifact(path: Path, sha256: str, size_bytes: int | None = None) -> Any
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ArtifactError(f"cannot read artifact {path}: {exc}", path=str(path)) from exc
+        raise ArtifactError(
+            f"cannot read artifact {path}: {exc}", path=str(path)
+        ) from exc
     if size_bytes is not None and len(data) != size_bytes:
         raise ArtifactError(
             f"artifact {path} is {len(data)} bytes, expected {size_bytes} "
@@ -80,7 +84,9 @@ def read_artifact(path: Path, sha256: str, size_bytes: int | None = None) -> Any
     try:
         return joblib.load(io.BytesIO(data))
     except Exception as exc:  # a matching digest with a bad payload: written broken
-        raise ArtifactError(f"artifact {path} cannot be loaded: {exc}", path=str(path)) from exc
+        raise ArtifactError(
+            f"artifact {path} cannot be loaded: {exc}", path=str(path)
+        ) from exc
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -28,24 +28,28 @@ def _doc(text: str, default: Any) -> Any:
 class Settings:
     """Every tunable of ModelOps. Empty path settings are derived from `home`."""
 
-    home: str = _doc("Directory holding all local state (database, artifacts, data).", "var")
+    home: str = _doc(
+        "Directory holding all local state (database, artifacts, data).", "var"
+    )
     config_file: str = _doc(
-        "TOML file layered under the environment; ignored when missing.", "modelops.toml"
+        "TOML file layered under the environment; ignored when missing.",
+        "modelops.toml",
     )
     database_url: str = _doc(
         "SQLAlchemy URL; empty means SQLite at `<home>/modelops.db`.", ""
     )
     artifact_dir: str = _doc("Model artifacts; empty means `<home>/artifacts`.", "")
-    data_dir: str = _doc(
-        "Named datasets and uploads; empty means `<home>/data`.", ""
-    )
+    data_dir: str = _doc("Named datasets and uploads; empty means `<home>/data`.", "")
     redis_url: str = _doc(
-        "Broker and result backend; empty makes `modelops up` start a private Redis.", ""
+        "Broker and result backend; empty makes `modelops up` start a private Redis.",
+        "",
     )
     api_key: str = _doc(
         "Key for mutating calls; empty makes `modelops up` generate and keep one.", ""
     )
-    predict_auth: bool = _doc("Require the API key on /predict and /feedback too.", False)
+    predict_auth: bool = _doc(
+        "Require the API key on /predict and /feedback too.", False
+    )
     api_host: str = _doc("Address the API and dashboard bind to.", "127.0.0.1")
     api_port: int = _doc("Port of the API and dashboard.", 8000)
     api_workers: int = _doc("gunicorn worker processes.", 2)
@@ -61,8 +65,12 @@ class Settings:
     test_size: float = _doc("Share of rows held out for evaluation (stratified).", 0.2)
     min_training_rows: int = _doc("Fewest rows a training set may have.", 50)
     min_class_rows: int = _doc("Fewest rows each class needs in a training set.", 2)
-    max_categories: int = _doc("Most distinct values a categorical feature may have.", 100)
-    profile_bins: int = _doc("Quantile bins per numeric feature in the reference profile.", 10)
+    max_categories: int = _doc(
+        "Most distinct values a categorical feature may have.", 100
+    )
+    profile_bins: int = _doc(
+        "Quantile bins per numeric feature in the reference profile.", 10
+    )
     profile_sample_size: int = _doc(
         "Rows kept per numeric feature in the reference profile.", 1000
     )
@@ -88,7 +96,12 @@ class Settings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{_env(name)} must be a port 0-65535, got {port}")
-        for name in ("api_workers", "api_threads", "worker_concurrency", "min_class_rows"):
+        for name in (
+            "api_workers",
+            "api_threads",
+            "worker_concurrency",
+            "min_class_rows",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_env(name)} must be at least 1")
         if not 0.0 < self.test_size < 1.0:
@@ -96,7 +109,9 @@ class Settings:
         if self.profile_bins < 2:
             raise ConfigError(f"{_env('profile_bins')} must be at least 2")
         if self.log_level.upper() not in LOG_LEVELS:
-            raise ConfigError(f"{_env('log_level')} must be one of {', '.join(LOG_LEVELS)}")
+            raise ConfigError(
+                f"{_env('log_level')} must be one of {', '.join(LOG_LEVELS)}"
+            )
         if self.demo_model_type not in MODEL_TYPES:
             raise ConfigError(
                 f"{_env('demo_model_type')} must be one of {', '.join(MODEL_TYPES)}"
@@ -161,7 +176,8 @@ def _parse_env(key: str, name: str, raw: str) -> Any:
             return kind(raw)
         except ValueError:
             raise ConfigError(
-                f"{key} must be {'an integer' if kind is int else 'a number'}, got {raw!r}",
+                f"{key} must be {'an integer' if kind is int else 'a number'}, "
+                f"got {raw!r}",
                 key=key,
             ) from None
     return raw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -16,7 +17,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from common.config import Settings
-from common.errors import DatasetNotFoundError, InvalidInputError, UnprocessableDataError
+from common.errors import (
+    DatasetNotFoundError,
+    InvalidInputError,
+    UnprocessableDataError,
+)
 from common.schemas import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -81,7 +86,8 @@ class DataProcessor:
         kind = READERS.get(path.suffix.lower())
         if kind is None:
             raise InvalidInputError(
-                f"{path.name}: unsupported format {path.suffix!r}; use .csv or .parquet",
+                f"{path.name}: unsupported format {path.suffix!r}; "
+                "use .csv or .parquet",
                 path=str(path),
             )
         if not path.is_file():
@@ -109,7 +115,9 @@ class DataProcessor:
         duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
         if duplicated:
             result.problems.append(
-                DataProblem("duplicate_columns", f"duplicate column names: {duplicated}")
+                DataProblem(
+                    "duplicate_columns", f"duplicate column names: {duplicated}"
+                )
             )
             df = df.loc[:, ~df.columns.duplicated()]
         _check_target(self.settings, df, target, result)
@@ -119,10 +127,14 @@ class DataProcessor:
         expected = {spec.name: spec for spec in schema or []}
         for name in sorted(set(expected) - set(features)):
             result.problems.append(
-                DataProblem("missing_feature", f"feature {name!r} is missing", column=name)
+                DataProblem(
+                    "missing_feature", f"feature {name!r} is missing", column=name
+                )
             )
         for name in features:
-            spec = _check_feature(self.settings, df[name], name, expected.get(name), result)
+            spec = _check_feature(
+                self.settings, df[name], name, expected.get(name), result
+            )
             if spec is not None:
                 result.schema.append(spec)
         return result
@@ -141,8 +153,10 @@ class DataProcessor:
                 (
                     "number",
                     Pipeline(
-                        [("impute", SimpleImputer(strategy="median")),
-                         ("scale", StandardScaler())]
+                        [
+                            ("impute", SimpleImputer(strategy="median")),
+                            ("scale", StandardScaler()),
+                        ]
                     ),
                     numeric,
                 )
@@ -165,7 +179,8 @@ class DataProcessor:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     # pandas renames duplicate headers to "a.1"; read the header ourselves to see them.
-    header = pd.read_csv(path, nrows=0, header=None).iloc[0].astype(str).tolist()
+    with path.open(newline="", encoding="utf-8") as stream:
+        header = next(csv.reader(stream), [])
     df = pd.read_csv(path, header=0)
     df.columns = pd.Index(header)
     return df
@@ -178,7 +193,8 @@ def _check_target(
         result.problems.append(
             DataProblem(
                 "missing_target",
-                f"target column {target!r} not found; columns are {list(map(str, df.columns))}",
+                f"target column {target!r} not found; "
+                f"columns are {list(map(str, df.columns))}",
                 column=target,
             )
         )
@@ -261,7 +277,8 @@ def _check_feature(
             result.problems.append(
                 DataProblem(
                     "infinite_values",
-                    f"column {name!r} has {int(infinite.sum())} infinite values at rows "
+                    f"column {name!r} has {int(infinite.sum())} infinite values "
+                    "at rows "
                     f"{rows}",
                     column=name,
                     rows=rows,
@@ -290,7 +307,9 @@ def _infer_type(column: pd.Series) -> str:
     if pd.api.types.is_numeric_dtype(column):
         return "number"
     present = column.dropna()
-    share = pd.to_numeric(present, errors="coerce").notna().mean() if len(present) else 0
+    share = (
+        pd.to_numeric(present, errors="coerce").notna().mean() if len(present) else 0
+    )
     return "number" if share >= NUMERIC_SHARE else "category"
 
 
@@ -311,8 +330,8 @@ def coerce_features(df: pd.DataFrame, schema: list[FeatureSpec]) -> pd.DataFrame
             out[spec.name] = pd.to_numeric(column, errors="coerce").astype("float64")
         else:
             values = column.astype("object")
-            out[spec.name] = values.astype(str).astype("object").where(
-                values.notna(), np.nan
+            out[spec.name] = (
+                values.astype(str).astype("object").where(values.notna(), np.nan)
             )
     return pd.DataFrame(out, index=df.index)
 

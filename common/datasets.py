@@ -74,13 +74,16 @@ def resolve_data_file(settings: Settings, name: str) -> Path:
     """
     if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
         raise InvalidInputError(
-            f"dataset name {name!r} must be a plain file name inside the data directory",
+            f"dataset name {name!r} must be a plain file name "
+            "inside the data directory",
             field="dataset",
         )
     root = Path(settings.data_dir).resolve()
     path = (root / name).resolve()
     if path.parent != root:
-        raise InvalidInputError(f"dataset name {name!r} is not allowed", field="dataset")
+        raise InvalidInputError(
+            f"dataset name {name!r} is not allowed", field="dataset"
+        )
     if not path.is_file():
         raise DatasetNotFoundError(
             f"no dataset named {name!r}; known: {list_datasets(settings)}", dataset=name
@@ -97,7 +100,9 @@ def load_dataset(settings: Settings, name: str, target: str | None = None) -> Da
     return Dataset(name, DataProcessor(settings).load_data(path), target or "target")
 
 
-def load_training_source(settings: Settings, source: str, target: str | None) -> Dataset:
+def load_training_source(
+    settings: Settings, source: str, target: str | None
+) -> Dataset:
     """For the CLI: a dataset name, or a path to a CSV or Parquet file."""
     path = Path(source)
     if source not in BUILTIN and path.suffix.lower() in READERS and path.exists():

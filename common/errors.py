@@ -1,20 +1,20 @@
 """The one error hierarchy. Every error raised on purpose carries its HTTP status.
 
-    AppError (500 internal_error)
-    ├── ConfigError (500 config_error)            a setting is unknown or malformed
-    ├── InvalidInputError (400 invalid_input)     payload or parameters fail validation
-    ├── UnauthorizedError (401 unauthorized)      missing or wrong API key
-    ├── NotFoundError (404 not_found)
-    │   ├── ModelNotFoundError (model_not_found)
-    │   ├── JobNotFoundError (job_not_found)
-    │   └── DatasetNotFoundError (dataset_not_found)
-    ├── ConflictError (409 conflict)
-    │   └── VersionExistsError (version_exists)
-    ├── UnprocessableDataError (422 unprocessable_data)
-    ├── ArtifactError (500 artifact_error)        artifact missing, tampered or truncated
-    └── UnavailableError (503 unavailable)        answered with Retry-After
-        ├── ModelNotReadyError (model_not_ready)  no champion yet, or not loaded
-        └── DependencyError (dependency_unavailable)  Redis, a locked DB, artifact IO
+AppError (500 internal_error)
+├── ConfigError (500 config_error)            a setting is unknown or malformed
+├── InvalidInputError (400 invalid_input)     payload or parameters fail validation
+├── UnauthorizedError (401 unauthorized)      missing or wrong API key
+├── NotFoundError (404 not_found)
+│   ├── ModelNotFoundError (model_not_found)
+│   ├── JobNotFoundError (job_not_found)
+│   └── DatasetNotFoundError (dataset_not_found)
+├── ConflictError (409 conflict)
+│   └── VersionExistsError (version_exists)
+├── UnprocessableDataError (422 unprocessable_data)
+├── ArtifactError (500 artifact_error)        artifact missing, tampered or truncated
+└── UnavailableError (503 unavailable)        answered with Retry-After
+    ├── ModelNotReadyError (model_not_ready)  no champion yet, or not loaded
+    └── DependencyError (dependency_unavailable)  Redis, a locked DB, artifact IO
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ class AppError(Exception):
     def to_dict(self) -> dict[str, Any]:
         """Return the one JSON error shape."""
         return {
-            "error": {"code": self.code, "message": self.message, "details": self.details}
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "details": self.details,
+            }
         }
 
 

@@ -37,7 +37,9 @@ class ModelEvaluator:
 
     def evaluate(self, model: Any, X: pd.DataFrame, y: pd.Series) -> EvaluationReport:
         """Predict `X` with `model` and compare with `y`."""
-        return self.evaluate_predictions(y, model.predict(X), labels=list(model.classes_))
+        return self.evaluate_predictions(
+            y, model.predict(X), labels=list(model.classes_)
+        )
 
     def evaluate_predictions(
         self, y_true: Any, y_pred: Any, labels: list[Any]

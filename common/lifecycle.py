@@ -50,11 +50,15 @@ def train_version(
         progress=lambda pct, stage: progress(int(pct * 0.9), stage),
     )
     progress(92, "registering")
-    version = registry.register_model(session, settings, result, reason=reason, actor=actor)
+    version = registry.register_model(
+        session, settings, result, reason=reason, actor=actor
+    )
     if promote is None:
         promote = registry.find_champion(session, settings) is None
     if promote:
-        registry.promote_version(session, settings, version.version, reason=reason, actor=actor)
+        registry.promote_version(
+            session, settings, version.version, reason=reason, actor=actor
+        )
     progress(100, "done")
     return TrainedVersion(version=version, result=result, promoted=promote)
 

@@ -49,7 +49,9 @@ def _numeric_profile(
 ) -> dict[str, Any]:
     values = column.dropna().to_numpy(dtype=float)
     cuts = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1))[1:-1])
-    counts = np.bincount(np.searchsorted(cuts, values, side="right"), minlength=len(cuts) + 1)
+    counts = np.bincount(
+        np.searchsorted(cuts, values, side="right"), minlength=len(cuts) + 1
+    )
     take = min(sample_size, len(values))
     sample = rng.choice(values, size=take, replace=False) if take else values
     return {

@@ -35,7 +35,9 @@ def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_transport_options={"visibility_timeout": 2 * HARD_TIME_LIMIT_SECONDS},
-        result_backend_transport_options={"visibility_timeout": 2 * HARD_TIME_LIMIT_SECONDS},
+        result_backend_transport_options={
+            "visibility_timeout": 2 * HARD_TIME_LIMIT_SECONDS
+        },
         task_queues=(Queue(TRAINING_QUEUE), Queue(DEFAULT_QUEUE)),
         task_default_queue=DEFAULT_QUEUE,
         worker_hijack_root_logger=False,

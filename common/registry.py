@@ -45,7 +45,9 @@ def register_model(
     nothing half-written is left registered.
     """
     name = settings.model_name
-    if job_id is not None and (existing := repo.find_model_version_by_job(session, job_id)):
+    if job_id is not None and (
+        existing := repo.find_model_version_by_job(session, job_id)
+    ):
         return existing
     bundle = {
         "format": ARTIFACT_FORMAT,
@@ -56,25 +58,39 @@ def register_model(
     }
     for _attempt in range(REGISTER_ATTEMPTS):
         version = repo.next_version_number(session, name)
-        relative = Path(name) / str(version) / f"model-{result.data_fingerprint[:12]}.joblib"
+        relative = (
+            Path(name) / str(version) / f"model-{result.data_fingerprint[:12]}.joblib"
+        )
         stored = write_artifact(bundle, Path(settings.artifact_dir) / relative)
-        row = _version_row(result, name, version, relative, stored.sha256, stored.size_bytes)
+        row = _version_row(
+            result, name, version, relative, stored.sha256, stored.size_bytes
+        )
         row.reason, row.job_id = reason, job_id
         try:
             with session.begin_nested():
                 session.add(row)
                 session.flush()
-        except IntegrityError:  # another process took this version number
+        except IntegrityError:
             stored.path.unlink(missing_ok=True)
-            continue
+            if repo.find_model_version(session, name, version) is None:
+                raise  # not a lost race for the version number: a real violation
+            continue  # another process took this version number
         except BaseException:
             stored.path.unlink(missing_ok=True)
             raise
         repo.add_audit_event(
-            session, "register", "model_version", version, actor=actor,
-            reason=reason, sha256=stored.sha256, job_id=job_id,
+            session,
+            "register",
+            "model_version",
+            version,
+            actor=actor,
+            reason=reason,
+            sha256=stored.sha256,
+            job_id=job_id,
         )
-        log.info("registered model=%s version=%d sha256=%s", name, version, stored.sha256)
+        log.info(
+            "registered model=%s version=%d sha256=%s", name, version, stored.sha256
+        )
         return row
     raise ConflictError(f"could not allocate a version number for {name!r}; retry")
 
@@ -148,7 +164,12 @@ def get_champion(session: Session, settings: Settings) -> Champion:
 
 
 def promote_version(
-    session: Session, settings: Settings, version: int, *, reason: str, actor: str = "system"
+    session: Session,
+    settings: Settings,
+    version: int,
+    *,
+    reason: str,
+    actor: str = "system",
 ) -> Champion:
     """Make `version` the champion; the previous one becomes retired.
 
@@ -162,7 +183,9 @@ def promote_version(
     row = get_version(session, settings, version)
     champion = repo.find_champion(session, settings.model_name, for_update=True)
     if champion is not None and champion.model_version_id == row.id:
-        raise ConflictError(f"version {version} is already the champion", version=version)
+        raise ConflictError(
+            f"version {version} is already the champion", version=version
+        )
     champion = _point_to(session, settings, champion, row)
     session.add(
         ChampionHistory(
@@ -173,14 +196,21 @@ def promote_version(
         )
     )
     repo.add_audit_event(
-        session, "promote", "model_version", version, actor=actor,
-        reason=reason, generation=champion.generation,
+        session,
+        "promote",
+        "model_version",
+        version,
+        actor=actor,
+        reason=reason,
+        generation=champion.generation,
     )
     log.info("promoted version=%d generation=%d", version, champion.generation)
     return champion
 
 
-def rollback(session: Session, settings: Settings, *, reason: str, actor: str = "system") -> Champion:
+def rollback(
+    session: Session, settings: Settings, *, reason: str, actor: str = "system"
+) -> Champion:
     """Pop the current champion and serve the one promoted before it.
 
     Raises
@@ -198,10 +228,17 @@ def rollback(session: Session, settings: Settings, *, reason: str, actor: str = 
     champion = repo.find_champion(session, settings.model_name, for_update=True)
     champion = _point_to(session, settings, champion, target)
     repo.add_audit_event(
-        session, "rollback", "model_version", target.version, actor=actor,
-        reason=reason, generation=champion.generation,
+        session,
+        "rollback",
+        "model_version",
+        target.version,
+        actor=actor,
+        reason=reason,
+        generation=champion.generation,
     )
-    log.info("rolled back to version=%d generation=%d", target.version, champion.generation)
+    log.info(
+        "rolled back to version=%d generation=%d", target.version, champion.generation
+    )
     return champion
 
 
@@ -209,7 +246,9 @@ def _point_to(
     session: Session, settings: Settings, champion: Champion | None, row: ModelVersion
 ) -> Champion:
     if champion is None:
-        champion = Champion(name=settings.model_name, model_version_id=row.id, generation=1)
+        champion = Champion(
+            name=settings.model_name, model_version_id=row.id, generation=1
+        )
         session.add(champion)
     else:
         old = session.get(ModelVersion, champion.model_version_id)

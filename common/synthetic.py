@@ -67,13 +67,19 @@ SCENARIOS: dict[str, Scenario] = {
         ("monthly_spend", "usage_hours", "age"), 0.5, "mean moves by `magnitude` std"
     ),
     "variance_change": Scenario(
-        ("income", "tenure_months"), 2.0, "spread around the mean multiplied by `magnitude`"
+        ("income", "tenure_months"),
+        2.0,
+        "spread around the mean multiplied by `magnitude`",
     ),
-    "new_category": Scenario(("region",), 0.3, "share `magnitude` of an unseen category"),
+    "new_category": Scenario(
+        ("region",), 0.3, "share `magnitude` of an unseen category"
+    ),
     "missing_spike": Scenario(
         ("income", "usage_hours", "plan"), 0.3, "share `magnitude` of values go missing"
     ),
-    "label_shift": Scenario((), 1.5, "churn odds raised by exp(`magnitude`), same inputs"),
+    "label_shift": Scenario(
+        (), 1.5, "churn odds raised by exp(`magnitude`), same inputs"
+    ),
     "concept_drift": Scenario((), 1.0, "the feature-to-churn relation changes"),
 }
 
@@ -103,7 +109,9 @@ def generate(
     draws = rng.random(rows)  # drawn before any drift: undrifted rows match baseline
     magnitude = spec.magnitude if magnitude is None else magnitude
     chosen = spec.features if features is None else features
-    logit = APPLY[scenario](df, np.random.default_rng([seed, 1]), weight, magnitude, chosen)
+    logit = APPLY[scenario](
+        df, np.random.default_rng([seed, 1]), weight, magnitude, chosen
+    )
     df[TARGET] = (draws < 1.0 / (1.0 + np.exp(-logit))).astype(int)
     return df
 
@@ -118,7 +126,11 @@ def write(df: pd.DataFrame, out: Path) -> None:
 
 
 def _check(
-    scenario: str, rows: int, mode: str, drift_start: float, features: tuple[str, ...] | None
+    scenario: str,
+    rows: int,
+    mode: str,
+    drift_start: float,
+    features: tuple[str, ...] | None,
 ) -> Scenario:
     if scenario not in SCENARIOS:
         raise InvalidInputError(
@@ -126,15 +138,22 @@ def _check(
             field="scenario",
         )
     if mode not in MODES:
-        raise InvalidInputError(f"mode must be sudden or gradual, got {mode!r}", field="mode")
+        raise InvalidInputError(
+            f"mode must be sudden or gradual, got {mode!r}", field="mode"
+        )
     if not 1 <= rows <= 10_000_000:
-        raise InvalidInputError(f"rows must be 1 to 10,000,000, got {rows}", field="rows")
+        raise InvalidInputError(
+            f"rows must be 1 to 10,000,000, got {rows}", field="rows"
+        )
     if not 0.0 <= drift_start < 1.0:
         raise InvalidInputError("drift_start must be in [0, 1)", field="drift_start")
     spec = SCENARIOS[scenario]
-    allowed = set(NUMERIC) if scenario in ("mean_shift", "variance_change") else set(
-        spec.features
-    ) | (set(CATEGORIES) if scenario == "new_category" else set())
+    allowed = (
+        set(NUMERIC)
+        if scenario in ("mean_shift", "variance_change")
+        else set(spec.features)
+        | (set(CATEGORIES) if scenario == "new_category" else set())
+    )
     if scenario == "missing_spike":
         allowed = set(NUMERIC) | set(CATEGORIES)
     bad = sorted(set(features or ()) - allowed)
@@ -184,14 +203,20 @@ Apply = Callable[
 
 
 def _no_change(
-    df: pd.DataFrame, rng: np.random.Generator, w: np.ndarray, magnitude: float,
+    df: pd.DataFrame,
+    rng: np.random.Generator,
+    w: np.ndarray,
+    magnitude: float,
     features: tuple[str, ...],
 ) -> np.ndarray:
     return _logit(df, COEFFICIENTS)
 
 
 def _mean_shift(
-    df: pd.DataFrame, rng: np.random.Generator, w: np.ndarray, magnitude: float,
+    df: pd.DataFrame,
+    rng: np.random.Generator,
+    w: np.ndarray,
+    magnitude: float,
     features: tuple[str, ...],
 ) -> np.ndarray:
     for name in features:
@@ -200,7 +225,10 @@ def _mean_shift(
 
 
 def _variance_change(
-    df: pd.DataFrame, rng: np.random.Generator, w: np.ndarray, magnitude: float,
+    df: pd.DataFrame,
+    rng: np.random.Generator,
+    w: np.ndarray,
+    magnitude: float,
     features: tuple[str, ...],
 ) -> np.ndarray:
     for name in features:
@@ -210,7 +238,10 @@ def _variance_change(
 
 
 def _new_category(
-    df: pd.DataFrame, rng: np.random.Generator, w: np.ndarray, magnitude: float,
+    df: pd.DataFrame,
+    rng: np.random.Generator,
+    w: np.ndarray,
+    magnitude: float,
     features: tuple[str, ...],
 ) -> np.ndarray:
     for name in features:
@@ -220,7 +251,10 @@ def _new_category(
 
 
 def _missing_spike(
-    df: pd.DataFrame, rng: np.random.Generator, w: np.ndarray, magnitude: float,
+    df: pd.DataFrame,
+    rng: np.random.Generator,
+    w: np.ndarray,
+    magnitude: float,
     features: tuple[str, ...],
 ) -> np.ndarray:
     logit = _logit(df, COEFFICIENTS)  # labels are those of the complete rows
@@ -232,14 +266,20 @@ def _missing_spike(
 
 
 def _label_shift(
-    df: pd.DataFrame, rng: np.random.Generator, w: np.ndarray, magnitude: float,
+    df: pd.DataFrame,
+    rng: np.random.Generator,
+    w: np.ndarray,
+    magnitude: float,
     features: tuple[str, ...],
 ) -> np.ndarray:
     return _logit(df, COEFFICIENTS) + magnitude * w
 
 
 def _concept_drift(
-    df: pd.DataFrame, rng: np.random.Generator, w: np.ndarray, magnitude: float,
+    df: pd.DataFrame,
+    rng: np.random.Generator,
+    w: np.ndarray,
+    magnitude: float,
     features: tuple[str, ...],
 ) -> np.ndarray:
     mix = np.clip(magnitude * w, 0.0, 1.0)

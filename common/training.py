@@ -1,4 +1,4 @@
-"""Training: a dataset in, a fitted pipeline with its schema, profile and metrics out."""
+"""Training: a dataset in; a fitted pipeline with schema, profile and metrics out."""
 
 from __future__ import annotations
 
@@ -128,13 +128,18 @@ class ModelTrainer:
             random_state=self.settings.random_state,
         )
         pipeline = Pipeline(
-            [("preprocess", self.processor.preprocess(input_schema)), ("model", estimator)]
+            [
+                ("preprocess", self.processor.preprocess(input_schema)),
+                ("model", estimator),
+            ]
         )
         progress(35, f"fitting {model_type}")
         try:
             pipeline.fit(X_train, y_train)
         except InvalidParameterError as exc:
-            raise InvalidInputError(f"invalid parameters: {exc}", field="params") from exc
+            raise InvalidInputError(
+                f"invalid parameters: {exc}", field="params"
+            ) from exc
         progress(80, "evaluating")
         metrics = self.evaluator.evaluate(pipeline, X_test, y_test)
         progress(90, "profiling reference data")
@@ -148,7 +153,10 @@ class ModelTrainer:
         )
         log.info(
             "trained model_type=%s rows=%d accuracy=%.4f f1=%.4f",
-            model_type, len(X_train), metrics.accuracy, metrics.f1_score,
+            model_type,
+            len(X_train),
+            metrics.accuracy,
+            metrics.f1_score,
         )
         progress(100, "trained")
         return ModelResult(

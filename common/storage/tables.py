@@ -183,7 +183,9 @@ class Alert(Base):
     """An alert from a rule; at most one open per rule and subject."""
 
     __tablename__ = "alerts"
-    __table_args__ = (Index("ix_alerts_rule_subject_state", "rule", "subject", "state"),)
+    __table_args__ = (
+        Index("ix_alerts_rule_subject_state", "rule", "subject", "state"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     rule: Mapped[str] = mapped_column(String(100))

@@ -21,7 +21,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["settings"] = settings
     database.init_app(app, settings)
-    app.extensions["model_cache"] = ModelCache(settings, database.get_session_factory_of(app))
+    app.extensions["model_cache"] = ModelCache(
+        settings, database.get_session_factory_of(app)
+    )
     register_error_handlers(app)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)

@@ -28,7 +28,7 @@ def get_session_factory_of(app: Flask) -> sessionmaker[Session]:
 
 
 def get_session_factory() -> sessionmaker[Session]:
-    return get_session_factory_of(current_app)  # type: ignore[arg-type]
+    return get_session_factory_of(current_app)
 
 
 def get_session() -> Session:

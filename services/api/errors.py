@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 
 
 def _error_response(status: int, code: str, message: str, details: object) -> Response:
-    response = jsonify({"error": {"code": code, "message": message, "details": details}})
+    response = jsonify(
+        {"error": {"code": code, "message": message, "details": details}}
+    )
     response.status_code = status
     return response
 

@@ -39,7 +39,9 @@ class LoadedModel:
 class ModelCache:
     """Holds one `LoadedModel`; a failed load keeps the previous one serving."""
 
-    def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self, settings: Settings, session_factory: sessionmaker[Session]
+    ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.current: LoadedModel | None = None

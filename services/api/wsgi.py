@@ -1,4 +1,7 @@
-"""gunicorn's entry: `gunicorn -c services/api/gunicorn.conf.py services.api.wsgi:app`."""
+"""gunicorn's entry point.
+
+`gunicorn -c services/api/gunicorn.conf.py services.api.wsgi:app`
+"""
 
 from __future__ import annotations
 

@@ -35,11 +35,16 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
             check()
             checks[name] = "ok"
         except AppError as exc:
-            checks[name] = f"{exc.message}: {exc.details.get('reason', '')}".rstrip(": ")
+            checks[name] = f"{exc.message}: {exc.details.get('reason', '')}".rstrip(
+                ": "
+            )
     loaded = cache.refresh() if checks["database"] == "ok" else cache.current
     checks["model"] = "ok" if loaded else (cache.last_error or "no model loaded")
     ready = all(value == "ok" for value in checks.values())
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    body: dict[str, Any] = {
+        "status": "ready" if ready else "not_ready",
+        "checks": checks,
+    }
     if loaded:
         body["model_version"] = loaded.version
     headers = {} if ready else {"Retry-After": "5"}

@@ -1,0 +1,127 @@
+"""Shared fixtures: settings on a temporary home, real databases, real small models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.config import Settings
+from common.storage.db import make_engine, make_session_factory
+from common.storage.migrate import upgrade_database
+from services.launcher import find_redis_server, free_port
+
+POSTGRES_URL = os.environ.get("MODELOPS_TEST_DATABASE_URL", "")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=str(tmp_path / "home"), demo_rows=600, profile_sample_size=200)
+
+
+def _postgres_schema_url(schema: str) -> str:
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
+    """Settings on a migrated database: SQLite always, PostgreSQL when configured.
+
+    Each PostgreSQL test gets its own schema, dropped afterwards.
+    """
+    if request.param == "sqlite":
+        engine = make_engine(settings)
+        upgrade_database(engine)
+        engine.dispose()
+        yield settings
+        return
+    if not POSTGRES_URL:
+        pytest.skip("MODELOPS_TEST_DATABASE_URL is not set")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    pg_settings = settings.with_overrides(database_url=_postgres_schema_url(schema))
+    engine = make_engine(pg_settings)
+    try:
+        upgrade_database(engine)
+        yield pg_settings
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(db_settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    with session_factory() as session:
+        yield session
+
+
+@pytest.fixture
+def churn_frame() -> pd.DataFrame:
+    """A small learnable mixed-type frame (the synthetic generator's baseline)."""
+    from common.synthetic import generate
+
+    return generate("baseline", 400, seed=7)
+
+
+@pytest.fixture
+def tiny_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=120)
+    return pd.DataFrame(
+        {
+            "x": x,
+            "color": rng.choice(["red", "blue"], size=120),
+            "label": np.where(x > 0, "yes", "no"),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server on a free loopback port, stopped by PID at the end."""
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        from services.launcher import Child, redis_ok, wait_until
+
+        wait_until(redis_ok(url), 20, "redis-server", Child("redis", process, directory))
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+

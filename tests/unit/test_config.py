@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from common.config import Settings, describe_settings
+from common.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_paths_default_under_home():
+    settings = Settings(home="/srv/mo")
+    assert settings.database_url == "sqlite:////srv/mo/modelops.db"
+    assert settings.artifact_dir == "/srv/mo/artifacts"
+    assert settings.data_dir == "/srv/mo/data"
+
+
+def test_environment_overrides_defaults_with_types():
+    settings = Settings.from_env(
+        {
+            "MODELOPS_API_PORT": "9001",
+            "MODELOPS_PREDICT_AUTH": "yes",
+            "MODELOPS_TEST_SIZE": "0.3",
+            "MODELOPS_CONFIG_FILE": "/nonexistent.toml",
+            "PATH": "/bin",
+        }
+    )
+    assert settings.api_port == 9001
+    assert settings.predict_auth is True
+    assert settings.test_size == pytest.approx(0.3)
+
+
+def test_unknown_environment_key_stops_startup_naming_it():
+    with pytest.raises(ConfigError, match="MODELOPS_API_PROT"):
+        Settings.from_env({"MODELOPS_API_PROT": "9000"})
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "expected"),
+    [
+        ("MODELOPS_API_PORT", "eighty", "an integer"),
+        ("MODELOPS_TEST_SIZE", "much", "a number"),
+        ("MODELOPS_PREDICT_AUTH", "maybe", "true or false"),
+    ],
+)
+def test_wrong_type_in_environment_names_key_and_expectation(key, raw, expected):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({key: raw})
+    assert key in caught.value.message
+    assert expected in caught.value.message
+
+
+def test_out_of_range_value_is_refused():
+    with pytest.raises(ConfigError, match="MODELOPS_TEST_SIZE"):
+        Settings(test_size=1.5)
+
+
+def test_toml_file_is_layered_under_environment(tmp_path):
+    config = tmp_path / "modelops.toml"
+    config.write_text('api_port = 7000\nlog_level = "DEBUG"\n')
+    settings = Settings.from_env(
+        {"MODELOPS_CONFIG_FILE": str(config), "MODELOPS_API_PORT": "7001"}
+    )
+    assert settings.api_port == 7001  # environment wins
+    assert settings.log_level == "DEBUG"  # file over default
+    config.write_text("test_size = 1\n")
+    with pytest.raises(ConfigError, match="(?i)test_size"):
+        Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})  # 1 is out of range
+
+
+def test_toml_unknown_key_and_wrong_type_are_named(tmp_path):
+    config = tmp_path / "modelops.toml"
+    config.write_text("api_prot = 7000\n")
+    with pytest.raises(ConfigError, match="api_prot"):
+        Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})
+    config.write_text('api_port = "7000"\n')
+    with pytest.raises(ConfigError, match="'api_port'.*must be int"):
+        Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})
+    config.write_text("api_port = true\n")
+    with pytest.raises(ConfigError, match="api_port"):
+        Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})
+
+
+def test_malformed_toml_names_the_file(tmp_path):
+    config = tmp_path / "modelops.toml"
+    config.write_text("api_port = \n")
+    with pytest.raises(ConfigError, match=re.escape(str(config))):
+        Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})
+
+
+def test_configuration_doc_lists_every_setting_with_its_default():
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    for env_name, _type, default, _text in describe_settings():
+        row = next((ln for ln in doc.splitlines() if ln.startswith(f"| `{env_name}`")), None)
+        assert row is not None, f"{env_name} missing from docs/configuration.md"
+        assert f"`{default!r}`" in row or (default == "" and "(derived)" in row), row

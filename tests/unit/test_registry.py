@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from common import registry
+from common.artifacts import sha256_file
+from common.errors import ArtifactError, ConflictError, ModelNotFoundError
+from common.storage.tables import AuditEvent, ModelVersion
+from tests.factories import make_job, register_version, train_result
+
+
+def _artifact(settings, version) -> Path:
+    return Path(settings.artifact_dir) / version.artifact_path
+
+
+def test_register_writes_verified_artifact_and_metadata(session, db_settings, churn_frame):
+    version = register_version(session, db_settings, churn_frame, "churned")
+    path = _artifact(db_settings, version)
+    assert path.is_file() and sha256_file(path) == version.sha256
+    assert version.size_bytes == path.stat().st_size
+    assert version.version == 1 and version.state == "candidate"
+    assert version.feature_names == ["age", "income", "tenure_months", "monthly_spend",
+                                     "support_calls", "usage_hours", "plan", "region"]
+    schema = {item["name"]: item for item in version.input_schema}
+    assert schema["plan"]["type"] == "category" and schema["age"]["min"] >= 18
+    assert version.reference_profile["features"]["age"]["cut_points"]
+    assert version.metrics["f1_score"] == version.f1_score
+    assert len(version.data_fingerprint) == 64
+    assert not list(path.parent.glob(".tmp-*"))  # no temporary file left behind
+    model = registry.load_model(db_settings, version)
+    assert model.predict(churn_frame.drop(columns="churned").head(2)).shape == (2,)
+
+
+def test_versions_number_up_and_list_newest_first(session, db_settings, churn_frame):
+    for _ in range(3):
+        register_version(session, db_settings, churn_frame, "churned")
+    assert [v.version for v in registry.list_versions(session, db_settings)] == [3, 2, 1]
+    with pytest.raises(ModelNotFoundError):
+        registry.get_version(session, db_settings, 9)
+
+
+def test_tampered_artifact_is_never_unpickled(session, db_settings, churn_frame, tmp_path):
+    version = register_version(session, db_settings, churn_frame, "churned")
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    _artifact(db_settings, version).write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(ArtifactError, match="refusing to load"):
+        registry.load_model(db_settings, version)
+    assert not marker.exists()
+
+
+def test_truncated_and_missing_artifacts_are_refused(session, db_settings, churn_frame):
+    version = register_version(session, db_settings, churn_frame, "churned")
+    path = _artifact(db_settings, version)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match="truncated"):
+        registry.load_model(db_settings, version)
+    path.unlink()
+    with pytest.raises(ArtifactError, match="cannot read"):
+        registry.load_model(db_settings, version)
+
+
+def test_promote_and_rollback_bump_generation_and_audit(session, db_settings, churn_frame):
+    for _ in range(3):
+        register_version(session, db_settings, churn_frame, "churned")
+    generations = [
+        registry.promote_version(session, db_settings, v, reason=f"go {v}").generation
+        for v in (1, 2, 3)
+    ]
+    assert generations == [1, 2, 3]
+    states = {v.version: v.state for v in registry.list_versions(session, db_settings)}
+    assert states == {3: "champion", 2: "retired", 1: "retired"}
+
+    champion = registry.rollback(session, db_settings, reason="bad v3")
+    assert (champion.model_version.version, champion.generation) == (2, 4)
+    champion = registry.rollback(session, db_settings, reason="bad v2")
+    assert (champion.model_version.version, champion.generation) == (1, 5)
+    with pytest.raises(ConflictError, match="no previous champion"):
+        registry.rollback(session, db_settings, reason="nothing left")
+
+    actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
+    assert actions == ["register"] * 3 + ["promote"] * 3 + ["rollback"] * 2
+
+
+def test_promoting_the_champion_or_unknown_version_is_refused(session, db_settings,
+                                                              churn_frame):
+    register_version(session, db_settings, churn_frame, "churned")
+    registry.promote_version(session, db_settings, 1, reason="first")
+    with pytest.raises(ConflictError, match="already the champion"):
+        registry.promote_version(session, db_settings, 1, reason="again")
+    with pytest.raises(ModelNotFoundError):
+        registry.promote_version(session, db_settings, 42, reason="nope")
+    assert registry.get_champion(session, db_settings).generation == 1
+
+
+def test_registration_is_keyed_by_job(session, db_settings, churn_frame):
+    job = make_job(session)
+    result = train_result(db_settings, churn_frame, "churned")
+    first = registry.register_model(session, db_settings, result, reason="r", job_id=job.id)
+    again = registry.register_model(session, db_settings, result, reason="r", job_id=job.id)
+    assert first.id == again.id
+    assert session.scalar(select(ModelVersion.id).where(ModelVersion.version == 2)) is None
+
+
+def test_failed_registration_leaves_no_artifact_and_no_row(session, db_settings,
+                                                           churn_frame):
+    result = train_result(db_settings, churn_frame, "churned")
+    with pytest.raises(IntegrityError):  # job 999 does not exist
+        registry.register_model(session, db_settings, result, reason="r", job_id=999)
+    session.rollback()
+    assert registry.list_versions(session, db_settings) == []
+    assert not list(Path(db_settings.artifact_dir).rglob("*.joblib"))

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from common.storage.db import make_engine, session_scope
+from common.storage.migrate import (
+    current_revision,
+    downgrade_database,
+    head_revision,
+    upgrade_database,
+)
+from common.storage.tables import Base, Champion
+from tests.factories import make_job
+
+REQUIRED_TABLES = {
+    "model_versions", "champions", "champion_history", "jobs", "prediction_logs",
+    "feedback_labels", "metric_snapshots", "drift_reports", "alerts",
+    "alert_deliveries", "audit_events",
+}
+
+
+def test_migrations_create_every_table_at_head(engine):
+    assert current_revision(engine) == head_revision()
+    assert REQUIRED_TABLES <= set(inspect(engine).get_table_names())
+
+
+def test_migrations_match_the_orm_tables(engine):
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_migrations_downgrade_and_upgrade_again(engine):
+    downgrade_database(engine, "base")
+    assert "model_versions" not in inspect(engine).get_table_names()
+    upgrade_database(engine)
+    upgrade_database(engine)  # idempotent
+    assert REQUIRED_TABLES <= set(inspect(engine).get_table_names())
+
+
+def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(settings):
+    engine = make_engine(settings)
+    for _ in range(2):  # every connection, not just the first
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 15000
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        engine.dispose()  # the next round opens a fresh connection
+
+
+def test_foreign_keys_are_enforced(session):
+    session.add(Champion(name="default", model_version_id=12345, generation=1))
+    with pytest.raises(IntegrityError):
+        session.flush()
+
+
+def test_session_scope_rolls_back_on_error(session_factory):
+    with pytest.raises(RuntimeError), session_scope(session_factory) as session:
+        make_job(session)
+        raise RuntimeError("boom")
+    with session_scope(session_factory) as session:
+        assert session.execute(text("SELECT COUNT(*) FROM jobs")).scalar() == 0
+
+
+def test_json_columns_round_trip(session_factory):
+    with session_scope(session_factory) as session:
+        job = make_job(session, params={"nested": {"a": [1, 2.5, "x"]}, "flag": True})
+        job_id = job.id
+    with session_scope(session_factory) as session:
+        job = session.get(type(job), job_id)
+        assert job.params == {"nested": {"a": [1, 2.5, "x"]}, "flag": True}
+        assert job.state == "queued" and job.progress == 0
