@@ -42,11 +42,15 @@ def main() -> None:
     """ModelOps: deploy, monitor and retrain scikit-learn models on one machine."""
 
 
-def _settings(**overrides: Any) -> Settings:
+def _settings(*, quiet: bool = True, **overrides: Any) -> Settings:
+    """Process settings; one-shot commands log warnings only (their output is the
+    result), `up` logs at the configured level."""
     settings = get_settings()
     if overrides:
         settings = settings.with_overrides(**overrides)
     configure_logging(settings)
+    if quiet:
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     return settings
 
 
@@ -286,7 +290,8 @@ def up(host: str | None, port: int | None, flower_port: int | None) -> None:
         overrides["api_port"] = port
     if flower_port is not None:
         overrides["flower_port"] = flower_port
-    settings = _settings(**overrides)
+    settings = _settings(quiet=False, **overrides)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     sys.exit(run_system(settings))
 
 

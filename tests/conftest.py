@@ -29,12 +29,16 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def _postgres_schema_url(schema: str) -> str:
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = make_url(POSTGRES_URL).update_query_dict(
+        {"options": f"-csearch_path={schema}"}
+    )
     return url.render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
+def db_settings(
+    request: pytest.FixtureRequest, settings: Settings
+) -> Iterator[Settings]:
     """Settings on a migrated database: SQLite always, PostgreSQL when configured.
 
     Each PostgreSQL test gets its own schema, dropped afterwards.
@@ -109,8 +113,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
         [
-            find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(directory),
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -119,9 +132,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         from services.launcher import Child, redis_ok, wait_until
 
-        wait_until(redis_ok(url), 20, "redis-server", Child("redis", process, directory))
+        wait_until(
+            redis_ok(url), 20, "redis-server", Child("redis", process, directory)
+        )
         yield url
     finally:
         process.terminate()
         process.wait(10)
-

@@ -21,7 +21,11 @@ def train_result(
 
 
 def register_version(
-    session: Session, settings: Settings, frame: pd.DataFrame, target: str, **overrides: Any
+    session: Session,
+    settings: Settings,
+    frame: pd.DataFrame,
+    target: str,
+    **overrides: Any,
 ) -> ModelVersion:
     result = train_result(settings, frame, target, **overrides)
     version = registry.register_model(session, settings, result, reason="test")

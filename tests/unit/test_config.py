@@ -94,6 +94,8 @@ def test_malformed_toml_names_the_file(tmp_path):
 def test_configuration_doc_lists_every_setting_with_its_default():
     doc = (ROOT / "docs" / "configuration.md").read_text()
     for env_name, _type, default, _text in describe_settings():
-        row = next((ln for ln in doc.splitlines() if ln.startswith(f"| `{env_name}`")), None)
+        row = next(
+            (ln for ln in doc.splitlines() if ln.startswith(f"| `{env_name}`")), None
+        )
         assert row is not None, f"{env_name} missing from docs/configuration.md"
         assert f"`{default!r}`" in row or (default == "" and "(derived)" in row), row

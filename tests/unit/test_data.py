@@ -5,7 +5,11 @@ import pandas as pd
 import pytest
 
 from common.data import DataProcessor, coerce_features, example_features
-from common.errors import DatasetNotFoundError, InvalidInputError, UnprocessableDataError
+from common.errors import (
+    DatasetNotFoundError,
+    InvalidInputError,
+    UnprocessableDataError,
+)
 from common.schemas import FeatureSpec
 
 
@@ -23,7 +27,9 @@ def test_load_data_reads_csv_and_parquet_alike(processor, tmp_path, tiny_frame):
     tiny_frame.to_parquet(tmp_path / "d.parquet", index=False)
     from_csv = processor.load_data(tmp_path / "d.csv")
     from_parquet = processor.load_data(tmp_path / "d.parquet")
-    assert list(from_csv.columns) == list(from_parquet.columns) == ["x", "color", "label"]
+    assert (
+        list(from_csv.columns) == list(from_parquet.columns) == ["x", "color", "label"]
+    )
     assert len(from_csv) == len(from_parquet) == 120
     np.testing.assert_allclose(from_csv["x"], from_parquet["x"])
 
@@ -47,7 +53,9 @@ def test_duplicate_csv_headers_are_reported_not_renamed(processor, tmp_path):
     path.write_text("a,a,label\n1,2,x\n3,4,y\n")
     result = processor.validate_data(processor.load_data(path), "label")
     assert "duplicate_columns" in _codes(result)
-    assert "['a']" in next(p.message for p in result.problems if p.code == "duplicate_columns")
+    assert "['a']" in next(
+        p.message for p in result.problems if p.code == "duplicate_columns"
+    )
 
 
 def test_validation_lists_every_problem_at_once(settings):
@@ -63,7 +71,10 @@ def test_validation_lists_every_problem_at_once(settings):
     result = processor.validate_data(df, "label")
     assert not result.ok
     assert _codes(result) == {
-        "too_few_rows", "one_class", "non_numeric_values", "empty_column",
+        "too_few_rows",
+        "one_class",
+        "non_numeric_values",
+        "empty_column",
         "too_many_categories",
     }
     bad = next(p for p in result.problems if p.code == "non_numeric_values")
@@ -100,7 +111,9 @@ def test_schema_is_inferred_with_ranges_and_categories(processor, tiny_frame):
     by_name = {spec.name: spec for spec in result.schema}
     assert by_name["x"].type == "number"
     assert by_name["x"].min == pytest.approx(tiny_frame["x"].min())
-    assert by_name["color"] == FeatureSpec("color", "category", categories=["blue", "red"])
+    assert by_name["color"] == FeatureSpec(
+        "color", "category", categories=["blue", "red"]
+    )
 
 
 def test_expected_schema_overrides_inference_and_reports_missing(processor, tiny_frame):
@@ -121,6 +134,8 @@ def test_preprocess_takes_raw_values_with_missing_and_unseen(processor, tiny_fra
 
 
 def test_example_features_follow_the_schema():
-    schema = [FeatureSpec("x", "number", 0.0, 10.0), FeatureSpec("c", "category",
-                                                               categories=["b", "a"])]
+    schema = [
+        FeatureSpec("x", "number", 0.0, 10.0),
+        FeatureSpec("c", "category", categories=["b", "a"]),
+    ]
     assert example_features(schema) == {"x": 5.0, "c": "b"}

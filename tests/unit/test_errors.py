@@ -22,5 +22,9 @@ def test_error_carries_status_and_one_json_shape(error_class, status, code):
     error = error_class("something is wrong", field="x")
     assert error.status == status
     assert error.to_dict() == {
-        "error": {"code": code, "message": "something is wrong", "details": {"field": "x"}}
+        "error": {
+            "code": code,
+            "message": "something is wrong",
+            "details": {"field": "x"},
+        }
     }

@@ -19,14 +19,24 @@ def _artifact(settings, version) -> Path:
     return Path(settings.artifact_dir) / version.artifact_path
 
 
-def test_register_writes_verified_artifact_and_metadata(session, db_settings, churn_frame):
+def test_register_writes_verified_artifact_and_metadata(
+    session, db_settings, churn_frame
+):
     version = register_version(session, db_settings, churn_frame, "churned")
     path = _artifact(db_settings, version)
     assert path.is_file() and sha256_file(path) == version.sha256
     assert version.size_bytes == path.stat().st_size
     assert version.version == 1 and version.state == "candidate"
-    assert version.feature_names == ["age", "income", "tenure_months", "monthly_spend",
-                                     "support_calls", "usage_hours", "plan", "region"]
+    assert version.feature_names == [
+        "age",
+        "income",
+        "tenure_months",
+        "monthly_spend",
+        "support_calls",
+        "usage_hours",
+        "plan",
+        "region",
+    ]
     schema = {item["name"]: item for item in version.input_schema}
     assert schema["plan"]["type"] == "category" and schema["age"]["min"] >= 18
     assert version.reference_profile["features"]["age"]["cut_points"]
@@ -40,12 +50,18 @@ def test_register_writes_verified_artifact_and_metadata(session, db_settings, ch
 def test_versions_number_up_and_list_newest_first(session, db_settings, churn_frame):
     for _ in range(3):
         register_version(session, db_settings, churn_frame, "churned")
-    assert [v.version for v in registry.list_versions(session, db_settings)] == [3, 2, 1]
+    assert [v.version for v in registry.list_versions(session, db_settings)] == [
+        3,
+        2,
+        1,
+    ]
     with pytest.raises(ModelNotFoundError):
         registry.get_version(session, db_settings, 9)
 
 
-def test_tampered_artifact_is_never_unpickled(session, db_settings, churn_frame, tmp_path):
+def test_tampered_artifact_is_never_unpickled(
+    session, db_settings, churn_frame, tmp_path
+):
     version = register_version(session, db_settings, churn_frame, "churned")
     marker = tmp_path / "pwned"
 
@@ -70,7 +86,9 @@ def test_truncated_and_missing_artifacts_are_refused(session, db_settings, churn
         registry.load_model(db_settings, version)
 
 
-def test_promote_and_rollback_bump_generation_and_audit(session, db_settings, churn_frame):
+def test_promote_and_rollback_bump_generation_and_audit(
+    session, db_settings, churn_frame
+):
     for _ in range(3):
         register_version(session, db_settings, churn_frame, "churned")
     generations = [
@@ -92,8 +110,9 @@ def test_promote_and_rollback_bump_generation_and_audit(session, db_settings, ch
     assert actions == ["register"] * 3 + ["promote"] * 3 + ["rollback"] * 2
 
 
-def test_promoting_the_champion_or_unknown_version_is_refused(session, db_settings,
-                                                              churn_frame):
+def test_promoting_the_champion_or_unknown_version_is_refused(
+    session, db_settings, churn_frame
+):
     register_version(session, db_settings, churn_frame, "churned")
     registry.promote_version(session, db_settings, 1, reason="first")
     with pytest.raises(ConflictError, match="already the champion"):
@@ -106,14 +125,21 @@ def test_promoting_the_champion_or_unknown_version_is_refused(session, db_settin
 def test_registration_is_keyed_by_job(session, db_settings, churn_frame):
     job = make_job(session)
     result = train_result(db_settings, churn_frame, "churned")
-    first = registry.register_model(session, db_settings, result, reason="r", job_id=job.id)
-    again = registry.register_model(session, db_settings, result, reason="r", job_id=job.id)
+    first = registry.register_model(
+        session, db_settings, result, reason="r", job_id=job.id
+    )
+    again = registry.register_model(
+        session, db_settings, result, reason="r", job_id=job.id
+    )
     assert first.id == again.id
-    assert session.scalar(select(ModelVersion.id).where(ModelVersion.version == 2)) is None
+    assert (
+        session.scalar(select(ModelVersion.id).where(ModelVersion.version == 2)) is None
+    )
 
 
-def test_failed_registration_leaves_no_artifact_and_no_row(session, db_settings,
-                                                           churn_frame):
+def test_failed_registration_leaves_no_artifact_and_no_row(
+    session, db_settings, churn_frame
+):
     result = train_result(db_settings, churn_frame, "churned")
     with pytest.raises(IntegrityError):  # job 999 does not exist
         registry.register_model(session, db_settings, result, reason="r", job_id=999)

@@ -17,9 +17,17 @@ from common.storage.tables import Base, Champion
 from tests.factories import make_job
 
 REQUIRED_TABLES = {
-    "model_versions", "champions", "champion_history", "jobs", "prediction_logs",
-    "feedback_labels", "metric_snapshots", "drift_reports", "alerts",
-    "alert_deliveries", "audit_events",
+    "model_versions",
+    "champions",
+    "champion_history",
+    "jobs",
+    "prediction_logs",
+    "feedback_labels",
+    "metric_snapshots",
+    "drift_reports",
+    "alerts",
+    "alert_deliveries",
+    "audit_events",
 }
 
 

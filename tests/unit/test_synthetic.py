@@ -10,8 +10,10 @@ from common.training import ModelTrainer
 
 def test_same_seed_same_bytes(tmp_path):
     for name in ("a.csv", "b.csv"):
-        synthetic.write(synthetic.generate("missing_spike", 500, 11, mode="gradual"),
-                        tmp_path / name)
+        synthetic.write(
+            synthetic.generate("missing_spike", 500, 11, mode="gradual"),
+            tmp_path / name,
+        )
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     synthetic.write(synthetic.generate("missing_spike", 500, 12), tmp_path / "c.csv")
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
@@ -38,14 +40,18 @@ def test_mean_shift_moves_means_by_the_magnitude_in_std():
     shifted = synthetic.generate("mean_shift", 20000, 3, magnitude=0.5)
     for name in synthetic.SCENARIOS["mean_shift"].features:
         std = synthetic.NUMERIC[name][1]
-        assert (shifted[name].mean() - base[name].mean()) / std == pytest.approx(0.5, abs=0.01)
+        assert (shifted[name].mean() - base[name].mean()) / std == pytest.approx(
+            0.5, abs=0.01
+        )
     assert shifted["income"].equals(base["income"])
 
 
 def test_variance_change_doubles_spread():
     base = synthetic.generate("baseline", 20000, 3)
     wide = synthetic.generate("variance_change", 20000, 3)
-    assert wide["tenure_months"].std() / base["tenure_months"].std() == pytest.approx(2, rel=0.02)
+    assert wide["tenure_months"].std() / base["tenure_months"].std() == pytest.approx(
+        2, rel=0.02
+    )
 
 
 def test_gradual_drift_grows_along_the_file():
@@ -65,12 +71,17 @@ def test_new_category_and_label_shift_change_what_they_name():
 
 def test_concept_drift_breaks_a_model_trained_on_baseline(settings):
     trainer = ModelTrainer(settings)
-    result = trainer.train_model(synthetic.generate("baseline", 3000, 1), "churned",
-                                 "logistic_regression")
+    result = trainer.train_model(
+        synthetic.generate("baseline", 3000, 1), "churned", "logistic_regression"
+    )
     for scenario, expected_drop in (("baseline", False), ("concept_drift", True)):
         df = synthetic.generate(scenario, 3000, 2)
-        accuracy = (result.pipeline.predict(df.drop(columns="churned")) == df["churned"]).mean()
-        assert bool(accuracy < result.metrics.accuracy - 0.15) is expected_drop, accuracy
+        accuracy = (
+            result.pipeline.predict(df.drop(columns="churned")) == df["churned"]
+        ).mean()
+        assert bool(accuracy < result.metrics.accuracy - 0.15) is expected_drop, (
+            accuracy
+        )
 
 
 @pytest.mark.parametrize(
@@ -91,4 +102,7 @@ def test_bad_arguments_say_what_is_wrong(kwargs, message):
 def test_baseline_is_learnable_well_above_chance(settings):
     df = synthetic.generate("baseline", 4000, 9)
     result = ModelTrainer(settings).train_model(df, "churned", "logistic_regression")
-    assert result.metrics.accuracy > max(np.mean(df.churned), 1 - np.mean(df.churned)) + 0.1
+    assert (
+        result.metrics.accuracy
+        > max(np.mean(df.churned), 1 - np.mean(df.churned)) + 0.1
+    )

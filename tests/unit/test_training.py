@@ -31,7 +31,9 @@ def test_report_has_per_class_metrics_and_confusion_matrix(settings, churn_frame
 
 def test_holdout_is_stratified(settings, churn_frame):
     result = train_result(settings, churn_frame, "churned")
-    holdout_share = np.array(result.metrics.confusion_matrix).sum(axis=1)[1] / result.holdout_size
+    holdout_share = (
+        np.array(result.metrics.confusion_matrix).sum(axis=1)[1] / result.holdout_size
+    )
     assert holdout_share == pytest.approx(churn_frame["churned"].mean(), abs=0.02)
 
 
@@ -74,7 +76,8 @@ def test_bad_dataset_fails_before_fitting_with_every_problem(settings, churn_fra
     progress = []
     with pytest.raises(UnprocessableDataError) as caught:
         ModelTrainer(settings).train_model(
-            churn_frame.head(20).assign(churned=1), "churned",
+            churn_frame.head(20).assign(churned=1),
+            "churned",
             progress=lambda pct, stage: progress.append(stage),
         )
     codes = {p["code"] for p in caught.value.details["problems"]}
@@ -95,18 +98,41 @@ def test_profile_summarises_every_feature(settings, churn_frame):
     age = profile["features"]["age"]
     assert len(age["frequencies"]) == len(age["cut_points"]) + 1
     assert sum(age["frequencies"]) == pytest.approx(1.0)
-    assert len(age["sample"]) == min(settings.profile_sample_size, result.training_data_size)
+    assert len(age["sample"]) == min(
+        settings.profile_sample_size, result.training_data_size
+    )
     plan = profile["features"]["plan"]
     assert set(plan["frequencies"]) == {"basic", "standard", "premium"}
     assert sum(profile["predictions"].values()) == pytest.approx(1.0)
 
 
 def test_seed_data_classes_have_their_fields():
-    assert {"model_id", "version", "created_at", "accuracy", "f1_score",
-            "training_data_size", "feature_names", "model_type"} <= set(
-        ModelMetadata.__dataclass_fields__)
-    assert {"timestamp", "features", "prediction", "confidence", "model_version",
-            "response_time_ms", "prediction_id"} <= set(PredictionLog.__dataclass_fields__)
-    assert {"accuracy", "precision", "recall", "f1_score", "prediction_count",
-            "avg_response_time", "error_rate", "timestamp"} <= set(
-        PerformanceMetrics.__dataclass_fields__)
+    assert {
+        "model_id",
+        "version",
+        "created_at",
+        "accuracy",
+        "f1_score",
+        "training_data_size",
+        "feature_names",
+        "model_type",
+    } <= set(ModelMetadata.__dataclass_fields__)
+    assert {
+        "timestamp",
+        "features",
+        "prediction",
+        "confidence",
+        "model_version",
+        "response_time_ms",
+        "prediction_id",
+    } <= set(PredictionLog.__dataclass_fields__)
+    assert {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1_score",
+        "prediction_count",
+        "avg_response_time",
+        "error_rate",
+        "timestamp",
+    } <= set(PerformanceMetrics.__dataclass_fields__)

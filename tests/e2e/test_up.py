@@ -1,0 +1,115 @@
+"""`modelops up` on a fresh home with no MODELOPS_REDIS_URL: everything starts, answers,
+and SIGTERM leaves no process behind (Redis included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from services.launcher import free_port
+
+pytestmark = pytest.mark.e2e
+
+MODELOPS = Path(sys.executable).with_name("modelops")
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            body = response.read()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        body, status = error.read(), error.code
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, {}
+
+
+def _wait_ready(url: str, process: subprocess.Popen, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"modelops up exited with {process.returncode}"
+        try:
+            status, body = _get(url)
+            if status == 200:
+                return body
+            last = body
+        except OSError as error:
+            last = error
+        time.sleep(0.5)
+    raise AssertionError(f"not ready after {timeout}s: {last}")
+
+
+def test_up_starts_everything_and_sigterm_stops_everything(tmp_path):
+    api_port, flower_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    env.update(
+        MODELOPS_HOME=str(tmp_path / "var"),
+        MODELOPS_DEMO_ROWS="1000",
+        MODELOPS_API_WORKERS="1",
+        MODELOPS_WORKER_CONCURRENCY="1",
+    )
+    output = (tmp_path / "up.out").open("wb")
+    process = subprocess.Popen(
+        [
+            str(MODELOPS),
+            "up",
+            "--port",
+            str(api_port),
+            "--flower-port",
+            str(flower_port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+    children: list[psutil.Process] = []
+    try:
+        api = f"http://127.0.0.1:{api_port}"
+        ready = _wait_ready(f"{api}/readyz", process, timeout=120)
+        assert ready["checks"] == {"database": "ok", "broker": "ok", "model": "ok"}
+
+        status, model = _get(f"{api}/model/status")
+        assert status == 200
+        assert (model["version"], model["state"], model["dataset"]) == (
+            1,
+            "champion",
+            "synthetic",
+        )
+        assert model["reason"] == "demo model for an empty registry"
+
+        flower_status, _ = _get(f"http://127.0.0.1:{flower_port}/healthcheck")
+        assert flower_status == 200
+
+        children = psutil.Process(process.pid).children(recursive=True)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        for part in ("redis-server", "worker", "beat", "gunicorn", "flower"):
+            assert part in names
+        text = (tmp_path / "up.out").read_text()
+        assert f"{api}/" in text and "api key" in text and "flower" in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(90)
+        output.close()
+    assert code == 0, (tmp_path / "up.out").read_text()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]
+    text = (tmp_path / "up.out").read_text()
+    order = [
+        text.index(f"stopping {name} pid")
+        for name in ("api", "flower", "beat", "worker", "redis")
+    ]
+    assert order == sorted(order), "stop order must be API first, Redis last"
+    assert text.rstrip().endswith("stopped")

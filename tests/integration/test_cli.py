@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from services.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_settings_cache")]
+
+
+@pytest.fixture
+def runner(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MODELOPS_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("MODELOPS_DEMO_ROWS", "600")
+    return CliRunner()
+
+
+def test_help_lists_the_commands(runner):
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("up", "train", "generate", "db", "models", "datasets"):
+        assert command in result.output
+
+
+def test_generate_writes_the_same_bytes_for_the_same_seed(runner, tmp_path):
+    for name in ("a.csv", "b.csv"):
+        result = runner.invoke(
+            main,
+            [
+                "generate",
+                "--scenario",
+                "mean_shift",
+                "--rows",
+                "300",
+                "--seed",
+                "4",
+                "--mode",
+                "gradual",
+                "--out",
+                str(tmp_path / name),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    assert "wrote 300 rows of mean_shift (gradual)" in result.output
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_train_builtin_prints_metrics_and_promotes_first_version(runner):
+    result = runner.invoke(
+        main, ["train", "iris", "--model-type", "logistic_regression"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "registered version 1 (champion)" in result.output
+    assert "accuracy" in result.output and "f1_score" in result.output
+    second = runner.invoke(
+        main,
+        ["train", "iris", "--param", "C=0.5", "--model-type", "logistic_regression"],
+    )
+    assert "registered version 2\n" in second.output  # not promoted by default
+    listing = runner.invoke(main, ["models", "list"])
+    assert listing.stdout.splitlines()[0].split()[:2] == ["2", "candidate"]
+    promoted = runner.invoke(main, ["models", "promote", "2"])
+    assert "generation 2" in promoted.output
+    rolled = runner.invoke(main, ["models", "rollback"])
+    assert "version 1 is champion (generation 3)" in rolled.output
+
+
+def test_train_from_a_csv_path_with_target(runner, tmp_path):
+    path = tmp_path / "churn.csv"
+    runner.invoke(main, ["generate", "--rows", "400", "--out", str(path)])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            str(path),
+            "--target",
+            "churned",
+            "--model-type",
+            "hist_gradient_boosting",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "registered version 1" in result.output
+
+
+def test_bad_dataset_gives_a_clear_error_and_registers_nothing(runner, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n1,x\n2,y\n")
+    result = runner.invoke(main, ["train", str(path), "--target", "label"])
+    assert result.exit_code == 1
+    assert "target column 'label' not found" in result.output
+    assert "too_few_rows" in result.output
+    assert runner.invoke(main, ["models", "list"]).stdout == ""
+
+
+def test_bad_setting_stops_the_command_naming_it(runner, monkeypatch):
+    monkeypatch.setenv("MODELOPS_API_PORT", "eighty")
+    result = runner.invoke(main, ["datasets"])
+    assert result.exit_code == 1
+    assert "MODELOPS_API_PORT must be an integer" in result.output
+
+
+def test_db_upgrade_is_repeatable(runner):
+    for _ in range(2):
+        result = runner.invoke(main, ["db", "upgrade"])
+        assert result.exit_code == 0 and "revision 0001" in result.output
+    assert "current 0001, head 0001" in runner.invoke(main, ["db", "current"]).output
