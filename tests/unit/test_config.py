@@ -67,7 +67,7 @@ def test_toml_file_is_layered_under_environment(tmp_path):
     assert settings.api_port == 7001  # environment wins
     assert settings.log_level == "DEBUG"  # file over default
     config.write_text("test_size = 1\n")
-    with pytest.raises(ConfigError, match="(?i)test_size"):
+    with pytest.raises(ConfigError, match=r"(?i)test_size"):
         Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})  # 1 is out of range
 
 
@@ -77,7 +77,7 @@ def test_toml_unknown_key_and_wrong_type_are_named(tmp_path):
     with pytest.raises(ConfigError, match="api_prot"):
         Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})
     config.write_text('api_port = "7000"\n')
-    with pytest.raises(ConfigError, match="'api_port'.*must be int"):
+    with pytest.raises(ConfigError, match=r"'api_port'.*must be int"):
         Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})
     config.write_text("api_port = true\n")
     with pytest.raises(ConfigError, match="api_port"):
