@@ -52,6 +52,7 @@ def head_revision() -> str | None:
 
 def make_revision(engine: Engine, message: str) -> None:
     """Autogenerate a new migration from the ORM tables (developers only)."""
+    upgrade_database(engine)  # compare against the newest schema
     config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
