@@ -52,35 +52,135 @@ PLAN_EFFECT = {"basic": 0.7, "standard": 0.0, "premium": -0.9}
 INTERCEPT = -0.9
 
 
+def _baseline(rng: np.random.Generator, rows: int) -> pd.DataFrame:
+    data = {
+        "age": np.clip(rng.normal(45, 12, rows), 18, 90).round(),
+        "income": rng.lognormal(np.log(48000), 0.38, rows).round(2),
+        "tenure_months": np.clip(rng.gamma(2.0, 12.0, rows), 0, 240).round(),
+        "monthly_spend": np.clip(rng.normal(70, 20, rows), 0, None).round(2),
+        "support_calls": rng.poisson(1.5, rows).astype(float),
+        "usage_hours": np.clip(rng.normal(20, 6, rows), 0, None).round(2),
+    }
+    for name, (values, shares) in CATEGORIES.items():
+        data[name] = rng.choice(values, size=rows, p=shares).astype(object)
+    return pd.DataFrame(data)
+
+
+def _logit(df: pd.DataFrame, coefficients: dict[str, float]) -> np.ndarray:
+    z = np.full(len(df), INTERCEPT)
+    for name, weight in coefficients.items():
+        mean, std = NUMERIC[name]
+        z += weight * (df[name].to_numpy(dtype=float) - mean) / std
+    z += df["plan"].map(PLAN_EFFECT).fillna(0.0).to_numpy(dtype=float)
+    z += 0.3 * (df["region"] == "south").to_numpy(dtype=float)
+    return z
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What a scenario applies: per-row intensity `weight` (0-1), strength, features."""
+
+    rng: np.random.Generator
+    weight: np.ndarray
+    magnitude: float
+    features: tuple[str, ...]
+
+
+Apply = Callable[[pd.DataFrame, Drift], np.ndarray]
+"""Changes the inputs in place and returns the logit the labels are drawn from."""
+
+
+def _no_change(df: pd.DataFrame, drift: Drift) -> np.ndarray:
+    return _logit(df, COEFFICIENTS)
+
+
+def _mean_shift(df: pd.DataFrame, drift: Drift) -> np.ndarray:
+    for name in drift.features:
+        df[name] = df[name] + drift.weight * drift.magnitude * NUMERIC[name][1]
+    return _logit(df, COEFFICIENTS)
+
+
+def _variance_change(df: pd.DataFrame, drift: Drift) -> np.ndarray:
+    for name in drift.features:
+        mean = NUMERIC[name][0]
+        df[name] = mean + (df[name] - mean) * (
+            1.0 + (drift.magnitude - 1.0) * drift.weight
+        )
+    return _logit(df, COEFFICIENTS)
+
+
+def _new_category(df: pd.DataFrame, drift: Drift) -> np.ndarray:
+    for name in drift.features:
+        hit = drift.rng.random(len(df)) < drift.magnitude * drift.weight
+        df.loc[hit, name] = UNSEEN[name]
+    return _logit(df, COEFFICIENTS)
+
+
+def _missing_spike(df: pd.DataFrame, drift: Drift) -> np.ndarray:
+    logit = _logit(df, COEFFICIENTS)  # labels are those of the complete rows
+    for name in drift.features:
+        hit = drift.rng.random(len(df)) < drift.magnitude * drift.weight
+        df[name] = df[name].astype(object if name in CATEGORIES else float)
+        df.loc[hit, name] = np.nan
+    return logit
+
+
+def _label_shift(df: pd.DataFrame, drift: Drift) -> np.ndarray:
+    return _logit(df, COEFFICIENTS) + drift.magnitude * drift.weight
+
+
+def _concept_drift(df: pd.DataFrame, drift: Drift) -> np.ndarray:
+    mix = np.clip(drift.magnitude * drift.weight, 0.0, 1.0)
+    return (1 - mix) * _logit(df, COEFFICIENTS) + mix * _logit(df, DRIFTED_COEFFICIENTS)
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """Which features a scenario touches by default and how strongly."""
+    """A drift scenario: how it changes data, its defaults, what it may change."""
 
+    apply: Apply
     features: tuple[str, ...]
     magnitude: float
     description: str
+    allowed: tuple[str, ...] = ()
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "baseline": Scenario((), 0.0, "training distribution, no drift"),
+    "baseline": Scenario(_no_change, (), 0.0, "training distribution, no drift"),
     "mean_shift": Scenario(
-        ("monthly_spend", "usage_hours", "age"), 0.5, "mean moves by `magnitude` std"
+        _mean_shift,
+        ("monthly_spend", "usage_hours", "age"),
+        0.5,
+        "mean moves by `magnitude` std",
+        tuple(NUMERIC),
     ),
     "variance_change": Scenario(
+        _variance_change,
         ("income", "tenure_months"),
         2.0,
         "spread around the mean multiplied by `magnitude`",
+        tuple(NUMERIC),
     ),
     "new_category": Scenario(
-        ("region",), 0.3, "share `magnitude` of an unseen category"
+        _new_category,
+        ("region",),
+        0.3,
+        "share `magnitude` of an unseen category",
+        tuple(CATEGORIES),
     ),
     "missing_spike": Scenario(
-        ("income", "usage_hours", "plan"), 0.3, "share `magnitude` of values go missing"
+        _missing_spike,
+        ("income", "usage_hours", "plan"),
+        0.3,
+        "share `magnitude` of values go missing",
+        (*NUMERIC, *CATEGORIES),
     ),
     "label_shift": Scenario(
-        (), 1.5, "churn odds raised by exp(`magnitude`), same inputs"
+        _label_shift, (), 1.5, "churn odds raised by exp(`magnitude`), same inputs"
     ),
-    "concept_drift": Scenario((), 1.0, "the feature-to-churn relation changes"),
+    "concept_drift": Scenario(
+        _concept_drift, (), 1.0, "the feature-to-churn relation changes"
+    ),
 }
 
 
@@ -104,14 +204,15 @@ def generate(
     """
     spec = _check(scenario, rows, mode, drift_start, features)
     rng = np.random.default_rng(seed)
-    weight = _intensity(rows, mode, drift_start)
     df = _baseline(rng, rows)
     draws = rng.random(rows)  # drawn before any drift: undrifted rows match baseline
-    magnitude = spec.magnitude if magnitude is None else magnitude
-    chosen = spec.features if features is None else features
-    logit = APPLY[scenario](
-        df, np.random.default_rng([seed, 1]), weight, magnitude, chosen
+    drift = Drift(
+        rng=np.random.default_rng([seed, 1]),
+        weight=_intensity(rows, mode, drift_start),
+        magnitude=spec.magnitude if magnitude is None else magnitude,
+        features=spec.features if features is None else features,
     )
+    logit = spec.apply(df, drift)
     df[TARGET] = (draws < 1.0 / (1.0 + np.exp(-logit))).astype(int)
     return df
 
@@ -148,18 +249,10 @@ def _check(
     if not 0.0 <= drift_start < 1.0:
         raise InvalidInputError("drift_start must be in [0, 1)", field="drift_start")
     spec = SCENARIOS[scenario]
-    allowed = (
-        set(NUMERIC)
-        if scenario in ("mean_shift", "variance_change")
-        else set(spec.features)
-        | (set(CATEGORIES) if scenario == "new_category" else set())
-    )
-    if scenario == "missing_spike":
-        allowed = set(NUMERIC) | set(CATEGORIES)
-    bad = sorted(set(features or ()) - allowed)
+    bad = sorted(set(features or ()) - set(spec.allowed))
     if bad:
         raise InvalidInputError(
-            f"scenario {scenario!r} cannot change {bad}; allowed: {sorted(allowed)}",
+            f"scenario {scenario!r} cannot change {bad}; allowed: {list(spec.allowed)}",
             field="features",
         )
     return spec
@@ -170,128 +263,3 @@ def _intensity(rows: int, mode: str, drift_start: float) -> np.ndarray:
     if mode == "sudden":
         return (position >= drift_start).astype(float)
     return np.clip((position - drift_start) / (1.0 - drift_start), 0.0, 1.0)
-
-
-def _baseline(rng: np.random.Generator, rows: int) -> pd.DataFrame:
-    data = {
-        "age": np.clip(rng.normal(45, 12, rows), 18, 90).round(),
-        "income": rng.lognormal(np.log(48000), 0.38, rows).round(2),
-        "tenure_months": np.clip(rng.gamma(2.0, 12.0, rows), 0, 240).round(),
-        "monthly_spend": np.clip(rng.normal(70, 20, rows), 0, None).round(2),
-        "support_calls": rng.poisson(1.5, rows).astype(float),
-        "usage_hours": np.clip(rng.normal(20, 6, rows), 0, None).round(2),
-    }
-    for name, (values, shares) in CATEGORIES.items():
-        data[name] = rng.choice(values, size=rows, p=shares).astype(object)
-    return pd.DataFrame(data)
-
-
-def _logit(df: pd.DataFrame, coefficients: dict[str, float]) -> np.ndarray:
-    z = np.full(len(df), INTERCEPT)
-    for name, weight in coefficients.items():
-        mean, std = NUMERIC[name]
-        z += weight * (df[name].to_numpy(dtype=float) - mean) / std
-    z += df["plan"].map(PLAN_EFFECT).fillna(0.0).to_numpy(dtype=float)
-    z += 0.3 * (df["region"] == "south").to_numpy(dtype=float)
-    return z
-
-
-Apply = Callable[
-    [pd.DataFrame, np.random.Generator, np.ndarray, float, tuple[str, ...]], np.ndarray
-]
-"""Changes the inputs in place and returns the logit the labels are drawn from."""
-
-
-def _no_change(
-    df: pd.DataFrame,
-    rng: np.random.Generator,
-    w: np.ndarray,
-    magnitude: float,
-    features: tuple[str, ...],
-) -> np.ndarray:
-    return _logit(df, COEFFICIENTS)
-
-
-def _mean_shift(
-    df: pd.DataFrame,
-    rng: np.random.Generator,
-    w: np.ndarray,
-    magnitude: float,
-    features: tuple[str, ...],
-) -> np.ndarray:
-    for name in features:
-        df[name] = df[name] + w * magnitude * NUMERIC[name][1]
-    return _logit(df, COEFFICIENTS)
-
-
-def _variance_change(
-    df: pd.DataFrame,
-    rng: np.random.Generator,
-    w: np.ndarray,
-    magnitude: float,
-    features: tuple[str, ...],
-) -> np.ndarray:
-    for name in features:
-        mean = NUMERIC[name][0]
-        df[name] = mean + (df[name] - mean) * (1.0 + (magnitude - 1.0) * w)
-    return _logit(df, COEFFICIENTS)
-
-
-def _new_category(
-    df: pd.DataFrame,
-    rng: np.random.Generator,
-    w: np.ndarray,
-    magnitude: float,
-    features: tuple[str, ...],
-) -> np.ndarray:
-    for name in features:
-        hit = rng.random(len(df)) < magnitude * w
-        df.loc[hit, name] = UNSEEN[name]
-    return _logit(df, COEFFICIENTS)
-
-
-def _missing_spike(
-    df: pd.DataFrame,
-    rng: np.random.Generator,
-    w: np.ndarray,
-    magnitude: float,
-    features: tuple[str, ...],
-) -> np.ndarray:
-    logit = _logit(df, COEFFICIENTS)  # labels are those of the complete rows
-    for name in features:
-        hit = rng.random(len(df)) < magnitude * w
-        df[name] = df[name].astype(object if name in CATEGORIES else float)
-        df.loc[hit, name] = np.nan
-    return logit
-
-
-def _label_shift(
-    df: pd.DataFrame,
-    rng: np.random.Generator,
-    w: np.ndarray,
-    magnitude: float,
-    features: tuple[str, ...],
-) -> np.ndarray:
-    return _logit(df, COEFFICIENTS) + magnitude * w
-
-
-def _concept_drift(
-    df: pd.DataFrame,
-    rng: np.random.Generator,
-    w: np.ndarray,
-    magnitude: float,
-    features: tuple[str, ...],
-) -> np.ndarray:
-    mix = np.clip(magnitude * w, 0.0, 1.0)
-    return (1 - mix) * _logit(df, COEFFICIENTS) + mix * _logit(df, DRIFTED_COEFFICIENTS)
-
-
-APPLY: dict[str, Apply] = {
-    "baseline": _no_change,
-    "mean_shift": _mean_shift,
-    "variance_change": _variance_change,
-    "new_category": _new_category,
-    "missing_spike": _missing_spike,
-    "label_shift": _label_shift,
-    "concept_drift": _concept_drift,
-}

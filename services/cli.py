@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from common import registry, synthetic
+from common.broker import check_broker
 from common.config import MODEL_TYPES, Settings, get_settings
 from common.datasets import list_datasets, load_training_source
 from common.errors import AppError
@@ -322,7 +323,9 @@ def run_system(settings: Settings) -> int:
     try:
         launcher.ensure_port_free(settings.api_host, settings.api_port, "API")
         launcher.ensure_port_free(settings.flower_host, settings.flower_port, "Flower")
-        if not settings.redis_url:
+        if settings.redis_url:
+            check_broker(settings.redis_url, timeout_seconds=3)  # fail fast, say why
+        else:
             redis_url = _start_redis(supervisor, home)
             env["MODELOPS_REDIS_URL"] = redis_url
             settings = settings.with_overrides(redis_url=redis_url)
@@ -343,7 +346,8 @@ def run_system(settings: Settings) -> int:
             time.sleep(0.5)
         return 0
     except AppError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        reason = exc.details.get("reason")
+        click.echo(f"error: {exc.message}{f' ({reason})' if reason else ''}", err=True)
         return 1
     finally:
         click.echo("stopping…", err=True)
@@ -371,24 +375,7 @@ def _start_redis(supervisor: launcher.Supervisor, home: Path) -> str:
     data_dir = home / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
     child = supervisor.start(
-        "redis",
-        [
-            launcher.find_redis_server(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data_dir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "yes",
-        ],
+        "redis", launcher.redis_command(port, data_dir, append_only=True)
     )
     url = f"redis://127.0.0.1:{port}/0"
     launcher.wait_until(launcher.redis_ok(url), 20, "redis-server", child)

