@@ -7,6 +7,7 @@ writes an audit row.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ def register_model(
     for _attempt in range(REGISTER_ATTEMPTS):
         version = repo.next_version_number(session, name)
         relative = (
-            Path(name) / str(version) / f"model-{result.data_fingerprint[:12]}.joblib"
+            # A unique name per write: a writer that loses the race for this version
+            # number removes its own file, never the winner's.
+            Path(name) / str(version) / f"model-{uuid.uuid4().hex[:12]}.joblib"
         )
         stored = write_artifact(bundle, Path(settings.artifact_dir) / relative)
         row = _version_row(

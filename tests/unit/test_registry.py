@@ -146,3 +146,25 @@ def test_failed_registration_leaves_no_artifact_and_no_row(
     session.rollback()
     assert registry.list_versions(session, db_settings) == []
     assert not list(Path(db_settings.artifact_dir).rglob("*.joblib"))
+
+
+def test_a_lost_race_for_a_version_number_takes_the_next_one(
+    session, db_settings, churn_frame, monkeypatch
+):
+    register_version(session, db_settings, churn_frame, "churned")
+    session.commit()
+    from common.storage import repositories
+
+    numbers = iter([1, 2])  # the first guess collides, as when another worker won
+    monkeypatch.setattr(repositories, "next_version_number", lambda *_: next(numbers))
+    result = train_result(
+        db_settings, churn_frame, "churned", model_type="random_forest"
+    )
+    version = registry.register_model(session, db_settings, result, reason="race")
+    session.commit()
+    assert version.version == 2
+    assert [v.version for v in registry.list_versions(session, db_settings)] == [2, 1]
+    files = sorted(
+        p.parent.name for p in Path(db_settings.artifact_dir).rglob("*.joblib")
+    )
+    assert files == ["1", "2"]  # the loser's file in version 1 was removed
