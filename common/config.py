@@ -53,7 +53,7 @@ class Settings:
     api_host: str = _doc("Address the API and dashboard bind to.", "127.0.0.1")
     api_port: int = _doc("Port of the API and dashboard.", 8000)
     api_workers: int = _doc("gunicorn worker processes.", 2)
-    api_threads: int = _doc("Threads per gunicorn worker.", 4)
+    api_threads: int = _doc("Threads per gunicorn worker.", 16)
     flower_host: str = _doc("Address Flower binds to.", "127.0.0.1")
     flower_port: int = _doc("Port of Flower.", 5555)
     worker_concurrency: int = _doc("Celery worker processes started by `up`.", 2)
@@ -78,6 +78,32 @@ class Settings:
     demo_model_type: str = _doc("Model type of the demo model.", "random_forest")
     demo_rows: int = _doc("Rows of synthetic data for the demo model.", 5000)
     model_name: str = _doc("Registry name of the served model.", "default")
+    predict_timeout_ms: int = _doc(
+        "Time budget of one /predict call; past it the answer is 408.", 2000
+    )
+    max_batch_instances: int = _doc("Most rows one /predict call may carry.", 1000)
+    max_request_bytes: int = _doc(
+        "Largest JSON body accepted; larger ones get 413 unread.", 4 * 1024 * 1024
+    )
+    microbatch_max_rows: int = _doc(
+        "Most rows the API predicts together across concurrent requests.", 64
+    )
+    microbatch_wait_ms: float = _doc(
+        "How long a lone request waits for company before predicting alone.", 1.0
+    )
+    model_poll_ms: int = _doc(
+        "How often each API process checks for a new champion generation.", 500
+    )
+    prediction_log_batch_size: int = _doc(
+        "Prediction log rows written per database transaction.", 500
+    )
+    prediction_log_flush_ms: int = _doc(
+        "Longest a prediction log row waits in memory before being written.", 500
+    )
+    prediction_log_spool_size: int = _doc(
+        "Most unwritten log rows kept while the database is unavailable.", 100_000
+    )
+    prediction_logging: bool = _doc("Write every answered prediction to the log.", True)
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -96,14 +122,11 @@ class Settings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{_env(name)} must be a port 0-65535, got {port}")
-        for name in (
-            "api_workers",
-            "api_threads",
-            "worker_concurrency",
-            "min_class_rows",
-        ):
+        for name in _POSITIVE:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_env(name)} must be at least 1")
+        if self.microbatch_wait_ms < 0:
+            raise ConfigError(f"{_env('microbatch_wait_ms')} must not be negative")
         if not 0.0 < self.test_size < 1.0:
             raise ConfigError(f"{_env('test_size')} must be between 0 and 1")
         if self.profile_bins < 2:
@@ -145,6 +168,14 @@ class Settings:
         for name, (key, raw) in env_values.items():
             values[name] = _parse_env(key, name, raw)
         return cls(**values)
+
+
+_POSITIVE = (
+    "api_workers", "api_threads", "worker_concurrency", "min_class_rows",
+    "predict_timeout_ms", "max_batch_instances", "max_request_bytes",
+    "microbatch_max_rows", "model_poll_ms", "prediction_log_batch_size",
+    "prediction_log_flush_ms", "prediction_log_spool_size",
+)  # fmt: skip
 
 
 def _env(name: str) -> str:

@@ -56,6 +56,10 @@ class UnauthorizedError(AppError):
     status, code = 401, "unauthorized"
 
 
+class PredictionTimeoutError(AppError):
+    status, code = 408, "timeout"
+
+
 class NotFoundError(AppError):
     status, code = 404, "not_found"
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from common.storage.tables import AuditEvent, Champion, ChampionHistory, ModelVersion
+from common.storage.tables import (
+    AuditEvent,
+    Champion,
+    ChampionHistory,
+    FeedbackLabel,
+    ModelVersion,
+    PredictionLog,
+)
 
 
 def find_model_version(
@@ -47,6 +54,43 @@ def find_champion(
     if for_update:
         query = query.with_for_update(of=Champion)
     return session.scalar(query)
+
+
+def find_champion_generation(session: Session, name: str) -> tuple[int, int] | None:
+    """(generation, model_version_id) of the champion: what API processes poll."""
+    row = session.execute(
+        select(Champion.generation, Champion.model_version_id).where(
+            Champion.name == name
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def insert_prediction_logs(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Bulk-insert prediction log rows in one statement batch."""
+    if rows:
+        session.execute(insert(PredictionLog), rows)
+
+
+def find_prediction_classes(
+    session: Session, prediction_ids: list[str]
+) -> dict[str, list[Any]]:
+    """Classes of the model version that answered each known prediction id."""
+    rows = session.execute(
+        select(PredictionLog.prediction_id, ModelVersion.classes)
+        .join(ModelVersion, ModelVersion.id == PredictionLog.model_version_id)
+        .where(PredictionLog.prediction_id.in_(prediction_ids))
+    ).all()
+    return {prediction_id: classes for prediction_id, classes in rows}
+
+
+def find_feedback(
+    session: Session, prediction_ids: list[str]
+) -> dict[str, FeedbackLabel]:
+    rows = session.scalars(
+        select(FeedbackLabel).where(FeedbackLabel.prediction_id.in_(prediction_ids))
+    ).all()
+    return {row.prediction_id: row for row in rows}
 
 
 def champion_stack(session: Session, name: str) -> Sequence[ChampionHistory]:

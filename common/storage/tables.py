@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from common.clock import utcnow
 
-JsonType = JSON().with_variant(JSONB(), "postgresql")
+JsonType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 Timestamp = DateTime(timezone=True)
 
 
@@ -130,6 +130,7 @@ class PredictionLog(Base):
     probabilities: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     latency_ms: Mapped[float] = mapped_column(Float)
     status_code: Mapped[int] = mapped_column(Integer, default=200)
+    data_quality: Mapped[list[Any] | None] = mapped_column(JsonType)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
 
 

@@ -7,24 +7,56 @@ from flask import Flask
 from common.config import Settings, get_settings
 from dashboard import bp as dashboard_bp
 from services.api import database
-from services.api.blueprints import health, models
+from services.api.batcher import MicroBatcher
+from services.api.blueprints import docs, feedback, health, models, predict
 from services.api.errors import register_error_handlers
 from services.api.model_cache import ModelCache
+from services.api.prediction_log import PredictionLogWriter
+from services.api.predictor import Predictor
 
-BLUEPRINTS = (health.bp, models.bp, dashboard_bp)
+BLUEPRINTS = (predict.bp, feedback.bp, models.bp, health.bp, docs.bp, dashboard_bp)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the API app; `settings` defaults to the process settings."""
+    """Build the API app; `settings` defaults to the process settings.
+
+    Background threads (model watcher, log writer, batcher) start lazily or through
+    `start_background`, so creating an app in a test starts nothing.
+    """
     settings = settings or get_settings()
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["settings"] = settings
     database.init_app(app, settings)
-    app.extensions["model_cache"] = ModelCache(
-        settings, database.get_session_factory_of(app)
+    factory = database.get_session_factory_of(app)
+    cache = ModelCache(settings, factory)
+    log_writer = (
+        PredictionLogWriter(settings, factory) if settings.prediction_logging else None
     )
+    batcher = MicroBatcher(settings.microbatch_max_rows, settings.microbatch_wait_ms)
+    app.extensions["model_cache"] = cache
+    app.extensions["prediction_log"] = log_writer
+    app.extensions["predictor"] = Predictor(settings, cache, batcher, log_writer)
     register_error_handlers(app)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     return app
+
+
+def start_background(app: Flask) -> None:
+    """Load the champion now, then watch for new generations (once per process)."""
+    cache: ModelCache = app.extensions["model_cache"]
+    cache.refresh()
+    cache.start()
+    if app.extensions["prediction_log"] is not None:
+        app.extensions["prediction_log"].start()
+
+
+def stop_background(app: Flask) -> None:
+    """Stop the threads and write every buffered prediction log row."""
+    app.extensions["model_cache"].stop()
+    app.extensions["predictor"].batcher.stop()
+    if app.extensions["prediction_log"] is not None:
+        app.extensions["prediction_log"].close()
+    app.extensions["engine"].dispose()

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from common.errors import AppError, UnavailableError
+from common.errors import AppError, UnauthorizedError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ def handle_app_error(error: AppError) -> Response:
     response = _error_response(error.status, error.code, error.message, error.details)
     if isinstance(error, UnavailableError):
         response.headers["Retry-After"] = str(error.retry_after_seconds)
+    if isinstance(error, UnauthorizedError):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="modelops"'
     return response
 
 

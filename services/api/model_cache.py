@@ -1,4 +1,9 @@
-"""The model this API process serves, reloaded when the champion generation changes."""
+"""The model this API process serves, swapped when the champion generation changes.
+
+A watcher thread polls the (cheap) generation; on a change it loads the new version in
+the background, verifies its sha256, warms it, and swaps one reference. Requests read
+that reference once, so a swap never fails or mixes a request.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import registry
 from common.clock import utcnow
 from common.config import Settings
-from common.data import coerce_features, example_features
+from common.data import example_features
 from common.errors import AppError
 from common.schemas import FeatureSpec
+from common.storage import repositories as repo
 from common.storage.db import session_scope
+from common.storage.tables import ModelVersion
+from common.validation import to_frame
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,7 @@ class LoadedModel:
     sha256: str
     pipeline: Any
     input_schema: list[FeatureSpec]
+    classes: list[Any]
     loaded_at: datetime
 
 
@@ -45,44 +53,81 @@ class ModelCache:
         self.settings = settings
         self.session_factory = session_factory
         self.current: LoadedModel | None = None
-        self.last_error: str | None = None
+        self.last_error: str | None = "no model loaded yet"
+        self._failed: tuple[int, int] | None = None  # (generation, version id) refused
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the watcher thread (once per process, after any fork)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._watch, name="model-watcher", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.model_poll_ms / 1000):
+            self.refresh()
 
     def refresh(self) -> LoadedModel | None:
-        """Load the champion if its generation differs from the one loaded."""
+        """Load the champion if its generation differs from the one served."""
         with self._lock:
+            target: tuple[ModelVersion, int] | None = None
             try:
-                with session_scope(self.session_factory) as session:
-                    champion = registry.find_champion(session, self.settings)
-                    if champion is None:
-                        self.last_error = "no model has been promoted yet"
-                        return self.current
-                    if self.current and self.current.generation == champion.generation:
-                        return self.current
-                    version = champion.model_version
-                    generation = champion.generation
-                pipeline = registry.load_model(self.settings, version)
-                schema = registry.input_schema(version)
-                _warm_up(pipeline, schema)
+                target = self._champion_if_changed()
+                if target is None:
+                    return self.current
+                version, generation = target
+                loaded = _load(self.settings, version, generation)
             except (AppError, SQLAlchemyError) as exc:
                 self.last_error = str(exc)
-                log.warning("model load failed, keeping the current one: %s", exc)
+                if target is not None:
+                    self._failed = (target[1], target[0].id)
+                log.warning(
+                    "model load failed; the current model keeps serving: %s", exc
+                )
                 return self.current
-            self.current = LoadedModel(
-                model_version_id=version.id,
-                version=version.version,
-                generation=generation,
-                sha256=version.sha256,
-                pipeline=pipeline,
-                input_schema=schema,
-                loaded_at=utcnow(),
-            )
-            self.last_error = None
-            log.info("serving version=%d generation=%d", version.version, generation)
-            return self.current
+            self.current, self.last_error, self._failed = loaded, None, None
+            log.info("serving version=%d generation=%d", loaded.version, generation)
+            return loaded
+
+    def _champion_if_changed(self) -> tuple[ModelVersion, int] | None:
+        with session_scope(self.session_factory) as session:
+            pointer = repo.find_champion_generation(session, self.settings.model_name)
+            if pointer is None:
+                self.last_error = "no model has been promoted yet"
+                return None
+            generation, version_id = pointer
+            if self.current is not None and self.current.generation == generation:
+                return None
+            if self._failed == (generation, version_id):
+                return None  # already refused; wait for the next change
+            version = session.get(ModelVersion, version_id)
+            assert version is not None  # foreign key
+            return version, generation
 
 
-def _warm_up(pipeline: Any, schema: list[FeatureSpec]) -> None:
-    """One prediction before serving, so the first request pays no lazy set-up."""
-    row = coerce_features(pd.DataFrame([example_features(schema)]), schema)
-    pipeline.predict_proba(row)
+def _load(settings: Settings, version: ModelVersion, generation: int) -> LoadedModel:
+    pipeline = registry.load_model(settings, version)
+    schema = registry.input_schema(version)
+    # One prediction before serving, so the first request pays no lazy set-up.
+    example = example_features(schema)
+    pipeline.predict_proba(to_frame(schema, [[example[s.name] for s in schema]]))
+    return LoadedModel(
+        model_version_id=version.id,
+        version=version.version,
+        generation=generation,
+        sha256=version.sha256,
+        pipeline=pipeline,
+        input_schema=schema,
+        classes=list(version.classes),
+        loaded_at=utcnow(),
+    )

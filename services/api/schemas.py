@@ -1,12 +1,157 @@
-"""Response shapes: plain functions from domain objects to JSON-ready dicts."""
+"""Request and response schemas (pydantic): they validate bodies and generate the
+OpenAPI document, so the two cannot disagree. Shaping functions build the dicts."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from common.clock import to_iso
 from common.storage.tables import Champion, ModelVersion
 from services.api.model_cache import LoadedModel
+
+FEATURES_DOC = (
+    "Raw feature values by name, as listed in GET /model/status `input_schema`: "
+    "numbers for numeric features, strings for categories, null for missing."
+)
+Label = str | int | float | bool
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(Strict):
+    """Exactly one of `features` (one row) or `instances` (1 to 1000 rows)."""
+
+    features: dict[str, Any] | None = Field(None, description=FEATURES_DOC)
+    instances: list[dict[str, Any]] | None = Field(
+        None, min_length=1, max_length=1000, description=FEATURES_DOC
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PredictRequest:
+        if (self.features is None) == (self.instances is None):
+            raise ValueError("send exactly one of 'features' or 'instances'")
+        return self
+
+
+class FeedbackItem(Strict):
+    prediction_id: str = Field(pattern=r"^[0-9a-f]{32}$", examples=["0" * 32])
+    label: str | int
+
+
+class FeedbackRequest(RootModel[FeedbackItem | list[FeedbackItem]]):
+    """One label, or a list of 1 to 1000."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> FeedbackRequest:
+        if isinstance(self.root, list) and not 1 <= len(self.root) <= 1000:
+            raise ValueError("send 1 to 1000 labels")
+        return self
+
+    def items(self) -> list[FeedbackItem]:
+        return self.root if isinstance(self.root, list) else [self.root]
+
+
+class ActionRequest(Strict):
+    reason: str | None = Field(None, max_length=500)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class PredictionItem(BaseModel):
+    prediction: Label
+    confidence: float
+    probabilities: dict[str, float]
+    prediction_id: str
+    data_quality: list[str]
+
+
+class PredictionOut(PredictionItem):
+    model_version: int
+
+
+class PredictionsOut(BaseModel):
+    predictions: list[PredictionItem]
+    model_version: int
+
+
+class FeatureSpecOut(BaseModel):
+    name: str
+    type: Literal["number", "category"]
+    min: float | None
+    max: float | None
+    categories: list[str] | None
+
+
+class ModelVersionOut(BaseModel):
+    model_id: str
+    name: str
+    version: int
+    state: Literal["candidate", "champion", "rejected", "retired"]
+    created_at: str
+    model_type: str
+    target: str
+    accuracy: float
+    f1_score: float
+    training_data_size: int
+    feature_names: list[str]
+    classes: list[Label]
+    sha256: str
+    params: dict[str, Any]
+    dataset: str | None
+    data_fingerprint: str
+    reason: str | None
+    job_id: int | None
+    metrics: dict[str, Any]
+
+
+class ModelStatusOut(ModelVersionOut):
+    generation: int
+    loaded_at: str | None
+    input_schema: list[FeatureSpecOut]
+
+
+class ModelListOut(BaseModel):
+    champion_version: int | None
+    models: list[ModelVersionOut]
+
+
+class ChampionOut(BaseModel):
+    version: int
+    generation: int
+    previous_version: int | None
+
+
+class FeedbackOutcomeOut(BaseModel):
+    prediction_id: str
+    label: str
+    status: Literal["recorded", "updated", "unchanged"]
+    joined: bool
+
+
+class FeedbackOut(BaseModel):
+    results: list[FeedbackOutcomeOut]
+
+
+class LiveOut(BaseModel):
+    status: Literal["alive"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+    model_version: int | None = None
 
 
 def model_version_out(version: ModelVersion) -> dict[str, Any]:
@@ -29,6 +174,7 @@ def model_version_out(version: ModelVersion) -> dict[str, Any]:
         "data_fingerprint": version.data_fingerprint,
         "reason": version.reason,
         "job_id": version.job_id,
+        "metrics": version.metrics,
     }
 
 
@@ -39,6 +185,13 @@ def model_status_out(champion: Champion, loaded: LoadedModel | None) -> dict[str
         **model_version_out(version),
         "generation": champion.generation,
         "loaded_at": to_iso(loaded.loaded_at) if serving and loaded else None,
-        "metrics": version.metrics,
         "input_schema": version.input_schema,
+    }
+
+
+def champion_out(champion: Champion, previous: int | None) -> dict[str, Any]:
+    return {
+        "version": champion.model_version.version,
+        "generation": champion.generation,
+        "previous_version": previous,
     }

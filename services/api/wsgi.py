@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import atexit
+
 from common.config import get_settings
 from common.logging import configure_logging
-from services.api.app import create_app
+from services.api.app import create_app, start_background, stop_background
 
 settings = get_settings()
 configure_logging(settings)
 app = create_app(settings)
-app.extensions["model_cache"].refresh()  # load and warm before the first request
+start_background(app)  # loads and warms the model before the first request
+atexit.register(stop_background, app)  # flushes the prediction log on exit

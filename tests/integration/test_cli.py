@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from common.storage.migrate import head_revision
 from services.cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_settings_cache")]
@@ -102,7 +103,9 @@ def test_bad_setting_stops_the_command_naming_it(runner, monkeypatch):
 
 
 def test_db_upgrade_is_repeatable(runner):
+    head = head_revision()
     for _ in range(2):
         result = runner.invoke(main, ["db", "upgrade"])
-        assert result.exit_code == 0 and "revision 0001" in result.output
-    assert "current 0001, head 0001" in runner.invoke(main, ["db", "current"]).output
+        assert result.exit_code == 0 and f"revision {head}" in result.output
+    current = runner.invoke(main, ["db", "current"]).output
+    assert f"current {head}, head {head}" in current

@@ -1,4 +1,4 @@
-"""The serving model: `GET /model/status`."""
+"""The registry over HTTP: status, versions, promote and rollback."""
 
 from __future__ import annotations
 
@@ -8,17 +8,79 @@ from flask import Blueprint, current_app
 
 from common import registry
 from services.api import schemas
+from services.api.auth import require_api_key
 from services.api.database import get_session
-from services.api.model_cache import ModelCache
+from services.api.requests import parse_body
+from services.api.schemas import ActionRequest
 
-bp = Blueprint("model", __name__, url_prefix="/model")
+bp = Blueprint("models", __name__)
+ACTOR = "api"
 
 
-@bp.get("/status")
+def _settings() -> Any:
+    return current_app.extensions["settings"]
+
+
+@bp.get("/model/status")
 def model_status() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Champion metadata, its input schema and whether this process serves it."""
-    settings = current_app.extensions["settings"]
-    cache: ModelCache = current_app.extensions["model_cache"]
-    champion = registry.get_champion(get_session(), settings)
-    body = schemas.model_status_out(champion, cache.current)
+    champion = registry.get_champion(get_session(), _settings())
+    body = schemas.model_status_out(
+        champion, current_app.extensions["model_cache"].current
+    )
     return body, 200, {"X-Model-Version": str(body["version"])}
+
+
+@bp.post("/model/rollback")
+@require_api_key
+def rollback() -> dict[str, Any]:
+    """Serve the champion before the current one again."""
+    body = parse_body(ActionRequest, optional=True)
+    session = get_session()
+    previous = registry.get_champion(session, _settings()).model_version.version
+    champion = registry.rollback(
+        session, _settings(), reason=body.reason or "rollback via API", actor=ACTOR
+    )
+    session.commit()
+    return schemas.champion_out(champion, previous)
+
+
+@bp.get("/models")
+def list_models() -> dict[str, Any]:
+    """Every version, newest first, with metrics, state and provenance."""
+    session = get_session()
+    champion = registry.find_champion(session, _settings())
+    return {
+        "champion_version": champion.model_version.version if champion else None,
+        "models": [
+            schemas.model_version_out(v)
+            for v in registry.list_versions(session, _settings())
+        ],
+    }
+
+
+@bp.get("/models/<int:version>")
+def get_model(version: int) -> dict[str, Any]:
+    """One version."""
+    return schemas.model_version_out(
+        registry.get_version(get_session(), _settings(), version)
+    )
+
+
+@bp.post("/models/<int:version>/promote")
+@require_api_key
+def promote(version: int) -> dict[str, Any]:
+    """Make `version` the champion; API processes swap to it within a second."""
+    body = parse_body(ActionRequest, optional=True)
+    session = get_session()
+    current = registry.find_champion(session, _settings())
+    previous = current.model_version.version if current else None
+    champion = registry.promote_version(
+        session,
+        _settings(),
+        version,
+        reason=body.reason or "promoted via API",
+        actor=ACTOR,
+    )
+    session.commit()
+    return schemas.champion_out(champion, previous)

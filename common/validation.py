@@ -1,0 +1,156 @@
+"""Validation of prediction inputs against a model's input schema.
+
+Every problem is listed at once, each with the field it is about. Values the model
+can still answer (an unseen category, a number outside the training range, an
+explicit null) are not errors: they come back as data-quality flags.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from common.schemas import FeatureSpec
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One reason an input was refused."""
+
+    field: str
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "code": self.code, "message": self.message}
+
+
+@dataclass
+class ValidatedInstances:
+    """Rows (values in schema order) ready for `to_frame`, or what stops them."""
+
+    rows: list[list[Any]] = field(default_factory=list)
+    problems: list[FieldProblem] = field(default_factory=list)
+    quality: list[list[str]] = field(default_factory=list)
+
+
+def validate_instances(
+    schema: list[FeatureSpec], instances: list[Any], paths: list[str]
+) -> ValidatedInstances:
+    """Check each instance (a JSON object) against `schema`.
+
+    `paths` names each instance in messages ("features" or "instances[3]").
+    """
+    problems: list[FieldProblem] = []
+    quality: list[list[str]] = []
+    rows: list[list[Any]] = []
+    known = {spec.name for spec in schema}
+    for instance, path in zip(instances, paths, strict=True):
+        if not isinstance(instance, dict):
+            problems.append(
+                FieldProblem(
+                    path, "not_an_object", "expected an object of feature values"
+                )
+            )
+            continue
+        flags: list[str] = []
+        row: list[Any] = []
+        for name in sorted(set(instance) - known):
+            problems.append(
+                FieldProblem(
+                    f"{path}.{name}", "unknown_feature", f"unknown feature {name!r}"
+                )
+            )
+        for spec in schema:
+            where = f"{path}.{spec.name}"
+            if spec.name not in instance:
+                problems.append(
+                    FieldProblem(
+                        where, "missing_feature", f"feature {spec.name!r} is required"
+                    )
+                )
+                continue
+            value, problem, flag = _check_value(spec, instance[spec.name], where)
+            if problem:
+                problems.append(problem)
+            if flag:
+                flags.append(flag)
+            row.append(value)
+        rows.append(row)
+        quality.append(flags)
+    if problems:
+        return ValidatedInstances([], problems, quality)
+    return ValidatedInstances(rows, [], quality)
+
+
+def _check_value(
+    spec: FeatureSpec, value: Any, where: str
+) -> tuple[Any, FieldProblem | None, str | None]:
+    if value is None:
+        return None, None, f"missing:{spec.name}"
+    if spec.type == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return (
+                None,
+                FieldProblem(
+                    where, "wrong_type", f"expected a number, got {_kind(value)}"
+                ),
+                None,
+            )
+        number = float(value)
+        if not math.isfinite(number):
+            return (
+                None,
+                FieldProblem(
+                    where, "not_finite", "expected a finite number, got NaN or Infinity"
+                ),
+                None,
+            )
+        low = spec.min if spec.min is not None else -math.inf
+        high = spec.max if spec.max is not None else math.inf
+        flag = None if low <= number <= high else f"out_of_range:{spec.name}"
+        return number, None, flag
+    if not isinstance(value, str):
+        return (
+            None,
+            FieldProblem(
+                where, "wrong_type", f"expected a string category, got {_kind(value)}"
+            ),
+            None,
+        )
+    flag = None if value in (spec.categories or []) else f"unseen_category:{spec.name}"
+    return value, None, flag
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+def to_frame(schema: list[FeatureSpec], rows: list[list[Any]]) -> pd.DataFrame:
+    """Build the pipeline's input: float64 numbers, object strings, NaN for nulls."""
+    data: dict[str, Any] = {}
+    for index, spec in enumerate(schema):
+        values = [row[index] for row in rows]
+        if spec.type == "number":
+            data[spec.name] = np.array(
+                [np.nan if v is None else v for v in values], dtype="float64"
+            )
+        else:
+            data[spec.name] = pd.Series(
+                [np.nan if v is None else v for v in values], dtype=object
+            )
+    return pd.DataFrame(data)

@@ -1,0 +1,62 @@
+"""API-key checks: mutating calls always, /predict and /feedback when configured."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from flask import current_app, request
+
+from common.config import Settings
+from common.errors import UnauthorizedError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HOW_TO = "send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+def _supplied_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+def check_api_key(settings: Settings) -> None:
+    """Raise `UnauthorizedError` unless the request carries the configured key."""
+    if not settings.api_key:
+        raise UnauthorizedError(
+            "this server has no API key configured (MODELOPS_API_KEY); "
+            "mutating calls are refused"
+        )
+    supplied = _supplied_key()
+    if not supplied:
+        raise UnauthorizedError(f"an API key is required; {HOW_TO}")
+    if not hmac.compare_digest(supplied.encode(), settings.api_key.encode()):
+        raise UnauthorizedError(f"wrong API key; {HOW_TO}")
+
+
+def require_api_key(view: F) -> F:
+    """Decorate a mutating view."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        check_api_key(current_app.extensions["settings"])
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def require_predict_key(view: F) -> F:
+    """Decorate /predict and /feedback: checked only with MODELOPS_PREDICT_AUTH."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        settings = current_app.extensions["settings"]
+        if settings.predict_auth:
+            check_api_key(settings)
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)

@@ -1,0 +1,204 @@
+"""The OpenAPI 3.1 document, generated from the pydantic schemas that validate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from common.config import Settings
+from services.api import schemas as s
+
+REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    ok: tuple[type[BaseModel], ...]
+    ok_status: int = 200
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    auth: str | None = None  # "api_key" always; "predict" when predict_auth is on
+    errors: tuple[int, ...] = ()
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+VERSION_PARAM = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+OPERATIONS = (
+    Operation(
+        "post",
+        "/predict",
+        "Predict one row or a batch",
+        (s.PredictionOut, s.PredictionsOut),
+        body=s.PredictRequest,
+        auth="predict",
+        errors=(400, 408, 413, 415, 503),
+        tags=("predict",),
+    ),
+    Operation(
+        "post",
+        "/feedback",
+        "Record true labels by prediction id",
+        (s.FeedbackOut,),
+        body=s.FeedbackRequest,
+        auth="predict",
+        errors=(400, 409, 413, 415),
+        tags=("predict",),
+    ),
+    Operation(
+        "get",
+        "/model/status",
+        "The serving model",
+        (s.ModelStatusOut,),
+        errors=(503,),
+        tags=("models",),
+    ),
+    Operation(
+        "post",
+        "/model/rollback",
+        "Serve the previous champion again",
+        (s.ChampionOut,),
+        body=s.ActionRequest,
+        body_required=False,
+        auth="api_key",
+        errors=(400, 409, 413, 415, 503),
+        tags=("models",),
+    ),
+    Operation(
+        "get", "/models", "Every model version", (s.ModelListOut,), tags=("models",)
+    ),
+    Operation(
+        "get",
+        "/models/{version}",
+        "One model version",
+        (s.ModelVersionOut,),
+        errors=(404,),
+        tags=("models",),
+    ),
+    Operation(
+        "post",
+        "/models/{version}/promote",
+        "Make a version the champion",
+        (s.ChampionOut,),
+        body=s.ActionRequest,
+        body_required=False,
+        auth="api_key",
+        errors=(400, 404, 409, 413, 415),
+        tags=("models",),
+    ),
+    Operation("get", "/livez", "The process answers", (s.LiveOut,), tags=("health",)),
+    Operation(
+        "get",
+        "/readyz",
+        "Ready to serve",
+        (s.ReadyOut,),
+        errors=(503,),
+        tags=("health",),
+    ),
+)
+
+STATUS_TEXT = {
+    400: "Invalid input; `details.problems` lists every problem with its field",
+    401: "Missing or wrong API key",
+    404: "Unknown resource",
+    408: "The prediction exceeded its time budget",
+    409: "The current state forbids it",
+    413: "Body too large",
+    415: "Body is not JSON",
+    500: "Internal error",
+    503: "Not ready (no model, database or broker); retry after `Retry-After`",
+}
+
+
+def build_openapi(settings: Settings) -> dict[str, Any]:
+    """Return the document for this configuration (batch limit, predict auth)."""
+    models = (
+        {s.ErrorOut}
+        | {m for op in OPERATIONS for m in op.ok}
+        | {op.body for op in OPERATIONS if op.body}
+    )
+    _, defs = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template=REF,
+    )
+    components = defs.get("$defs", {})
+    predict = components["PredictRequest"]["properties"]["instances"]
+    for option in predict.get("anyOf", [predict]):
+        if option.get("type") == "array":
+            option["maxItems"] = settings.max_batch_instances
+    paths: dict[str, Any] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, settings)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ModelOps API",
+            "version": "1",
+            "description": "Serve, monitor and retrain scikit-learn models. Every "
+            "error has the shape of `ErrorOut`.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
+
+
+def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
+    errors = set(op.errors) | {500}
+    secured = op.auth == "api_key" or (op.auth == "predict" and settings.predict_auth)
+    if secured:
+        errors.add(401)
+    responses: dict[str, Any] = {
+        str(op.ok_status): {
+            "description": "OK",
+            "content": {"application/json": {"schema": _one_of(op.ok)}},
+        }
+    }
+    for status in sorted(errors):
+        responses[str(status)] = {
+            "description": STATUS_TEXT[status],
+            "content": {"application/json": {"schema": {"$ref": _ref(s.ErrorOut)}}},
+        }
+    operation: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_')}".replace(
+            "{", ""
+        ).replace("}", ""),
+        "tags": list(op.tags),
+        "responses": responses,
+    }
+    if "{version}" in op.path:
+        operation["parameters"] = [VERSION_PARAM]
+    if op.body is not None:
+        operation["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": {"$ref": _ref(op.body)}}},
+        }
+    if secured:
+        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    return operation
+
+
+def _one_of(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
+    refs = [{"$ref": _ref(model)} for model in models]
+    return refs[0] if len(refs) == 1 else {"anyOf": refs}
+
+
+def _ref(model: type[BaseModel]) -> str:
+    return REF.format(model=model.__name__)

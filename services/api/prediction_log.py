@@ -1,0 +1,125 @@
+"""The background writer of prediction logs: requests hand over rows, never write.
+
+Rows wait in a bounded in-memory spool and are written in batches, one transaction
+per batch. If the database refuses, the rows stay and are retried; only when the
+spool is full are the oldest dropped, and every dropped row is counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.config import Settings
+from common.storage import repositories as repo
+from common.storage.db import session_scope
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_SECONDS = 1.0
+
+
+class PredictionLogWriter:
+    """Buffers prediction log rows and writes them from one thread."""
+
+    def __init__(
+        self, settings: Settings, session_factory: sessionmaker[Session]
+    ) -> None:
+        self.session_factory = session_factory
+        self.batch_size = settings.prediction_log_batch_size
+        self.flush_seconds = settings.prediction_log_flush_ms / 1000
+        self.capacity = settings.prediction_log_spool_size
+        self._spool: collections.deque[dict[str, Any]] = collections.deque()
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.dropped = 0
+        self.write_failures = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._spool)
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Hand over rows; O(1) for the request, no database call."""
+        if self._thread is None:
+            self.start()
+        with self._lock:
+            overflow = len(self._spool) + len(rows) - self.capacity
+            if overflow > 0:
+                for _ in range(min(overflow, len(self._spool))):
+                    self._spool.popleft()
+                self.dropped += overflow
+                log.warning("prediction log spool full; dropped=%d", self.dropped)
+                rows = rows[-self.capacity :]
+            self._spool.extend(rows)
+            if len(self._spool) >= self.batch_size:
+                self._wake.set()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="prediction-log-writer", daemon=True
+                )
+                self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread and write everything still buffered."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            if not self.flush():
+                self._stop.wait(RETRY_BACKOFF_SECONDS)
+
+    def flush(self) -> bool:
+        """Write all buffered rows in batches. False when the database refused."""
+        with self._flush_lock:
+            while True:
+                with self._lock:
+                    batch = [
+                        self._spool.popleft()
+                        for _ in range(min(self.batch_size, len(self._spool)))
+                    ]
+                if not batch:
+                    return True
+                try:
+                    with session_scope(self.session_factory) as session:
+                        repo.insert_prediction_logs(session, batch)
+                except IntegrityError:
+                    self._write_one_by_one(batch)
+                    continue
+                except SQLAlchemyError as exc:
+                    with self._lock:
+                        self._spool.extendleft(reversed(batch))
+                    self.write_failures += 1
+                    log.warning("prediction log write failed, will retry: %s", exc)
+                    return False
+                self.written += len(batch)
+
+    def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
+        """A batch with a row the schema refuses: keep the others, count that one."""
+        for row in batch:
+            try:
+                with session_scope(self.session_factory) as session:
+                    repo.insert_prediction_logs(session, [row])
+                self.written += 1
+            except IntegrityError:
+                self.dropped += 1
+                log.error("prediction log row refused by the database; dropped")

@@ -1,0 +1,145 @@
+"""The /predict path of one API process: validate, batch, answer, hand over the log."""
+
+from __future__ import annotations
+
+import collections
+import time
+import uuid
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from common.clock import utcnow
+from common.config import Settings
+from common.errors import InvalidInputError, ModelNotReadyError, PredictionTimeoutError
+from common.prediction import Prediction
+from common.validation import validate_instances
+from services.api.batcher import MicroBatcher
+from services.api.model_cache import LoadedModel, ModelCache
+from services.api.prediction_log import PredictionLogWriter
+from services.api.schemas import PredictRequest
+
+
+class Predictor:
+    """Ties the model cache, the micro-batcher and the log writer together."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cache: ModelCache,
+        batcher: MicroBatcher,
+        log_writer: PredictionLogWriter | None,
+    ) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.batcher = batcher
+        self.log_writer = log_writer
+        self.quality_counts: collections.Counter[str] = collections.Counter()
+
+    def predict(
+        self, body: PredictRequest, started: float
+    ) -> tuple[dict[str, Any], int]:
+        """Answer one request; returns the body and the model version that answered.
+
+        Raises
+        ------
+        ModelNotReadyError
+            No model is loaded in this process (503).
+        InvalidInputError
+            Every problem with the instances, by field (400).
+        PredictionTimeoutError
+            The answer did not come within `predict_timeout_ms` (408).
+        """
+        model = self.cache.current
+        if model is None:
+            raise ModelNotReadyError(f"no model loaded: {self.cache.last_error}")
+        if body.instances is not None:
+            instances: list[Any] = body.instances
+            paths = [f"instances[{i}]" for i in range(len(instances))]
+            if len(instances) > self.settings.max_batch_instances:
+                raise InvalidInputError(
+                    f"at most {self.settings.max_batch_instances} instances per call",
+                    problems=[
+                        {
+                            "field": "instances",
+                            "code": "too_long",
+                            "message": f"got {len(instances)} instances",
+                        }
+                    ],
+                )
+        else:
+            instances, paths = [body.features], ["features"]
+        checked = validate_instances(model.input_schema, instances, paths)
+        if checked.problems:
+            raise InvalidInputError(
+                f"{len(checked.problems)} problem(s) with the input",
+                problems=[p.to_dict() for p in checked.problems],
+            )
+        predictions = self._wait(model, checked.rows, started)
+        ids = [uuid.uuid4().hex for _ in predictions]
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._log(model, instances, predictions, ids, checked.quality, latency_ms)
+        items = [
+            {
+                "prediction": p.prediction,
+                "confidence": p.confidence,
+                "probabilities": p.probabilities,
+                "prediction_id": prediction_id,
+                "data_quality": flags,
+            }
+            for p, prediction_id, flags in zip(
+                predictions, ids, checked.quality, strict=True
+            )
+        ]
+        if body.instances is None:
+            return {**items[0], "model_version": model.version}, model.version
+        return {"predictions": items, "model_version": model.version}, model.version
+
+    def _wait(
+        self, model: LoadedModel, rows: list[list[Any]], started: float
+    ) -> list[Prediction]:
+        budget = self.settings.predict_timeout_ms / 1000
+        future = self.batcher.submit(model, rows)
+        remaining = max(budget - (time.perf_counter() - started), 0.0)
+        try:
+            return future.result(timeout=remaining)
+        except FutureTimeout:
+            future.cancel()
+            raise PredictionTimeoutError(
+                f"prediction took longer than {self.settings.predict_timeout_ms} ms",
+                timeout_ms=self.settings.predict_timeout_ms,
+            ) from None
+
+    def _log(
+        self,
+        model: LoadedModel,
+        instances: list[Any],
+        predictions: list[Prediction],
+        ids: list[str],
+        quality: list[list[str]],
+        latency_ms: float,
+    ) -> None:
+        for flags in quality:
+            self.quality_counts.update(flag.split(":", 1)[0] for flag in flags)
+        if self.log_writer is None:
+            return
+        now = utcnow()
+        self.log_writer.add(
+            [
+                {
+                    "prediction_id": prediction_id,
+                    "model_version_id": model.model_version_id,
+                    "model_version": model.version,
+                    "features": instance,
+                    "prediction": str(p.prediction),
+                    "confidence": p.confidence,
+                    "probabilities": p.probabilities,
+                    "latency_ms": latency_ms,
+                    "status_code": 200,
+                    "data_quality": flags or None,
+                    "created_at": now,
+                }
+                for instance, p, prediction_id, flags in zip(
+                    instances, predictions, ids, quality, strict=True
+                )
+            ]
+        )
