@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import click
 
 from common import registry, synthetic
 from common.broker import check_broker
-from common.config import MODEL_TYPES, Settings, get_settings
+from common.config import MODEL_TYPES, Settings, describe_settings, get_settings
 from common.datasets import list_datasets, load_training_source
 from common.errors import AppError
 from common.lifecycle import registry_is_empty, train_version
@@ -226,6 +227,26 @@ def generate(
     )
     synthetic.write(df, out)
     click.echo(f"wrote {len(df)} rows of {scenario} ({mode}) to {out}")
+
+
+@main.command("config")
+@click.option("--doc-table", is_flag=True, help="Print the settings table of the docs.")
+def config_command(doc_table: bool) -> None:
+    """Show the effective settings (the API key masked)."""
+    if doc_table:
+        click.echo("| variable | type | default | meaning |\n| --- | --- | --- | --- |")
+        for env_name, kind, default, text in describe_settings():
+            shown = "(derived)" if env_name in DERIVED else f"`{default!r}`"
+            click.echo(f"| `{env_name}` | {kind} | {shown} | {text} |")
+        return
+    settings = _settings()
+    for name, value in sorted(dataclasses.asdict(settings).items()):
+        if name == "api_key" and value:
+            value = "****"
+        click.echo(f"MODELOPS_{name.upper()}={value}")
+
+
+DERIVED = ("MODELOPS_DATABASE_URL", "MODELOPS_ARTIFACT_DIR", "MODELOPS_DATA_DIR")
 
 
 @main.command("datasets")
