@@ -26,7 +26,7 @@ class PredictRequest(Strict):
     """Exactly one of `features` (one row) or `instances` (1 to 1000 rows)."""
 
     features: dict[str, Any] | None = Field(None, description=FEATURES_DOC)
-    instances: list[dict[str, Any]] | None = Field(
+    instances: list[Any] | None = Field(
         None, min_length=1, max_length=1000, description=FEATURES_DOC
     )
 

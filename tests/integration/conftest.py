@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -9,7 +10,7 @@ from common import registry
 from common.config import Settings, get_settings
 from common.storage.db import make_engine, make_session_factory, session_scope
 from common.storage.migrate import upgrade_database
-from services.api.app import create_app
+from services.api.app import create_app, stop_background
 from tests.factories import register_version
 
 
@@ -47,3 +48,35 @@ def fresh_settings_cache() -> Iterator[None]:
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+API_KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+def serving_settings(api_settings: Settings) -> Settings:
+    return api_settings.with_overrides(api_key=API_KEY)
+
+
+@pytest.fixture
+def serving_app(serving_settings: Settings, churn_frame) -> Iterator[Any]:
+    """An app serving version 1 (a logistic regression on the synthetic data)."""
+    promote_new_version(serving_settings, churn_frame)
+    app = create_app(serving_settings)
+    app.extensions["model_cache"].refresh()
+    yield app
+    stop_background(app)
+
+
+@pytest.fixture
+def serving(serving_app: Any) -> FlaskClient:
+    return serving_app.test_client()
+
+
+@pytest.fixture
+def row() -> dict[str, Any]:
+    return {
+        "age": 40, "income": 50000.0, "tenure_months": 12, "monthly_spend": 70.5,
+        "support_calls": 2, "usage_hours": 20.0, "plan": "basic", "region": "north",
+    }  # fmt: skip

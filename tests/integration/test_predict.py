@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from services.api.app import create_app
+from services.api.model_cache import LoadedModel
+
+pytestmark = pytest.mark.integration
+
+
+def _problems(response):
+    return {
+        (p["field"], p["code"]) for p in response.json["error"]["details"]["problems"]
+    }
+
+
+def test_single_prediction_answers_every_field(serving, row):
+    response = serving.post("/predict", json={"features": row})
+    assert response.status_code == 200
+    body = response.json
+    assert set(body) == {
+        "prediction",
+        "confidence",
+        "probabilities",
+        "prediction_id",
+        "model_version",
+        "data_quality",
+    }
+    assert response.headers["X-Model-Version"] == "1" and body["model_version"] == 1
+    assert body["prediction"] in (0, 1)
+    assert body["confidence"] == max(body["probabilities"].values())
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0)
+    assert len(body["prediction_id"]) == 32 and body["data_quality"] == []
+
+
+def test_batch_prediction_matches_single_predictions(serving, row):
+    other = {**row, "support_calls": 6, "plan": "premium"}
+    batch = serving.post("/predict", json={"instances": [row, other]}).json
+    assert batch["model_version"] == 1 and len(batch["predictions"]) == 2
+    for instance, answer in zip([row, other], batch["predictions"], strict=True):
+        single = serving.post("/predict", json={"features": instance}).json
+        assert answer["probabilities"] == pytest.approx(single["probabilities"])
+    ids = {p["prediction_id"] for p in batch["predictions"]}
+    assert len(ids) == 2
+
+
+def test_every_problem_is_listed_at_once_with_its_field(serving, row):
+    body = {"instances": [
+        {**row, "age": "forty", "income": [1, 2], "colour": "red"},
+        {k: v for k, v in row.items() if k != "plan"},
+        "not an object",
+        {**row, "plan": 3, "region": True},
+    ]}  # fmt: skip
+    response = serving.post("/predict", json=body)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_input"
+    assert _problems(response) == {
+        ("instances[0].age", "wrong_type"), ("instances[0].income", "wrong_type"),
+        ("instances[0].colour", "unknown_feature"),
+        ("instances[1].plan", "missing_feature"),
+        ("instances[2]", "not_an_object"), ("instances[3].plan", "wrong_type"),
+        ("instances[3].region", "wrong_type"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e309"])
+def test_non_finite_numbers_are_refused_by_field(serving, row, literal):
+    text = json.dumps({"features": row}).replace('"age": 40', f'"age": {literal}')
+    response = serving.post("/predict", data=text, content_type="application/json")
+    assert response.status_code == 400
+    assert _problems(response) == {("features.age", "not_finite")}
+
+
+def test_empty_oversized_and_ambiguous_bodies_are_refused(
+    serving_settings, churn_frame, row
+):
+    from tests.integration.conftest import promote_new_version
+
+    promote_new_version(serving_settings, churn_frame)
+    app = create_app(serving_settings.with_overrides(max_batch_instances=3))
+    app.extensions["model_cache"].refresh()
+    client = app.test_client()
+    assert _problems(client.post("/predict", json={"instances": []})) == {
+        ("instances", "too_short")
+    }
+    assert _problems(client.post("/predict", json={"instances": [row] * 4})) == {
+        ("instances", "too_long")
+    }
+    both = client.post("/predict", json={"features": row, "instances": [row]})
+    assert both.status_code == 400 and "exactly one" in json.dumps(both.json)
+    assert client.post("/predict", json={"feature": row}).status_code == 400
+
+
+def test_body_over_the_limit_gets_413_and_non_json_gets_415(
+    serving_settings, churn_frame, row
+):
+    from tests.integration.conftest import promote_new_version
+
+    promote_new_version(serving_settings, churn_frame)
+    client = create_app(
+        serving_settings.with_overrides(max_request_bytes=500)
+    ).test_client()
+    big = client.post("/predict", json={"instances": [row] * 10})
+    assert (
+        big.status_code == 413
+        and big.json["error"]["code"] == "request_entity_too_large"
+    )
+    wrong_type = client.post("/predict", data="age=3", content_type="text/plain")
+    assert wrong_type.status_code == 415
+    assert "Content-Type: application/json" in wrong_type.json["error"]["message"]
+    broken = client.post(
+        "/predict", data='{"features": {', content_type="application/json"
+    )
+    assert broken.status_code == 400
+    assert broken.json["error"]["message"].startswith("malformed JSON")
+
+
+def test_unseen_category_and_out_of_range_are_answered_and_counted(serving_app, row):
+    client = serving_app.test_client()
+    odd = {**row, "region": "atlantis", "age": 150, "income": None}
+    response = client.post("/predict", json={"features": odd})
+    assert response.status_code == 200
+    assert response.json["data_quality"] == [
+        "out_of_range:age",
+        "missing:income",
+        "unseen_category:region",
+    ]
+    counts = serving_app.extensions["predictor"].quality_counts
+    assert (counts["out_of_range"], counts["missing"], counts["unseen_category"]) == (
+        1,
+        1,
+        1,
+    )
+
+
+def test_no_model_gives_503_with_retry_after(client, row):
+    response = client.post("/predict", json={"features": row})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert response.json["error"]["code"] == "model_not_ready"
+
+
+class SlowPipeline:
+    """A real pipeline that takes its time, like an overloaded or huge model."""
+
+    def __init__(self, pipeline, seconds):
+        self.pipeline, self.seconds = pipeline, seconds
+        self.classes_ = pipeline.classes_
+
+    def predict_proba(self, frame):
+        time.sleep(self.seconds)
+        return self.pipeline.predict_proba(frame)
+
+
+def test_a_prediction_over_its_budget_gets_408(serving_settings, churn_frame, row):
+    from tests.integration.conftest import promote_new_version
+
+    promote_new_version(serving_settings, churn_frame)
+    app = create_app(serving_settings.with_overrides(predict_timeout_ms=100))
+    cache = app.extensions["model_cache"]
+    loaded = cache.refresh()
+    fields = {**loaded.__dict__, "pipeline": SlowPipeline(loaded.pipeline, 0.5)}
+    cache.current = LoadedModel(**fields)
+    client = app.test_client()
+    started = time.perf_counter()
+    response = client.post("/predict", json={"features": row})
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 408
+    assert response.json["error"] == {
+        "code": "timeout",
+        "message": "prediction took longer than 100 ms",
+        "details": {"timeout_ms": 100},
+    }
+    assert elapsed < 0.45  # answered at the budget, not when the model finished
+    cache.current = loaded
+    time.sleep(0.5)  # the slow batch drains
+    assert client.post("/predict", json={"features": row}).status_code == 200
+
+
+def test_concurrent_requests_are_predicted_together(serving_app, row):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = serving_app.extensions["model_cache"]
+    loaded = cache.current
+    # Each model call takes 0.2 s, so requests arriving meanwhile queue up.
+    cache.current = LoadedModel(
+        **{**loaded.__dict__, "pipeline": SlowPipeline(loaded.pipeline, 0.2)}
+    )
+    client = serving_app.test_client()
+    batcher = serving_app.extensions["predictor"].batcher
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(
+            pool.map(
+                lambda _: client.post("/predict", json={"features": row}), range(20)
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * 20
+    assert batcher.rows == 20
+    assert batcher.batches <= 3  # not 20 model calls
+    probabilities = {json.dumps(a.json["probabilities"]) for a in answers}
+    assert len(probabilities) == 1  # same row, same answer, whatever the batch
