@@ -40,18 +40,10 @@ def record_feedback(
     Raises
     ------
     InvalidInputError
-        Listing every label that is not a class of its model, or duplicate ids.
+        Listing every label that is not a class of its model.
     """
+    items = list(dict(items).items())  # a later label for the same id wins
     ids = [prediction_id for prediction_id, _ in items]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise InvalidInputError(
-            "each prediction_id may appear once per call",
-            problems=[
-                {"field": "prediction_id", "code": "duplicate", "message": i}
-                for i in duplicates
-            ],
-        )
     classes_by_id = repo.find_prediction_classes(session, ids)
     problems = []
     for index, (prediction_id, label) in enumerate(items):

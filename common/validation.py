@@ -16,6 +16,8 @@ import pandas as pd
 
 from common.schemas import FeatureSpec
 
+PLAUSIBLE_FACTOR = 1e12  # times the largest magnitude seen in training
+
 
 @dataclass(frozen=True)
 class FieldProblem:
@@ -90,40 +92,40 @@ def validate_instances(
 def _check_value(
     spec: FeatureSpec, value: Any, where: str
 ) -> tuple[Any, FieldProblem | None, str | None]:
+    """Return (model value, problem, data-quality flag) for one feature value."""
     if value is None:
         return None, None, f"missing:{spec.name}"
-    if spec.type == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return (
-                None,
-                FieldProblem(
-                    where, "wrong_type", f"expected a number, got {_kind(value)}"
-                ),
-                None,
-            )
+    if spec.type == "category":
+        if not isinstance(value, str):
+            message = f"expected a string category, got {_kind(value)}"
+            return None, FieldProblem(where, "wrong_type", message), None
+        known = value in (spec.categories or [])
+        return value, None, None if known else f"unseen_category:{spec.name}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        message = f"expected a number, got {_kind(value)}"
+        return None, FieldProblem(where, "wrong_type", message), None
+    try:
         number = float(value)
-        if not math.isfinite(number):
-            return (
-                None,
-                FieldProblem(
-                    where, "not_finite", "expected a finite number, got NaN or Infinity"
-                ),
-                None,
-            )
-        low = spec.min if spec.min is not None else -math.inf
-        high = spec.max if spec.max is not None else math.inf
-        flag = None if low <= number <= high else f"out_of_range:{spec.name}"
-        return number, None, flag
-    if not isinstance(value, str):
-        return (
-            None,
-            FieldProblem(
-                where, "wrong_type", f"expected a string category, got {_kind(value)}"
-            ),
-            None,
+    except OverflowError:  # an integer literal too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        message = "expected a finite number, got NaN or Infinity"
+        return None, FieldProblem(where, "not_finite", message), None
+    limit = largest_plausible(spec)
+    if abs(number) > limit:
+        message = (
+            f"{number:g} is beyond what the model can compute with (|x| <= {limit:g})"
         )
-    flag = None if value in (spec.categories or []) else f"unseen_category:{spec.name}"
-    return value, None, flag
+        return None, FieldProblem(where, "too_large", message), None
+    low = -math.inf if spec.min is None else spec.min
+    high = math.inf if spec.max is None else spec.max
+    return number, None, None if low <= number <= high else f"out_of_range:{spec.name}"
+
+
+def largest_plausible(spec: FeatureSpec) -> float:
+    """Magnitudes past this overflow inside scaling and linear models."""
+    seen = max(abs(spec.min or 0.0), abs(spec.max or 0.0), 1.0)
+    return PLAUSIBLE_FACTOR * seen
 
 
 def _kind(value: Any) -> str:

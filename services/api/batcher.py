@@ -16,11 +16,19 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.errors import UnprocessableDataError
 from common.prediction import Prediction, predict_rows
 from common.validation import to_frame
 from services.api.model_cache import LoadedModel
 
 log = logging.getLogger(__name__)
+
+
+class UnscorableInputError(UnprocessableDataError):
+    """Valid input that the model still failed on (logged with its traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__("the model could not score this input")
 
 
 @dataclass
@@ -98,23 +106,26 @@ class MicroBatcher:
     def _predict(self, batch: list[_Item]) -> None:
         groups: dict[int, list[_Item]] = {}
         for item in batch:  # a swap may put two models in one batch
-            if item.future.set_running_or_notify_cancel():  # False: timed out, gone
+            if item.future.running() or item.future.set_running_or_notify_cancel():
                 groups.setdefault(id(item.model), []).append(item)
         for items in groups.values():
-            model = items[0].model
-            rows = [row for item in items for row in item.rows]
             try:
-                predictions = predict_rows(
-                    model.pipeline, to_frame(model.input_schema, rows)
-                )
-            except Exception as exc:  # handed to each waiting request
-                log.exception("batch prediction failed rows=%d", len(rows))
-                for item in items:
-                    item.future.set_exception(exc)
-                continue
-            self.batches += 1
-            self.rows += len(rows)
-            start = 0
-            for item in items:
-                item.future.set_result(predictions[start : start + len(item.rows)])
-                start += len(item.rows)
+                self._predict_together(items)
+            except Exception:
+                if len(items) == 1:
+                    log.exception("prediction failed rows=%d", len(items[0].rows))
+                    items[0].future.set_exception(UnscorableInputError())
+                    continue
+                for item in items:  # one bad request must not fail the others
+                    self._predict([item])
+
+    def _predict_together(self, items: list[_Item]) -> None:
+        model = items[0].model
+        rows = [row for item in items for row in item.rows]
+        predictions = predict_rows(model.pipeline, to_frame(model.input_schema, rows))
+        self.batches += 1
+        self.rows += len(rows)
+        start = 0
+        for item in items:
+            item.future.set_result(predictions[start : start + len(item.rows)])
+            start += len(item.rows)

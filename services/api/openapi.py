@@ -9,6 +9,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from common.config import Settings
+from common.schemas import FeatureSpec
+from common.validation import largest_plausible
 from services.api import schemas as s
 
 REF = "#/components/schemas/{model}"
@@ -26,13 +28,15 @@ class Operation:
     auth: str | None = None  # "api_key" always; "predict" when predict_auth is on
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
+    other: dict[int, type[BaseModel]] = field(default_factory=dict)  # non-error bodies
 
 
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in every database
 VERSION_PARAM = {
     "name": "version",
     "in": "path",
     "required": True,
-    "schema": {"type": "integer", "minimum": 0},
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION},
 }
 
 OPERATIONS = (
@@ -43,7 +47,7 @@ OPERATIONS = (
         (s.PredictionOut, s.PredictionsOut),
         body=s.PredictRequest,
         auth="predict",
-        errors=(400, 408, 413, 415, 503),
+        errors=(400, 408, 413, 415, 422, 503),
         tags=("predict",),
     ),
     Operation(
@@ -103,7 +107,7 @@ OPERATIONS = (
         "/readyz",
         "Ready to serve",
         (s.ReadyOut,),
-        errors=(503,),
+        other={503: s.ReadyOut},
         tags=("health",),
     ),
 )
@@ -116,13 +120,19 @@ STATUS_TEXT = {
     409: "The current state forbids it",
     413: "Body too large",
     415: "Body is not JSON",
+    422: "Valid input the model could not score",
     500: "Internal error",
     503: "Not ready (no model, database or broker); retry after `Retry-After`",
 }
 
 
-def build_openapi(settings: Settings) -> dict[str, Any]:
-    """Return the document for this configuration (batch limit, predict auth)."""
+def build_openapi(
+    settings: Settings,
+    input_schema: list[FeatureSpec] | None = None,
+    classes: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Return the document for this configuration (batch limit, predict auth) and,
+    when a model is loaded, its exact features and classes."""
     models = (
         {s.ErrorOut}
         | {m for op in OPERATIONS for m in op.ok}
@@ -133,10 +143,14 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         ref_template=REF,
     )
     components = defs.get("$defs", {})
-    predict = components["PredictRequest"]["properties"]["instances"]
-    for option in predict.get("anyOf", [predict]):
-        if option.get("type") == "array":
-            option["maxItems"] = settings.max_batch_instances
+    if input_schema is not None:
+        components["PredictRequest"] = predict_request_schema(
+            input_schema, settings.max_batch_instances
+        )
+    if classes is not None:
+        label = components["FeedbackItem"]["properties"]["label"]
+        label.clear()
+        label["enum"] = sorted({*map(str, classes), *classes}, key=str)
     paths: dict[str, Any] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op, settings)
@@ -170,10 +184,11 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
             "content": {"application/json": {"schema": _one_of(op.ok)}},
         }
     }
-    for status in sorted(errors):
+    for status in sorted(errors | set(op.other)):
+        body = op.other.get(status, s.ErrorOut)
         responses[str(status)] = {
             "description": STATUS_TEXT[status],
-            "content": {"application/json": {"schema": {"$ref": _ref(s.ErrorOut)}}},
+            "content": {"application/json": {"schema": {"$ref": _ref(body)}}},
         }
     operation: dict[str, Any] = {
         "summary": op.summary,
@@ -202,3 +217,52 @@ def _one_of(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
 
 def _ref(model: type[BaseModel]) -> str:
     return REF.format(model=model.__name__)
+
+
+def features_schema(input_schema: list[FeatureSpec]) -> dict[str, Any]:
+    """The JSON Schema of one row for this model: every feature, nothing else.
+
+    Numbers outside the training range and unseen categories are valid (they are
+    answered and flagged); only magnitudes the model cannot compute with are bounded.
+    """
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [spec.name for spec in input_schema],
+        "properties": {spec.name: _feature(spec) for spec in input_schema},
+    }
+
+
+def _feature(spec: FeatureSpec) -> dict[str, Any]:
+    if spec.type == "category":
+        return {"type": ["string", "null"]}
+    limit = largest_plausible(spec)
+    return {"type": ["number", "null"], "minimum": -limit, "maximum": limit}
+
+
+def predict_request_schema(
+    input_schema: list[FeatureSpec], max_rows: int
+) -> dict[str, Any]:
+    """`features` (one row) or `instances` (1 to `max_rows` rows), never both."""
+    row = features_schema(input_schema)
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["features"],
+                "properties": {"features": row},
+            },
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["instances"],
+                "properties": {
+                    "instances": {
+                        "type": "array", "minItems": 1, "maxItems": max_rows,
+                        "items": row,
+                    }
+                },
+            },
+        ]
+    }  # fmt: skip

@@ -3,7 +3,7 @@ OpenAPI document, so the two cannot disagree. Shaping functions build the dicts.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
@@ -42,14 +42,11 @@ class FeedbackItem(Strict):
     label: str | int
 
 
-class FeedbackRequest(RootModel[FeedbackItem | list[FeedbackItem]]):
-    """One label, or a list of 1 to 1000."""
+FeedbackList = Annotated[list[FeedbackItem], Field(min_length=1, max_length=1000)]
 
-    @model_validator(mode="after")
-    def _bounded(self) -> FeedbackRequest:
-        if isinstance(self.root, list) and not 1 <= len(self.root) <= 1000:
-            raise ValueError("send 1 to 1000 labels")
-        return self
+
+class FeedbackRequest(RootModel[FeedbackItem | FeedbackList]):
+    """One label, or a list of 1 to 1000 (a later label for the same id wins)."""
 
     def items(self) -> list[FeedbackItem]:
         return self.root if isinstance(self.root, list) else [self.root]

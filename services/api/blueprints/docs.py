@@ -29,8 +29,13 @@ SWAGGER_FILES = {"swagger-ui-bundle.js", "swagger-ui.css"}
 
 @bp.get("/openapi.json")
 def openapi() -> dict[str, Any]:
-    """The OpenAPI document of this server."""
-    return build_openapi(current_app.extensions["settings"])
+    """The OpenAPI document of this server, with the served model's features."""
+    loaded = current_app.extensions["model_cache"].current
+    return build_openapi(
+        current_app.extensions["settings"],
+        loaded.input_schema if loaded else None,
+        loaded.classes if loaded else None,
+    )
 
 
 @bp.get("/docs")

@@ -59,7 +59,7 @@ def list_models() -> dict[str, Any]:
     }
 
 
-@bp.get("/models/<int:version>")
+@bp.get("/models/<int(max=2147483647):version>")
 def get_model(version: int) -> dict[str, Any]:
     """One version."""
     return schemas.model_version_out(
@@ -67,7 +67,7 @@ def get_model(version: int) -> dict[str, Any]:
     )
 
 
-@bp.post("/models/<int:version>/promote")
+@bp.post("/models/<int(max=2147483647):version>/promote")
 @require_api_key
 def promote(version: int) -> dict[str, Any]:
     """Make `version` the champion; API processes swap to it within a second."""
