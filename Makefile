@@ -13,12 +13,19 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+$(NPM_STAMP): dashboard/package.json dashboard/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd dashboard && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: /docs falls back to a link to /openapi.json"; \
+	fi
 
-run: $(STAMP)
+install: $(STAMP) $(NPM_STAMP)
+
+run: install
 	$(BIN)/modelops up
 
-lint: $(STAMP)
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
