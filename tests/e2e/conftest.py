@@ -1,0 +1,125 @@
+"""Servers as real processes: gunicorn with the app, on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common import registry
+from common.config import Settings
+from common.datasets import load_dataset
+from common.lifecycle import train_version
+from common.storage.db import make_engine, make_session_factory, session_scope
+from common.storage.migrate import upgrade_database
+from services.launcher import free_port
+
+API_KEY = "e2e-key"
+GUNICORN_CONF = Path(__file__).resolve().parents[2] / "services/api/gunicorn.conf.py"
+
+
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict[str, str], Any]:
+    """One HTTP call; returns status, headers and the parsed JSON body."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read() or b"null")
+
+
+@dataclass
+class Api:
+    url: str
+    process: subprocess.Popen[bytes]
+    settings: Settings
+    log_path: Path
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(60)
+
+
+def prepare_home(
+    home: Path, versions: tuple[str, ...] = ("logistic_regression",)
+) -> Settings:
+    """A migrated database with one trained version per model type; v1 is champion."""
+    settings = Settings(home=str(home), demo_rows=2000, api_key=API_KEY)
+    engine = make_engine(settings)
+    upgrade_database(engine)
+    with session_scope(make_session_factory(engine)) as session:
+        dataset = load_dataset(settings, "synthetic")
+        for index, model_type in enumerate(versions):
+            train_version(
+                session,
+                settings,
+                dataset,
+                model_type=model_type,
+                reason="e2e",
+                promote=index == 0,
+            )
+        assert registry.get_champion(session, settings).model_version.version == 1
+    engine.dispose()
+    return settings
+
+
+@pytest.fixture
+def start_api(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Api]]:
+    """Start gunicorn on a prepared home; every server is stopped at the end."""
+    started: list[Api] = []
+
+    def start(settings: Settings, **env_overrides: str) -> Api:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+        env.update({
+            "MODELOPS_HOME": settings.home, "MODELOPS_API_PORT": str(port),
+            "MODELOPS_REDIS_URL": redis_url, "MODELOPS_API_KEY": API_KEY,
+            "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "WARNING",
+            **env_overrides,
+        })  # fmt: skip
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
+                 "services.api.wsgi:app"],
+                env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        api = Api(f"http://127.0.0.1:{port}", process, settings, log_path)
+        started.append(api)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if http("GET", f"{api.url}/readyz", timeout=2)[0] == 200:
+                    return api
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"API not ready: {log_path.read_text()[-2000:]}")
+
+    yield start
+    for api in started:
+        api.stop()

@@ -1,0 +1,112 @@
+"""The API under gunicorn: hot swap under load, prediction log flushed on SIGTERM."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import func, select
+
+from common.storage.db import make_engine
+from common.storage.tables import PredictionLog
+from tests.e2e.conftest import API_KEY, http, prepare_home
+
+pytestmark = pytest.mark.e2e
+
+ROW = {
+    "age": 40,
+    "income": 50000.0,
+    "tenure_months": 12,
+    "monthly_spend": 70.5,
+    "support_calls": 2,
+    "usage_hours": 20.0,
+    "plan": "basic",
+    "region": "north",
+}
+AUTH = {"X-API-Key": API_KEY}
+SWAP_LAG_SECONDS = 1.5  # poll interval (200 ms here) + load and warm-up, with margin
+
+
+def test_promotions_under_concurrent_load_fail_no_request(tmp_path, start_api):
+    settings = prepare_home(tmp_path / "home", ("logistic_regression", "random_forest"))
+    api = start_api(settings, MODELOPS_MODEL_POLL_MS="200", MODELOPS_API_WORKERS="2")
+    answers: list[tuple[float, float, int, str]] = []  # start, end, status, version
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            status, headers, _ = http("POST", f"{api.url}/predict", {"features": ROW})
+            answers.append(
+                (started, time.monotonic(), status, headers.get("X-Model-Version", ""))
+            )
+
+    champions: list[tuple[float, float, int]] = [
+        (0.0, 0.0, 1)
+    ]  # before, after, version
+    with ThreadPoolExecutor(6) as pool:
+        for _ in range(6):
+            pool.submit(client)
+        for version in (2, 1, 2, 1, 2, 1):
+            time.sleep(0.8)
+            before = time.monotonic()
+            status, _, body = http(
+                "POST",
+                f"{api.url}/models/{version}/promote",
+                {"reason": "swap test"},
+                AUTH,
+            )
+            assert status == 200, body
+            champions.append((before, time.monotonic(), version))
+        time.sleep(1.5)
+        stop.set()
+
+    assert len(answers) > 100
+    assert [a for a in answers if a[2] != 200] == []  # zero failed requests
+
+    def champion_during(start: float, end: float, version: int) -> bool:
+        for index, (began, _, champion) in enumerate(champions):
+            ended = champions[index + 1][1] if index + 1 < len(champions) else end
+            if (
+                champion == version
+                and began <= end
+                and ended + SWAP_LAG_SECONDS >= start
+            ):
+                return True
+        return False
+
+    wrong = [a for a in answers if not champion_during(a[0], a[1], int(a[3]))]
+    assert wrong == []
+    assert {a[3] for a in answers} == {"1", "2"}
+
+
+def test_sigterm_writes_every_answered_prediction(tmp_path, start_api):
+    settings = prepare_home(tmp_path / "home")
+    api = start_api(
+        settings,
+        MODELOPS_PREDICTION_LOG_FLUSH_MS="600000",
+        MODELOPS_PREDICTION_LOG_BATCH_SIZE="100000",
+    )  # only shutdown writes
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(
+            pool.map(
+                lambda i: http(
+                    "POST",
+                    f"{api.url}/predict",
+                    {"features": {**ROW, "age": i % 80 + 18}},
+                )[0],
+                range(300),
+            )
+        )
+    assert statuses == [200] * 300
+    engine = make_engine(settings)
+    with engine.connect() as connection:
+        before = connection.execute(select(func.count()).select_from(PredictionLog))
+        assert before.scalar() == 0  # still buffered in the workers
+    assert api.stop() == 0
+    with engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(PredictionLog))
+        assert count.scalar() == 300
+    engine.dispose()
