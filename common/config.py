@@ -89,13 +89,15 @@ class Settings:
         "Most rows the API predicts together across concurrent requests.", 64
     )
     microbatch_wait_ms: float = _doc(
-        "How long a lone request waits for company before predicting alone.", 1.0
+        "How long a lone request waits for company (0: batches form only from "
+        "requests that queue while the model is busy).",
+        0.0,
     )
     model_poll_ms: int = _doc(
         "How often each API process checks for a new champion generation.", 500
     )
     prediction_log_batch_size: int = _doc(
-        "Prediction log rows written per database transaction.", 500
+        "Prediction log rows written per database transaction.", 200
     )
     prediction_log_flush_ms: int = _doc(
         "Longest a prediction log row waits in memory before being written.", 500

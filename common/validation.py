@@ -144,15 +144,18 @@ def _kind(value: Any) -> str:
 
 def to_frame(schema: list[FeatureSpec], rows: list[list[Any]]) -> pd.DataFrame:
     """Build the pipeline's input: float64 numbers, object strings, NaN for nulls."""
+    names = [spec.name for spec in schema]
+    if all(spec.type == "number" for spec in schema):  # fast path: one float block
+        block = np.array(
+            [[np.nan if v is None else v for v in row] for row in rows], dtype="float64"
+        )
+        return pd.DataFrame(block, columns=names)
     data: dict[str, Any] = {}
     for index, spec in enumerate(schema):
-        values = [row[index] for row in rows]
-        if spec.type == "number":
-            data[spec.name] = np.array(
-                [np.nan if v is None else v for v in values], dtype="float64"
-            )
-        else:
-            data[spec.name] = pd.Series(
-                [np.nan if v is None else v for v in values], dtype=object
-            )
+        values = [np.nan if row[index] is None else row[index] for row in rows]
+        data[spec.name] = (
+            np.array(values, dtype="float64")
+            if spec.type == "number"
+            else pd.Series(values, dtype=object)
+        )
     return pd.DataFrame(data)

@@ -1,0 +1,297 @@
+"""POST /predict throughput and latency against two references, in one run.
+
+For each demo model (a 100-tree random forest and a logistic regression, 20 numeric
+features) it starts, one at a time on this machine:
+  - ModelOps' API under gunicorn (settings defaults), prediction logging on and off;
+  - a naive server (bench/naive_server.py: Flask, gunicorn, 2 sync workers);
+and drives each with wrk at concurrency 1, 8 and 32, the runs interleaved (every
+server once, then again) and each figure the median of the repeats. It also times
+the in-process limit: the model's predict_proba on one row in a loop.
+
+Run: `make bench` or `.venv/bin/python bench/predict.py [--seconds S]`. Needs wrk
+(Debian package `wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+from sklearn.datasets import make_classification
+
+from common import registry
+from common.config import Settings
+from common.datasets import Dataset
+from common.lifecycle import train_version
+from common.storage.db import make_engine, make_session_factory, session_scope
+from common.storage.migrate import upgrade_database
+from services.launcher import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCURRENCY = (1, 8, 32)
+MODELS = {"random_forest": {"n_estimators": 100}, "logistic_regression": {}}
+LUA = """wrk.method = "POST"
+wrk.body = [[{body}]]
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def make_model(
+    home: Path, model_type: str, params: dict
+) -> tuple[Settings, Path, dict]:
+    X, y = make_classification(
+        n_samples=5000, n_features=20, n_informative=10, random_state=0
+    )
+    frame = pd.DataFrame(X, columns=[f"f{i:02d}" for i in range(20)]).assign(target=y)
+    settings = Settings(home=str(home))
+    engine = make_engine(settings)
+    upgrade_database(engine)
+    with session_scope(make_session_factory(engine)) as session:
+        trained = train_version(
+            session,
+            settings,
+            Dataset("bench", frame, "target"),
+            model_type=model_type,
+            params=params,
+            reason="bench",
+        )
+        artifact = Path(settings.artifact_dir) / trained.version.artifact_path
+        row = frame.drop(columns="target").iloc[0].to_dict()
+        assert registry.get_champion(session, settings).model_version.version == 1
+    engine.dispose()
+    return settings, artifact, row
+
+
+def in_process_ms(artifact: Path, row: dict, seconds: float) -> float:
+    import joblib
+
+    pipeline = joblib.load(artifact)["pipeline"]
+    frame = pd.DataFrame([row])
+    timings = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        pipeline.predict_proba(frame)
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings) * 1000
+
+
+def start(argv: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return process
+        except urllib.error.HTTPError:  # it answers (405 for GET /predict): up
+            return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"server did not start: {argv}")
+
+
+def wrk(
+    url: str, body: dict, connections: int, seconds: float
+) -> tuple[float, float, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA.format(body=json.dumps(body)))
+    threads = min(connections, 2)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(int(seconds), 1)}s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    Path(script.name).unlink()
+    if "Non-2xx" in out:
+        raise RuntimeError(f"errors under load:\n{out}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))
+    p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))
+    return rate, p50, p99
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def server_commands(
+    settings: Settings, artifact: Path, port: int, variant: str
+) -> tuple[list[str], dict[str, str], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    url = f"http://127.0.0.1:{port}"
+    if variant == "naive":
+        env["NAIVE_MODEL_PATH"] = str(artifact)
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--no-control-socket",
+            "bench.naive_server:app",
+        ]
+        return argv, env, f"{url}/predict"
+    env.update(
+        MODELOPS_HOME=settings.home,
+        MODELOPS_API_PORT=str(port),
+        MODELOPS_LOG_LEVEL="WARNING",
+        MODELOPS_PREDICTION_LOGGING="false" if "no logging" in variant else "true",
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "services/api/gunicorn.conf.py",
+        "services.api.wsgi:app",
+    ]
+    return argv, env, f"{url}/livez"
+
+
+def run_servers(
+    settings: Settings, artifact: Path, row: dict, seconds: float, repeats: int
+) -> dict:
+    """All servers up at once; wrk runs interleaved so drift hits each alike."""
+    variants = ("modelops", "modelops, no logging", "naive")
+    servers = {}
+    try:
+        for variant in variants:
+            port = free_port()
+            argv, env, ready = server_commands(settings, artifact, port, variant)
+            servers[variant] = (start(argv, env, ready), f"http://127.0.0.1:{port}")
+        body = {"features": row}
+        for _, url in servers.values():
+            wrk(f"{url}/predict", body, 8, 2)  # warm-up
+        samples: dict[str, dict[int, list]] = {
+            v: {c: [] for c in CONCURRENCY} for v in variants
+        }
+        for c in CONCURRENCY:
+            for _ in range(repeats):
+                for variant, (_, url) in servers.items():
+                    samples[variant][c].append(wrk(f"{url}/predict", body, c, seconds))
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(60)
+    return {
+        variant: {
+            c: tuple(statistics.median(x[k] for x in runs) for k in range(3))
+            for c, runs in by_c.items()
+        }
+        for variant, by_c in samples.items()
+    }
+
+
+def report(model: str, limit_ms: float, results: dict) -> list[str]:
+    """Print the table for one model; return the target checks as lines."""
+    out = sys.stdout
+    out.write(f"\n{model}: in-process predict_proba, one row: {limit_ms:.3f} ms\n")
+    out.write(
+        f"{'server':<22}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'vs naive':>10}\n"
+    )
+    naive = results["naive"]
+    for name, rows in results.items():
+        for c, (rate, p50, p99) in rows.items():
+            out.write(
+                f"{name:<22}{c:>5}{rate:>9.0f}{p50:>9.2f}{p99:>9.2f}"
+                f"{rate / naive[c][0]:>10.2f}\n"
+            )
+    ours, quiet = results["modelops"], results["modelops, no logging"]
+    checks = [
+        (
+            f"{model} c=1 p50 - in-process",
+            ours[1][1] - limit_ms,
+            "<= 1.5 ms",
+            ours[1][1] - limit_ms <= 1.5,
+        ),
+        (
+            f"{model} logging on / off req/s at c=32",
+            ours[32][0] / quiet[32][0],
+            ">= 0.9",
+            ours[32][0] / quiet[32][0] >= 0.9,
+        ),
+    ]
+    if model == "random_forest":
+        checks += [
+            (
+                "random_forest c=32 req/s vs naive",
+                ours[32][0] / naive[32][0],
+                ">= 3",
+                ours[32][0] / naive[32][0] >= 3,
+            ),
+            (
+                "random_forest c=32 p99 vs naive",
+                ours[32][2] / naive[32][2],
+                "<= 1",
+                ours[32][2] <= naive[32][2],
+            ),
+        ]
+    else:
+        checks.append(
+            (
+                "logistic_regression c=32 req/s vs naive",
+                ours[32][0] / naive[32][0],
+                ">= 0.9",
+                ours[32][0] / naive[32][0] >= 0.9,
+            )
+        )
+    return [
+        f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f} (target {target})"
+        for name, value, target, ok in checks
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per wrk run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure")
+    parser.add_argument("--models", default=",".join(MODELS))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models.split(","):
+            settings, artifact, row = make_model(
+                Path(tmp) / model, model, MODELS[model]
+            )
+            limit = in_process_ms(artifact, row, 3.0)
+            results = run_servers(settings, artifact, row, args.seconds, args.repeats)
+            lines += report(model, limit, results)
+    sys.stdout.write("\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
