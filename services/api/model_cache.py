@@ -98,7 +98,10 @@ class ModelCache:
                 return self.current
             self.current, self.last_error, self._failed = loaded, None, None
             # The model is long-lived: keep its many objects out of the cyclic GC's
-            # scans, which otherwise show up as latency spikes under load.
+            # scans, which otherwise show up as latency spikes under load. Unfreeze
+            # and collect first, so a replaced model's cycles are still freed.
+            gc.unfreeze()
+            gc.collect()
             gc.freeze()
             log.info("serving version=%d generation=%d", loaded.version, generation)
             return loaded
