@@ -7,6 +7,7 @@ explicit null) are not errors: they come back as data-quality flags.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,7 +145,7 @@ def _kind(value: Any) -> str:
 
 def to_frame(schema: list[FeatureSpec], rows: list[list[Any]]) -> pd.DataFrame:
     """Build the pipeline's input: float64 numbers, object strings, NaN for nulls."""
-    names = [spec.name for spec in schema]
+    names = _column_index(tuple(spec.name for spec in schema))
     if all(spec.type == "number" for spec in schema):  # fast path: one float block
         block = np.array(
             [[np.nan if v is None else v for v in row] for row in rows], dtype="float64"
@@ -158,4 +159,11 @@ def to_frame(schema: list[FeatureSpec], rows: list[list[Any]]) -> pd.DataFrame:
             if spec.type == "number"
             else pd.Series(values, dtype=object)
         )
-    return pd.DataFrame(data)
+    return pd.DataFrame(data, columns=names)
+
+
+@functools.lru_cache(maxsize=64)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
+    """Column labels as a plain object index, built once per schema (pandas would
+    otherwise build an Arrow string index for every request)."""
+    return pd.Index(names, dtype=object)
