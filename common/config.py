@@ -89,9 +89,9 @@ class Settings:
         "Most rows the API predicts together across concurrent requests.", 64
     )
     microbatch_wait_ms: float = _doc(
-        "How long a lone request waits for company (0: batches form only from "
-        "requests that queue while the model is busy).",
-        0.0,
+        "Under load (the last batch was shared), how long a batch waits for more "
+        "requests; a lone request never waits.",
+        2.0,
     )
     model_poll_ms: int = _doc(
         "How often each API process checks for a new champion generation.", 500

@@ -1,9 +1,9 @@
 """Cross-request micro-batching: concurrent rows of one process predicted together.
 
 One thread takes whatever requests are queued and predicts them in one call per
-model, so a forest pays its per-call cost once for many rows. A lone request is not
-held back (unless `microbatch_wait_ms` asks for company): batches form naturally
-while the previous batch is being predicted.
+model, so a forest pays its per-call cost once for many rows. Batches form while the
+previous batch is being predicted; under load (the last batch was shared) a batch
+also waits up to `microbatch_wait_ms` for more. A lone request is never held back.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class MicroBatcher:
         self._start_lock = threading.Lock()
         self.batches = 0
         self.rows = 0
+        self._last_batch_items = 0
 
     def submit(
         self, model: LoadedModel, rows: list[list[Any]]
@@ -86,7 +87,10 @@ class MicroBatcher:
 
     def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
         batch, size = [first], len(first.rows)
-        deadline = time.monotonic() + self.wait_seconds
+        # Wait for company only under load (the last batch was shared): a lone
+        # request is never held back.
+        wait = self.wait_seconds if self._last_batch_items > 1 else 0.0
+        deadline = time.monotonic() + wait
         while size < self.max_rows:
             remaining = deadline - time.monotonic()
             try:
@@ -101,6 +105,7 @@ class MicroBatcher:
                 return batch, True
             batch.append(item)
             size += len(item.rows)
+        self._last_batch_items = len(batch)
         return batch, False
 
     def _predict(self, batch: list[_Item]) -> None:
