@@ -5,25 +5,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from common import registry, synthetic
-from common.broker import check_broker
 from common.config import MODEL_TYPES, Settings, describe_settings, get_settings
 from common.datasets import list_datasets, load_training_source
 from common.errors import AppError
-from common.lifecycle import registry_is_empty, train_version
+from common.lifecycle import train_version
 from common.logging import configure_logging
-from common.storage.db import make_engine, make_session_factory, session_scope
-from common.storage.migrate import current_revision, head_revision, upgrade_database
-from services import launcher
+from common.storage.db import make_engine, session_scope
+from common.storage.migrate import (
+    current_revision,
+    head_revision,
+    migrated_session_factory,
+    upgrade_database,
+)
+from services import system
+from services.console import ProgressBar, echo_version
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +56,6 @@ def _settings(*, quiet: bool = True, **overrides: Any) -> Settings:
     if quiet:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     return settings
-
-
-def _session_factory(settings: Settings) -> Any:
-    engine = make_engine(settings)
-    upgrade_database(engine)
-    return make_session_factory(engine)
-
-
-class ProgressBar:
-    """A click progress bar fed by a `ProgressCallback`."""
-
-    def __init__(self, label: str) -> None:
-        self.bar = click.progressbar(length=100, label=label, show_eta=False, width=30)
-        self.done = 0
-
-    def __call__(self, percent: int, stage: str) -> None:
-        self.bar.label = f"{stage:<24}"
-        self.bar.update(max(percent - self.done, 0))
-        self.done = max(self.done, percent)
-
-    def __enter__(self) -> ProgressBar:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(None, None, None)
 
 
 @main.group()
@@ -130,7 +106,7 @@ def train(
     """Train on SOURCE (a dataset name or a CSV/Parquet path) and register it."""
     settings = _settings()
     dataset = load_training_source(settings, source or settings.demo_dataset, target)
-    factory = _session_factory(settings)
+    factory = migrated_session_factory(settings)
     with session_scope(factory) as session, ProgressBar("training") as progress:
         trained = train_version(
             session,
@@ -143,7 +119,7 @@ def train(
             actor="cli",
             progress=progress,
         )
-    _echo_version(
+    echo_version(
         trained.version.version, trained.result.metrics.to_dict(), trained.promoted
     )
 
@@ -161,13 +137,6 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             parsed[name] = raw
     return parsed
-
-
-def _echo_version(version: int, metrics: dict[str, Any], promoted: bool) -> None:
-    click.echo(f"registered version {version}{' (champion)' if promoted else ''}")
-    for key in ("accuracy", "precision", "recall", "f1_score"):
-        click.echo(f"  {key:<10} {metrics[key]:.4f}")
-    click.echo(f"  holdout    {metrics['support']} rows")
 
 
 @main.command()
@@ -265,7 +234,7 @@ def models() -> None:
 def models_list() -> None:
     """Versions, newest first, with state and metrics."""
     settings = _settings()
-    with session_scope(_session_factory(settings)) as session:
+    with session_scope(migrated_session_factory(settings)) as session:
         for v in registry.list_versions(session, settings):
             click.echo(
                 f"{v.version:>4}  {v.state:<10} {v.model_type:<24} "
@@ -279,7 +248,7 @@ def models_list() -> None:
 def models_promote(version: int, reason: str) -> None:
     """Make VERSION the champion."""
     settings = _settings()
-    with session_scope(_session_factory(settings)) as session:
+    with session_scope(migrated_session_factory(settings)) as session:
         champion = registry.promote_version(
             session, settings, version, reason=reason, actor="cli"
         )
@@ -291,7 +260,7 @@ def models_promote(version: int, reason: str) -> None:
 def models_rollback(reason: str) -> None:
     """Serve the champion before the current one again."""
     settings = _settings()
-    with session_scope(_session_factory(settings)) as session:
+    with session_scope(migrated_session_factory(settings)) as session:
         champion = registry.rollback(session, settings, reason=reason, actor="cli")
         click.echo(
             f"version {champion.model_version.version} is champion "
@@ -314,197 +283,7 @@ def up(host: str | None, port: int | None, flower_port: int | None) -> None:
         overrides["flower_port"] = flower_port
     settings = _settings(quiet=False, **overrides)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    sys.exit(run_system(settings))
-
-
-def _api_key(settings: Settings) -> str:
-    """The configured key, else the one kept in `<home>/api_key`, else a new one."""
-    if settings.api_key:
-        return settings.api_key
-    path = Path(settings.home) / "api_key"
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    key = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(key + "\n", encoding="utf-8")
-    return key
-
-
-def run_system(settings: Settings) -> int:
-    """Bring everything up, wait for Ctrl-C or SIGTERM, stop everything. Exit code."""
-    home = Path(settings.home)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
-    env.update(
-        {f"MODELOPS_{k.upper()}": str(v) for k, v in _child_settings(settings).items()}
-    )
-    supervisor = launcher.Supervisor(log_dir=home / "logs", env=env)
-    stopping: list[bool] = []
-    launcher.install_stop_handlers(lambda: stopping.append(True))
-    try:
-        launcher.ensure_port_free(settings.api_host, settings.api_port, "API")
-        launcher.ensure_port_free(settings.flower_host, settings.flower_port, "Flower")
-        if settings.redis_url:
-            check_broker(settings.redis_url, timeout_seconds=3)  # fail fast, say why
-        else:
-            redis_url = _start_redis(supervisor, home)
-            env["MODELOPS_REDIS_URL"] = redis_url
-            settings = settings.with_overrides(redis_url=redis_url)
-        env["MODELOPS_API_KEY"] = _api_key(settings)
-        _prepare_database(settings)
-        if not stopping:
-            _start_services(supervisor, settings)
-            _announce(settings, env["MODELOPS_API_KEY"], home)
-        while not stopping:
-            crashed = supervisor.exited()
-            if crashed:
-                click.echo(
-                    f"{crashed.name} exited with code {crashed.process.returncode}; "
-                    f"see {crashed.log_path}. Stopping.",
-                    err=True,
-                )
-                return 1
-            time.sleep(0.5)
-        return 0
-    except AppError as exc:
-        reason = exc.details.get("reason")
-        click.echo(f"error: {exc.message}{f' ({reason})' if reason else ''}", err=True)
-        return 1
-    finally:
-        click.echo("stopping…", err=True)
-        supervisor.stop_all()
-        click.echo("stopped", err=True)
-
-
-def _child_settings(settings: Settings) -> dict[str, Any]:
-    return {
-        "home": settings.home,
-        "redis_url": settings.redis_url,
-        "api_host": settings.api_host,
-        "api_port": settings.api_port,
-        "flower_host": settings.flower_host,
-        "flower_port": settings.flower_port,
-        "database_url": settings.database_url,
-        "artifact_dir": settings.artifact_dir,
-        "data_dir": settings.data_dir,
-        "log_level": settings.log_level,
-    }
-
-
-def _start_redis(supervisor: launcher.Supervisor, home: Path) -> str:
-    port = launcher.free_port()
-    data_dir = home / "redis"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    child = supervisor.start(
-        "redis", launcher.redis_command(port, data_dir, append_only=True)
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    launcher.wait_until(launcher.redis_ok(url), 20, "redis-server", child)
-    click.echo(f"redis      {url} (private, pid {child.process.pid})")
-    return url
-
-
-def _prepare_database(settings: Settings) -> None:
-    factory = _session_factory(settings)
-    with session_scope(factory) as session:
-        if not registry_is_empty(session, settings):
-            return
-    from common.datasets import load_dataset
-
-    dataset = load_dataset(settings, settings.demo_dataset)
-    with session_scope(factory) as session, ProgressBar("demo model") as progress:
-        trained = train_version(
-            session,
-            settings,
-            dataset,
-            model_type=settings.demo_model_type,
-            reason="demo model for an empty registry",
-            promote=True,
-            progress=progress,
-        )
-    _echo_version(trained.version.version, trained.result.metrics.to_dict(), True)
-
-
-def _start_services(supervisor: launcher.Supervisor, settings: Settings) -> None:
-    python = sys.executable
-    level = settings.log_level.lower()
-    gunicorn_conf = Path(launcher.__file__).parent / "api" / "gunicorn.conf.py"
-    supervisor.start(
-        "worker",
-        [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "services.worker.celery_app",
-            "worker",
-            "-E",
-            "-Q",
-            "training,default",
-            "--concurrency",
-            str(settings.worker_concurrency),
-            "--hostname",
-            "worker@%h",
-            "--loglevel",
-            level,
-        ],
-    )
-    supervisor.start(
-        "beat",
-        [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "services.scheduler.beat",
-            "beat",
-            "--loglevel",
-            level,
-            "--schedule",
-            str(Path(settings.home) / "celerybeat-schedule"),
-            "--pidfile",
-            str(Path(settings.home) / "beat.pid"),
-        ],
-    )
-    api = supervisor.start(
-        "api",
-        [
-            python,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(gunicorn_conf),
-            "services.api.wsgi:app",
-        ],
-    )
-    flower = supervisor.start(
-        "flower",
-        [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "services.worker.celery_app",
-            "flower",
-            f"--address={settings.flower_host}",
-            f"--port={settings.flower_port}",
-        ],
-    )
-    api_url = f"http://{settings.api_host}:{settings.api_port}"
-    launcher.wait_until(launcher.http_ok(f"{api_url}/livez"), 60, "the API", api)
-    flower_url = f"http://{settings.flower_host}:{settings.flower_port}/healthcheck"
-    launcher.wait_until(launcher.http_ok(flower_url), 60, "Flower", flower)
-
-
-def _announce(settings: Settings, api_key: str, home: Path) -> None:
-    api_url = f"http://{settings.api_host}:{settings.api_port}"
-    click.echo(f"dashboard  {api_url}/")
-    click.echo(f"api        {api_url}  (try {api_url}/model/status)")
-    click.echo(f"readiness  {api_url}/readyz")
-    click.echo(f"flower     http://{settings.flower_host}:{settings.flower_port}/")
-    click.echo(f"api key    {api_key}")
-    click.echo(f"logs       {home / 'logs'}")
-    click.echo("ModelOps is up. Press Ctrl-C to stop.")
+    sys.exit(system.run_system(settings))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.config import Settings
+from common.storage.db import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +61,10 @@ def make_revision(engine: Engine, message: str) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.revision(config, message=message, autogenerate=True)
+
+
+def migrated_session_factory(settings: Settings) -> sessionmaker[Session]:
+    """Sessions on a database brought up to the newest revision (CLI commands)."""
+    engine = make_engine(settings)
+    upgrade_database(engine)
+    return make_session_factory(engine)
