@@ -52,22 +52,7 @@ class Predictor:
         model = self.cache.current
         if model is None:
             raise ModelNotReadyError(f"no model loaded: {self.cache.last_error}")
-        if body.instances is not None:
-            instances: list[Any] = body.instances
-            paths = [f"instances[{i}]" for i in range(len(instances))]
-            if len(instances) > self.settings.max_batch_instances:
-                raise InvalidInputError(
-                    f"at most {self.settings.max_batch_instances} instances per call",
-                    problems=[
-                        {
-                            "field": "instances",
-                            "code": "too_long",
-                            "message": f"got {len(instances)} instances",
-                        }
-                    ],
-                )
-        else:
-            instances, paths = [body.features], ["features"]
+        instances, paths = self._instances(body)
         checked = validate_instances(model.input_schema, instances, paths)
         if checked.problems:
             raise InvalidInputError(
@@ -93,6 +78,23 @@ class Predictor:
         if body.instances is None:
             return {**items[0], "model_version": model.version}, model.version
         return {"predictions": items, "model_version": model.version}, model.version
+
+    def _instances(self, body: PredictRequest) -> tuple[list[Any], list[str]]:
+        """The rows of the request and how messages name them."""
+        if body.instances is None:
+            return [body.features], ["features"]
+        if len(body.instances) > self.settings.max_batch_instances:
+            raise InvalidInputError(
+                f"at most {self.settings.max_batch_instances} instances per call",
+                problems=[
+                    {
+                        "field": "instances",
+                        "code": "too_long",
+                        "message": f"got {len(body.instances)} instances",
+                    }
+                ],
+            )
+        return body.instances, [f"instances[{i}]" for i in range(len(body.instances))]
 
     def _wait(
         self, model: LoadedModel, rows: list[list[Any]], started: float
