@@ -162,7 +162,7 @@ def test_a_prediction_over_its_budget_gets_408(serving_settings, churn_frame, ro
     app = create_app(serving_settings.with_overrides(predict_timeout_ms=100))
     cache = app.extensions["model_cache"]
     loaded = cache.refresh()
-    fields = {**loaded.__dict__, "pipeline": SlowPipeline(loaded.pipeline, 0.5)}
+    fields = {**loaded.__dict__, "pipeline": SlowPipeline(loaded.pipeline, 1.0)}
     cache.current = LoadedModel(**fields)
     client = app.test_client()
     started = time.perf_counter()
@@ -174,9 +174,9 @@ def test_a_prediction_over_its_budget_gets_408(serving_settings, churn_frame, ro
         "message": "prediction took longer than 100 ms",
         "details": {"timeout_ms": 100},
     }
-    assert elapsed < 0.45  # answered at the budget, not when the model finished
+    assert elapsed < 0.8  # answered at the budget, not when the model finished
     cache.current = loaded
-    time.sleep(0.5)  # the slow batch drains
+    time.sleep(1.0)  # the slow batch drains
     assert client.post("/predict", json={"features": row}).status_code == 200
 
 
