@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -110,3 +111,17 @@ def test_sigterm_writes_every_answered_prediction(tmp_path, start_api):
         count = connection.execute(select(func.count()).select_from(PredictionLog))
         assert count.scalar() == 300
     engine.dispose()
+
+
+def test_an_oversized_body_is_refused_before_it_is_sent(tmp_path, start_api):
+    settings = prepare_home(tmp_path / "home")
+    api = start_api(settings, MODELOPS_MAX_REQUEST_BYTES="10000")
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 500000000\r\n\r\n{"features": {'
+        )  # 500 MB announced, 14 bytes sent: the answer must not wait for the rest
+        answer = connection.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 413")
+    assert '"code":"request_entity_too_large"' in answer.replace(" ", "")
