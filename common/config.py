@@ -106,6 +106,26 @@ class Settings:
         "Most unwritten log rows kept while the database is unavailable.", 100_000
     )
     prediction_logging: bool = _doc("Write every answered prediction to the log.", True)
+    retrain_time_limit_seconds: int = _doc(
+        "Hard time limit of a retraining job; the soft limit is 90% of it.", 1800
+    )
+    default_time_limit_seconds: int = _doc(
+        "Hard time limit of short tasks; the soft limit is 90% of it.", 300
+    )
+    broker_publish_timeout_seconds: float = _doc(
+        "Longest an API call waits to hand a job to Redis before answering 503.", 2.0
+    )
+    retrain_feedback_days: int = _doc(
+        "Labelled predictions of this many recent days join the training set.", 30
+    )
+    gate_f1_tolerance: float = _doc(
+        "A challenger is promoted unless its F1 is below the champion's by more.", 0.01
+    )
+    jobs_page_size: int = _doc("Jobs per page of GET /jobs (at most 200).", 50)
+    flower_url: str = _doc(
+        "Public URL of Flower for task links; empty means http://<flower_host>:<port>.",
+        "",
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -127,6 +147,12 @@ class Settings:
         for name in _POSITIVE:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_env(name)} must be at least 1")
+        if not 0 < self.broker_publish_timeout_seconds <= 30:
+            raise ConfigError(
+                f"{_env('broker_publish_timeout_seconds')} must be in (0, 30]"
+            )
+        if not 0 <= self.gate_f1_tolerance < 1:
+            raise ConfigError(f"{_env('gate_f1_tolerance')} must be in [0, 1)")
         if self.microbatch_wait_ms < 0:
             raise ConfigError(f"{_env('microbatch_wait_ms')} must not be negative")
         if not 0.0 < self.test_size < 1.0:
@@ -177,6 +203,8 @@ _POSITIVE = (
     "predict_timeout_ms", "max_batch_instances", "max_request_bytes",
     "microbatch_max_rows", "model_poll_ms", "prediction_log_batch_size",
     "prediction_log_flush_ms", "prediction_log_spool_size",
+    "retrain_time_limit_seconds", "default_time_limit_seconds", "retrain_feedback_days",
+    "jobs_page_size",
 )  # fmt: skip
 
 

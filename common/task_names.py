@@ -3,3 +3,4 @@
 from __future__ import annotations
 
 PING = "system.ping"
+RETRAIN_MODEL = "training.retrain_model"

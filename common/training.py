@@ -51,6 +51,8 @@ class ModelResult:
     holdout_size: int
     data_fingerprint: str
     dataset: str | None
+    holdout_X: pd.DataFrame  # kept in memory for gating, never persisted
+    holdout_y: pd.Series
 
 
 def build_estimator(model_type: str, params: dict[str, Any], random_state: int) -> Any:
@@ -173,4 +175,6 @@ class ModelTrainer:
             holdout_size=len(X_test),
             data_fingerprint=fingerprint_data(data),
             dataset=dataset,
+            holdout_X=X_test,
+            holdout_y=y_test,
         )

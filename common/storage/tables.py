@@ -94,7 +94,10 @@ class Job(Base):
     """Long work (retraining, batch scoring): state machine, progress and outcome."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_kind_state", "kind", "state"),)
+    __table_args__ = (
+        Index("ix_jobs_kind_state", "kind", "state"),
+        UniqueConstraint("active_key", name="uq_jobs_active_key"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(50))
@@ -108,6 +111,11 @@ class Job(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     task_id: Mapped[str | None] = mapped_column(String(200))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set to the kind while queued or running: a unique key that allows one active
+    # job per single-flight kind (retrain), enforced by the database.
+    active_key: Mapped[str | None] = mapped_column(String(50))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)

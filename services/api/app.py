@@ -5,16 +5,25 @@ from __future__ import annotations
 from flask import Flask
 
 from common.config import Settings, get_settings
+from common.queue import make_celery
 from dashboard import bp as dashboard_bp
 from services.api import database
 from services.api.batcher import MicroBatcher
-from services.api.blueprints import docs, feedback, health, models, predict
+from services.api.blueprints import docs, feedback, health, jobs, models, predict
 from services.api.errors import register_error_handlers
 from services.api.model_cache import ModelCache
 from services.api.prediction_log import PredictionLogWriter
 from services.api.predictor import Predictor
 
-BLUEPRINTS = (predict.bp, feedback.bp, models.bp, health.bp, docs.bp, dashboard_bp)
+BLUEPRINTS = (
+    predict.bp,
+    feedback.bp,
+    models.bp,
+    jobs.bp,
+    health.bp,
+    docs.bp,
+    dashboard_bp,
+)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -36,6 +45,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     batcher = MicroBatcher(settings.microbatch_max_rows, settings.microbatch_wait_ms)
     app.extensions["model_cache"] = cache
+    app.extensions["celery"] = make_celery(settings)  # publishes jobs; runs none
+    app.extensions["flower_url"] = settings.flower_url or (
+        f"http://{settings.flower_host}:{settings.flower_port}"
+    )
     app.extensions["prediction_log"] = log_writer
     app.extensions["predictor"] = Predictor(settings, cache, batcher, log_writer)
     register_error_handlers(app)

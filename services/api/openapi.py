@@ -29,15 +29,15 @@ class Operation:
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
     other: dict[int, type[BaseModel]] = field(default_factory=dict)  # non-error bodies
+    query: tuple[tuple[str, str], ...] = ()  # (name, JSON type) of query parameters
 
 
-MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in every database
-VERSION_PARAM = {
-    "name": "version",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION},
-}
+MAX_ID = 2**31 - 1  # ids and versions are 32-bit integers in every database
+PATH_PARAMS = {
+    name: {"name": name, "in": "path", "required": True,
+           "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
+    for name in ("version", "job_id")
+}  # fmt: skip
 
 OPERATIONS = (
     Operation(
@@ -110,12 +110,32 @@ OPERATIONS = (
         other={503: s.ReadyOut},
         tags=("health",),
     ),
-)
+    Operation(
+        "post",
+        "/model/retrain",
+        "Queue a retraining job",
+        (s.JobAcceptedOut,),
+        ok_status=202,
+        body=s.RetrainRequest,
+        body_required=False,
+        auth="api_key",
+        errors=(400, 404, 409, 413, 415, 503),
+        tags=("jobs",),
+    ),
+    Operation("get", "/jobs", "Jobs, newest first", (s.JobListOut,), errors=(400,),
+              tags=("jobs",), query=(("kind", "string"), ("state", "string"),
+                                     ("page", "integer"), ("page_size", "integer"))),
+    Operation("get", "/jobs/{job_id}", "One job", (s.JobOut,), errors=(404,),
+              tags=("jobs",)),
+    Operation("post", "/jobs/{job_id}/cancel", "Cancel a job", (s.JobOut,),
+              auth="api_key", errors=(404, 409), tags=("jobs",)),
+)  # fmt: skip
 
 STATUS_TEXT = {
     400: "Invalid input; `details.problems` lists every problem with its field",
     401: "Missing or wrong API key",
     404: "Unknown resource",
+    202: "Accepted",
     408: "The prediction exceeded its time budget",
     409: "The current state forbids it",
     413: "Body too large",
@@ -198,8 +218,18 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
         "tags": list(op.tags),
         "responses": responses,
     }
-    if "{version}" in op.path:
-        operation["parameters"] = [VERSION_PARAM]
+    parameters = [p for name, p in PATH_PARAMS.items() if f"{{{name}}}" in op.path]
+    parameters += [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": _query_schema(name, kind),
+        }
+        for name, kind in op.query
+    ]
+    if parameters:
+        operation["parameters"] = parameters
     if op.body is not None:
         operation["requestBody"] = {
             "required": op.body_required,
@@ -208,6 +238,21 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
     if secured:
         operation["security"] = [{"bearer": []}, {"apiKey": []}]
     return operation
+
+
+def _query_schema(name: str, kind: str) -> dict[str, Any]:
+    if name == "state":
+        return {
+            "type": "string",
+            "enum": ["queued", "running", "succeeded", "failed", "cancelled"],
+        }
+    if kind == "integer":
+        return {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 200 if name == "page_size" else 10**6,
+        }
+    return {"type": kind}  # fmt: skip
 
 
 def _one_of(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from common.clock import to_iso
-from common.storage.tables import Champion, ModelVersion
+from common.storage.tables import Champion, Job, ModelVersion
 from services.api.model_cache import LoadedModel
 
 FEATURES_DOC = (
@@ -53,6 +53,15 @@ class FeedbackRequest(RootModel[FeedbackItem | FeedbackList]):
 
 
 class ActionRequest(Strict):
+    reason: str | None = Field(None, max_length=500)
+
+
+class RetrainRequest(Strict):
+    dataset: str | None = Field(None, max_length=200, description="Base dataset name")
+    model_type: (
+        Literal["logistic_regression", "random_forest", "hist_gradient_boosting"] | None
+    ) = None
+    params: dict[str, Any] | None = Field(None, description="Estimator parameters")
     reason: str | None = Field(None, max_length=500)
 
 
@@ -141,6 +150,43 @@ class FeedbackOut(BaseModel):
     results: list[FeedbackOutcomeOut]
 
 
+JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    state: JobStateName
+    progress: int
+    stage: str | None
+    message: str | None
+    params: dict[str, Any]
+    reason: str | None
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    task_id: str | None
+    attempts: int
+    cancel_requested: bool
+    status_url: str
+    flower_url: str | None
+
+
+class JobListOut(BaseModel):
+    jobs: list[JobOut]
+    total: int
+    page: int
+    page_size: int
+
+
+class JobAcceptedOut(BaseModel):
+    job_id: int
+    status_url: str
+    job: JobOut
+
+
 class LiveOut(BaseModel):
     status: Literal["alive"]
 
@@ -191,4 +237,27 @@ def champion_out(champion: Champion, previous: int | None) -> dict[str, Any]:
         "version": champion.model_version.version,
         "generation": champion.generation,
         "previous_version": previous,
+    }
+
+
+def job_out(job: Job, flower_url: str) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "progress": job.progress,
+        "stage": job.stage,
+        "message": job.message,
+        "params": job.params,
+        "reason": job.reason,
+        "result": job.result,
+        "error": job.error,
+        "created_at": to_iso(job.created_at),
+        "started_at": to_iso(job.started_at),
+        "finished_at": to_iso(job.finished_at),
+        "task_id": job.task_id,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "status_url": f"/jobs/{job.id}",
+        "flower_url": f"{flower_url}/task/{job.task_id}" if job.task_id else None,
     }

@@ -6,7 +6,7 @@ from common.config import get_settings
 from common.logging import configure_logging
 from common.queue import make_celery
 
-TASK_MODULES = ("services.worker.tasks.system",)
+TASK_MODULES = ("services.worker.tasks.system", "services.worker.tasks.training")
 
 settings = get_settings()
 configure_logging(settings)

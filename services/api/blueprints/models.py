@@ -6,12 +6,15 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
-from common import registry
+from common import jobs, registry
+from common import task_names as names
+from common.queue import enqueue
+from common.retraining import check_retrain_params
 from services.api import schemas
 from services.api.auth import require_api_key
 from services.api.database import get_session
 from services.api.requests import parse_body
-from services.api.schemas import ActionRequest
+from services.api.schemas import ActionRequest, RetrainRequest
 
 bp = Blueprint("models", __name__)
 ACTOR = "api"
@@ -29,6 +32,25 @@ def model_status() -> tuple[dict[str, Any], int, dict[str, str]]:
         champion, current_app.extensions["model_cache"].current
     )
     return body, 200, {"X-Model-Version": str(body["version"])}
+
+
+@bp.post("/model/retrain")
+@require_api_key
+def retrain() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Queue a retraining job; poll its status_url."""
+    body = parse_body(RetrainRequest, optional=True)
+    session = get_session()
+    params = check_retrain_params(
+        session, _settings(), body.model_dump(exclude_none=True)
+    )
+    job = jobs.submit_job(
+        session, "retrain", params, body.reason or "manual retrain via API",
+        lambda job_id: enqueue(current_app.extensions["celery"], names.RETRAIN_MODEL,
+                               job_id),
+    )  # fmt: skip
+    out = schemas.job_out(job, current_app.extensions["flower_url"])
+    accepted = {"job_id": job.id, "status_url": out["status_url"], "job": out}
+    return accepted, 202, {"Location": out["status_url"]}
 
 
 @bp.post("/model/rollback")

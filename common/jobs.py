@@ -1,0 +1,288 @@
+"""Job rows: the state machine of long work, its progress, and its single flight.
+
+    queued ──► running ──► succeeded | failed | cancelled
+       └──────────────────────────────────────► cancelled
+
+A finished job never runs again: a redelivered task finds it finished and does
+nothing. At most one job of a single-flight kind (retrain) is queued or running; the
+database enforces it with a unique `active_key`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.clock import utcnow
+from common.errors import AppError, ConflictError, DependencyError, JobNotFoundError
+from common.progress import ProgressCallback
+from common.storage import repositories as repo
+from common.storage.db import session_scope
+from common.storage.tables import Job
+
+log = logging.getLogger(__name__)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+SINGLE_FLIGHT = {"retrain"}
+
+
+class JobConflictError(ConflictError):
+    code = "job_conflict"
+
+
+class JobCancelledError(AppError):
+    """Raised inside running work when its job was cancelled."""
+
+    code = "job_cancelled"
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFoundError(f"job {job_id} not found", job_id=job_id)
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    kind: str | None = None,
+    state: str | None = None,
+    page: int = 1,
+    page_size: int = 50,
+) -> tuple[Sequence[Job], int]:
+    """Jobs newest first, with the total count for the filter."""
+    query = select(Job)
+    if kind:
+        query = query.where(Job.kind == kind)
+    if state:
+        query = query.where(Job.state == state)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(Job.id.desc()).offset((page - 1) * page_size).limit(page_size)
+    ).all()
+    return rows, total
+
+
+def create_job(session: Session, kind: str, params: dict[str, Any], reason: str) -> Job:
+    """Add a queued job.
+
+    Raises
+    ------
+    JobConflictError
+        A job of this single-flight kind is already queued or running (its id is in
+        the details).
+    """
+    job = Job(
+        kind=kind,
+        state=JobState.QUEUED,
+        params=params,
+        reason=reason,
+        active_key=kind if kind in SINGLE_FLIGHT else None,
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        active = session.scalar(select(Job).where(Job.active_key == kind))
+        raise JobConflictError(
+            f"a {kind} job is already {active.state if active else 'active'}",
+            job_id=active.id if active else None,
+        ) from None
+    return job
+
+
+def submit_job(
+    session: Session,
+    kind: str,
+    params: dict[str, Any],
+    reason: str,
+    enqueue: Callable[[int], str],
+) -> Job:
+    """Commit a queued job, then hand its id to the queue.
+
+    The row is committed first because the worker re-reads it. If the queue cannot be
+    reached the job is marked failed with the reason, so no orphan stays queued.
+
+    Raises
+    ------
+    JobConflictError
+        Another job of a single-flight kind is active.
+    DependencyError
+        The broker did not take the job.
+    """
+    job = create_job(session, kind, params, reason)
+    session.commit()
+    try:
+        job.task_id = enqueue(job.id)
+    except DependencyError as exc:
+        finish_job(session, job.id, JobState.FAILED, error=_error(exc))
+        session.commit()
+        raise
+    session.commit()
+    log.info("job queued id=%d kind=%s task=%s", job.id, kind, job.task_id)
+    return job
+
+
+def start_job(session: Session, job_id: int, task_id: str | None) -> Job | None:
+    """Move a job to running; None when there is nothing to do.
+
+    A finished job (a redelivered task) stays as it is; a job cancelled while queued
+    is finished as cancelled.
+    """
+    job = get_job(session, job_id)
+    if job.state in FINISHED:
+        log.info("job %d already %s; nothing to do", job_id, job.state)
+        return None
+    if job.cancel_requested:
+        finish_job(
+            session, job_id, JobState.CANCELLED, message="cancelled before start"
+        )
+        return None
+    job.state = JobState.RUNNING
+    job.started_at = job.started_at or utcnow()
+    job.heartbeat_at = utcnow()
+    job.attempts += 1
+    job.task_id = task_id or job.task_id
+    session.flush()
+    return job
+
+
+def finish_job(
+    session: Session,
+    job_id: int,
+    state: JobState,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> Job:
+    """Record the outcome and free the single-flight slot."""
+    job = get_job(session, job_id)
+    job.state = state
+    job.finished_at = utcnow()
+    job.active_key = None
+    job.result = result
+    job.error = error
+    if state == JobState.SUCCEEDED:
+        job.progress = 100
+    if message:
+        job.message = message
+    session.flush()
+    repo.add_audit_event(
+        session, f"job_{state}", "job", job_id, kind=job.kind, reason=job.reason,
+        result=result, error=error,
+    )  # fmt: skip
+    log.info("job finished id=%d state=%s", job_id, state)
+    return job
+
+
+def request_cancel(session: Session, job_id: int) -> Job:
+    """Cancel a queued job now; ask a running one to stop at its next stage.
+
+    Raises
+    ------
+    ConflictError
+        The job has already finished.
+    """
+    job = get_job(session, job_id)
+    if job.state in FINISHED:
+        raise ConflictError(f"job {job_id} already {job.state}", job_id=job_id)
+    job.cancel_requested = True
+    if job.state == JobState.QUEUED:
+        return finish_job(session, job_id, JobState.CANCELLED, message="cancelled")
+    session.flush()
+    return job
+
+
+def progress_reporter(
+    session_factory: sessionmaker[Session], job_id: int
+) -> ProgressCallback:
+    """A callback that records progress in its own short transaction.
+
+    It raises `JobCancelledError` when the job was cancelled, so running work stops
+    at its next stage or chunk.
+    """
+
+    def report(percent: int, stage: str) -> None:
+        with session_scope(session_factory) as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(progress=max(0, min(percent, 99)), stage=stage[:100],
+                        heartbeat_at=utcnow())
+            )  # fmt: skip
+            cancelled = session.scalar(
+                select(Job.cancel_requested).where(Job.id == job_id)
+            )
+        if cancelled:
+            raise JobCancelledError(f"job {job_id} was cancelled", job_id=job_id)
+
+    return report
+
+
+def run_job(
+    session_factory: sessionmaker[Session],
+    job_id: int,
+    task_id: str | None,
+    work: Callable[[Job, ProgressCallback], dict[str, Any]],
+    *,
+    timeout_errors: tuple[type[BaseException], ...] = (),
+) -> dict[str, Any] | None:
+    """Run `work` for a job and record how it ended. Safe to call twice.
+
+    Returns the result, or None when the job had nothing to do. A `DependencyError`
+    puts the job back to queued and propagates, so the caller can retry.
+    """
+    with session_scope(session_factory) as session:
+        job = start_job(session, job_id, task_id)
+        if job is None:
+            return None
+        session.expunge(job)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    state = JobState.FAILED
+    try:
+        result = work(job, progress_reporter(session_factory, job_id))
+        state, message = JobState.SUCCEEDED, result.get("message")
+    except JobCancelledError:
+        state, message = JobState.CANCELLED, "cancelled while running"
+    except timeout_errors as exc:
+        error, message = _error(exc, "timed_out"), "timed out"
+    except DependencyError:
+        with session_scope(session_factory) as session:
+            get_job(session, job_id).state = JobState.QUEUED  # retried by the caller
+        raise
+    except AppError as exc:
+        error, message = _error(exc), exc.message
+    except Exception as exc:
+        log.exception("job %d failed", job_id)
+        error, message = _error(exc), str(exc)
+    with session_scope(session_factory) as session:
+        finish_job(session, job_id, state, result=result, error=error, message=message)
+    return result
+
+
+def _error(exc: BaseException, kind: str | None = None) -> dict[str, Any]:
+    details = exc.details if isinstance(exc, AppError) else {}
+    return {
+        "type": kind or type(exc).__name__,
+        "message": exc.message if isinstance(exc, AppError) else str(exc),
+        "details": details,
+    }

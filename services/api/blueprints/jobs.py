@@ -1,0 +1,67 @@
+"""Jobs: list, inspect, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, request
+
+from common import jobs
+from common.errors import InvalidInputError
+from services.api import schemas
+from services.api.auth import require_api_key
+from services.api.database import get_session
+
+bp = Blueprint("jobs", __name__)
+MAX_PAGE_SIZE = 200
+
+
+def _flower() -> str:
+    flower: str = current_app.extensions["flower_url"]
+    return flower
+
+
+def _positive_int(name: str, default: int, most: int) -> int:
+    raw = request.args.get(name, str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise InvalidInputError(
+            f"{name} must be an integer from 1 to {most}",
+            problems=[{"field": name, "code": "out_of_range", "message": raw[:50]}],
+        )
+    return int(raw)
+
+
+@bp.get("/jobs")
+def list_jobs() -> dict[str, Any]:
+    """Jobs newest first; filter by `kind` and `state`, page with `page`/`page_size`."""
+    settings = current_app.extensions["settings"]
+    state = request.args.get("state")
+    if state and state not in {s.value for s in jobs.JobState}:
+        raise InvalidInputError(f"unknown state {state[:50]!r}",
+                                problems=[{"field": "state", "code": "enum",
+                                           "message": "queued, running, succeeded, "
+                                           "failed or cancelled"}])  # fmt: skip
+    page = _positive_int("page", 1, 10**6)
+    size = _positive_int("page_size", settings.jobs_page_size, MAX_PAGE_SIZE)
+    rows, total = jobs.list_jobs(
+        get_session(), kind=request.args.get("kind"), state=state, page=page,
+        page_size=size,
+    )  # fmt: skip
+    return {"jobs": [schemas.job_out(j, _flower()) for j in rows], "total": total,
+            "page": page, "page_size": size}  # fmt: skip
+
+
+@bp.get("/jobs/<int(max=2147483647):job_id>")
+def get_job(job_id: int) -> dict[str, Any]:
+    """One job with its progress, stage, result or error."""
+    return schemas.job_out(jobs.get_job(get_session(), job_id), _flower())
+
+
+@bp.post("/jobs/<int(max=2147483647):job_id>/cancel")
+@require_api_key
+def cancel_job(job_id: int) -> dict[str, Any]:
+    """Cancel a queued job now; a running one stops at its next stage."""
+    session = get_session()
+    job = jobs.request_cancel(session, job_id)
+    session.commit()
+    return schemas.job_out(job, _flower())

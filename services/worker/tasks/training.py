@@ -1,0 +1,33 @@
+"""Retraining tasks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from common import jobs, retraining
+from common import task_names as names
+from common.errors import DependencyError
+from services.worker.celery_app import app, settings
+from services.worker.database import session_factory
+
+log = logging.getLogger(__name__)
+
+
+@app.task(
+    name=names.RETRAIN_MODEL, bind=True, acks_late=True,
+    autoretry_for=(DependencyError,), retry_backoff=True, max_retries=5,
+)  # fmt: skip
+def retrain_model(self: Task, job_id: int) -> dict[str, Any] | None:
+    """Run one retraining job. Running it twice is harmless: a done job is a no-op."""
+    log.info("retrain start job_id=%s retry=%s", job_id, self.request.retries)
+    return jobs.run_job(
+        session_factory(settings), job_id, self.request.id,
+        lambda job, progress: retraining.run_retrain(
+            session_factory(settings), settings, job, progress
+        ),
+        timeout_errors=(SoftTimeLimitExceeded,),
+    )  # fmt: skip

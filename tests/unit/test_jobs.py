@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from common import jobs
+from common.errors import ConflictError, DependencyError, UnprocessableDataError
+from common.jobs import JobConflictError, JobState
+from common.storage.db import session_scope
+from common.storage.tables import AuditEvent, Job
+
+
+def _create(session_factory, kind="retrain"):
+    with session_scope(session_factory) as session:
+        return jobs.create_job(session, kind, {"x": 1}, "test").id
+
+
+def test_one_active_job_per_single_flight_kind(session_factory):
+    first = _create(session_factory)
+    with pytest.raises(JobConflictError) as caught:
+        _create(session_factory)
+    assert caught.value.details["job_id"] == first and caught.value.status == 409
+    assert _create(session_factory, kind="batch_score") != first  # not single-flight
+    with session_scope(session_factory) as session:
+        jobs.finish_job(session, first, JobState.SUCCEEDED, result={})
+    assert _create(session_factory) != first  # the slot is free again
+
+
+def test_concurrent_creation_makes_exactly_one_job(session_factory):
+    outcomes = []
+
+    def attempt():
+        try:
+            outcomes.append(_create(session_factory))
+        except JobConflictError as exc:
+            outcomes.append(("conflict", exc.details["job_id"]))
+
+    threads = [threading.Thread(target=attempt) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    created = [o for o in outcomes if isinstance(o, int)]
+    assert len(created) == 1
+    with session_scope(session_factory) as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_submit_marks_the_job_failed_when_the_queue_is_down(session_factory):
+    def broken_queue(job_id):
+        raise DependencyError("the job queue (Redis) is unreachable")
+
+    with session_scope(session_factory) as session, pytest.raises(DependencyError):
+        jobs.submit_job(session, "retrain", {}, "test", broken_queue)
+    with session_scope(session_factory) as session:
+        job = session.scalars(select(Job)).one()
+        assert job.state == "failed" and job.active_key is None
+        assert job.error["message"] == "the job queue (Redis) is unreachable"
+        assert job.task_id is None
+
+
+def test_run_job_records_success_and_a_rerun_is_a_no_op(session_factory):
+    job_id = _create(session_factory)
+    calls = []
+
+    def work(job, progress):
+        calls.append(job.id)
+        progress(50, "halfway")
+        return {"answer": 42, "message": "done"}
+
+    assert jobs.run_job(session_factory, job_id, "task-1", work) == {
+        "answer": 42,
+        "message": "done",
+    }
+    assert jobs.run_job(session_factory, job_id, "task-2", work) is None  # redelivered
+    assert calls == [job_id]
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        assert (job.state, job.progress, job.stage, job.attempts) == (
+            "succeeded",
+            100,
+            "halfway",
+            1,
+        )
+        assert job.task_id == "task-1" and job.started_at and job.finished_at
+        actions = session.scalars(select(AuditEvent.action)).all()
+        assert "job_succeeded" in actions
+
+
+@pytest.mark.parametrize(
+    ("error", "state", "kind"),
+    [
+        (
+            UnprocessableDataError("one class", problems=[{"code": "one_class"}]),
+            "failed",
+            "UnprocessableDataError",
+        ),
+        (ValueError("boom"), "failed", "ValueError"),
+        (TimeoutError("soft limit"), "failed", "timed_out"),
+    ],
+)
+def test_run_job_records_failures_with_type_and_message(
+    session_factory, error, state, kind
+):
+    job_id = _create(session_factory)
+
+    def work(job, progress):
+        raise error
+
+    jobs.run_job(session_factory, job_id, "t", work, timeout_errors=(TimeoutError,))
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        assert job.state == state and job.error["type"] == kind
+        assert job.active_key is None
+
+
+def test_dependency_trouble_requeues_for_a_retry(session_factory):
+    job_id = _create(session_factory)
+
+    def work(job, progress):
+        raise DependencyError("database locked")
+
+    with pytest.raises(DependencyError):
+        jobs.run_job(session_factory, job_id, "t", work)
+    with session_scope(session_factory) as session:
+        assert session.get(Job, job_id).state == "queued"
+
+
+def test_cancel_queued_now_and_running_at_next_stage(session_factory):
+    queued = _create(session_factory, kind="batch_score")
+    with session_scope(session_factory) as session:
+        assert jobs.request_cancel(session, queued).state == "cancelled"
+    assert jobs.run_job(session_factory, queued, "t", lambda j, p: {}) is None
+
+    running = _create(session_factory, kind="batch_score")
+    stages = []
+
+    def work(job, progress):
+        progress(10, "first")
+        with session_scope(session_factory) as session:
+            jobs.request_cancel(session, job.id)
+        stages.append("after cancel")
+        progress(20, "second")  # raises: the job was cancelled
+        stages.append("never")
+        return {}
+
+    jobs.run_job(session_factory, running, "t", work)
+    assert stages == ["after cancel"]
+    with session_scope(session_factory) as session:
+        assert session.get(Job, running).state == "cancelled"
+        with pytest.raises(ConflictError):
+            jobs.request_cancel(session, running)
+
+
+def test_list_jobs_filters_and_pages(session_factory):
+    ids = [_create(session_factory, kind="batch_score") for _ in range(5)]
+    with session_scope(session_factory) as session:
+        jobs.finish_job(session, ids[0], JobState.FAILED, error={"type": "x"})
+        rows, total = jobs.list_jobs(session, kind="batch_score", page=1, page_size=2)
+        assert total == 5 and [r.id for r in rows] == ids[::-1][:2]
+        rows, total = jobs.list_jobs(session, state="failed")
+        assert total == 1 and rows[0].id == ids[0]

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from common import jobs, registry
+from common.clock import utcnow
+from common.datasets import load_dataset
+from common.errors import InvalidInputError
+from common.lifecycle import train_version
+from common.retraining import check_retrain_params, run_retrain
+from common.storage.db import session_scope
+from common.storage.tables import AuditEvent, FeedbackLabel, Job, PredictionLog
+
+
+@pytest.fixture
+def with_champion(session_factory, db_settings):
+    """Version 1: a random forest on the synthetic data, champion."""
+    with session_scope(session_factory) as session:
+        train_version(
+            session,
+            db_settings,
+            load_dataset(db_settings, "synthetic"),
+            model_type="random_forest",
+            reason="start",
+            promote=True,
+        )
+    return db_settings
+
+
+def _run(session_factory, settings, **params):
+    with session_scope(session_factory) as session:
+        job_id = jobs.create_job(session, "retrain", params, "test").id
+    seen = []
+    result = jobs.run_job(
+        session_factory, job_id, "task",
+        lambda job, progress: run_retrain(
+            session_factory, settings, job,
+            lambda pct, stage: (seen.append(pct), progress(pct, stage))),
+    )  # fmt: skip
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+    return job, result, seen
+
+
+def test_a_challenger_as_good_is_promoted_with_both_scores(
+    session_factory, with_champion
+):
+    job, result, seen = _run(session_factory, with_champion)
+    assert job.state == "succeeded", job.error
+    assert result["outcome"] == "promoted" and result["model_version"] == 2
+    assert result["challenger_f1"] >= result["champion_f1"] - result["tolerance"]
+    assert seen == sorted(seen) and job.message.startswith("version 2 promoted")
+    with session_scope(session_factory) as session:
+        champion = registry.get_champion(session, with_champion)
+        assert champion.model_version.version == 2 and champion.generation == 2
+        assert champion.model_version.job_id == job.id
+        audit = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "retrain")
+        )
+        assert audit.one().details["outcome"]["reason"] == "test"
+
+
+def test_a_worse_challenger_is_rejected_and_the_champion_stays(
+    session_factory, with_champion
+):
+    job, result, _ = _run(
+        session_factory,
+        with_champion,
+        model_type="logistic_regression",
+        params={"C": 1e-6},
+    )
+    assert job.state == "succeeded"
+    assert result["outcome"] == "rejected"
+    assert result["challenger_f1"] < result["champion_f1"] - result["tolerance"]
+    with session_scope(session_factory) as session:
+        assert registry.get_champion(session, with_champion).model_version.version == 1
+        assert registry.get_version(session, with_champion, 2).state == "rejected"
+
+
+def test_labelled_production_data_joins_the_training_set(
+    session_factory, with_champion
+):
+    row = {
+        "age": 40.0,
+        "income": 50000.0,
+        "tenure_months": 12.0,
+        "monthly_spend": 70.5,
+        "support_calls": 2.0,
+        "usage_hours": 20.0,
+        "plan": "basic",
+        "region": "north",
+    }
+    with session_scope(session_factory) as session:
+        for i in range(30):
+            pid = uuid.uuid4().hex
+            session.add(
+                PredictionLog(
+                    prediction_id=pid,
+                    model_version=1,
+                    features=row,
+                    prediction="0",
+                    latency_ms=1.0,
+                    created_at=utcnow(),
+                )
+            )
+            if i % 3:
+                session.add(FeedbackLabel(prediction_id=pid, label=str(i % 2)))
+    job, result, _ = _run(session_factory, with_champion)
+    assert job.state == "succeeded"
+    assert result["labelled_rows"] == 20
+    base_rows = with_champion.demo_rows * (1 - with_champion.test_size)
+    assert result["training_rows"] == int(
+        base_rows + 20 * (1 - with_champion.test_size)
+    )
+
+
+def test_a_bad_training_set_fails_with_every_problem(session_factory, with_champion):
+    data = Path(with_champion.data_dir)
+    data.mkdir(parents=True)
+    (data / "broken.csv").write_text(
+        "age,income,plan,churned\n" + "".join(f"{i},oops,basic,1\n" for i in range(60))
+    )
+    job, _, _ = _run(session_factory, with_champion, dataset="broken.csv")
+    assert job.state == "failed"
+    codes = {p["code"] for p in job.error["details"]["problems"]}
+    assert {"one_class", "non_numeric_values", "missing_feature"} <= codes
+    with session_scope(session_factory) as session:
+        assert registry.get_champion(session, with_champion).model_version.version == 1
+        assert len(registry.list_versions(session, with_champion)) == 1
+
+
+def test_bad_requests_are_refused_before_a_job_exists(session_factory, with_champion):
+    with session_scope(session_factory) as session:
+        with pytest.raises(InvalidInputError, match="unknown parameters"):
+            check_retrain_params(session, with_champion, {"params": {"trees": 3}})
+        with pytest.raises(InvalidInputError):
+            check_retrain_params(session, with_champion, {"dataset": "../etc/passwd"})
+        assert check_retrain_params(
+            session, with_champion, {"dataset": "iris", "reason": "r"}
+        ) == {"dataset": "iris"}
