@@ -123,3 +123,42 @@ def start_api(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Api]]:
     yield start
     for api in started:
         api.stop()
+
+
+@pytest.fixture
+def start_worker(
+    tmp_path: Path, redis_url: str
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `celery worker` processes on a prepared home; all stopped at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings, name: str = "w1") -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+        env.update(
+            {
+                "MODELOPS_HOME": settings.home,
+                "MODELOPS_REDIS_URL": redis_url,
+                "MODELOPS_DEMO_ROWS": "2000",
+                "MODELOPS_LOG_LEVEL": "INFO",
+            }
+        )
+        log_path = tmp_path / f"worker-{name}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "services.worker.celery_app",
+                 "worker", "-Q", "training,default", "--concurrency", "1",
+                 "--hostname", f"{name}@%h", "--without-mingle", "--without-gossip"],
+                env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
