@@ -122,6 +122,18 @@ class Settings:
         "A challenger is promoted unless its F1 is below the champion's by more.", 0.01
     )
     jobs_page_size: int = _doc("Jobs per page of GET /jobs (at most 200).", 50)
+    score_time_limit_seconds: int = _doc(
+        "Hard time limit of a batch-scoring job; the soft limit is 90% of it.", 3600
+    )
+    score_chunk_rows: int = _doc(
+        "Rows a batch-scoring job reads, predicts and writes at a time.", 20_000
+    )
+    upload_max_bytes: int = _doc(
+        "Largest CSV upload for batch scoring; larger ones get 413.", 200 * 1024 * 1024
+    )
+    file_retention_hours: int = _doc(
+        "Uploads and scoring outputs older than this are removed by beat.", 168
+    )
     flower_url: str = _doc(
         "Public URL of Flower for task links; empty means http://<flower_host>:<port>.",
         "",
@@ -204,7 +216,8 @@ _POSITIVE = (
     "microbatch_max_rows", "model_poll_ms", "prediction_log_batch_size",
     "prediction_log_flush_ms", "prediction_log_spool_size",
     "retrain_time_limit_seconds", "default_time_limit_seconds", "retrain_feedback_days",
-    "jobs_page_size",
+    "jobs_page_size", "score_time_limit_seconds", "score_chunk_rows",
+    "upload_max_bytes", "file_retention_hours",
 )  # fmt: skip
 
 

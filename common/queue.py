@@ -31,6 +31,7 @@ def time_limits(settings: Settings) -> dict[str, dict[str, float]]:
 
     return {
         names.RETRAIN_MODEL: limits(settings.retrain_time_limit_seconds),
+        names.SCORE_BATCH: limits(settings.score_time_limit_seconds),
         "*": limits(settings.default_time_limit_seconds),
     }
 

@@ -30,6 +30,8 @@ class Operation:
     tags: tuple[str, ...] = field(default_factory=tuple)
     other: dict[int, type[BaseModel]] = field(default_factory=dict)  # non-error bodies
     query: tuple[tuple[str, str], ...] = ()  # (name, JSON type) of query parameters
+    upload: type[BaseModel] | None = None  # also accepts this as multipart/form-data
+    ok_media: str = "application/json"
 
 
 MAX_ID = 2**31 - 1  # ids and versions are 32-bit integers in every database
@@ -127,6 +129,12 @@ OPERATIONS = (
                                      ("page", "integer"), ("page_size", "integer"))),
     Operation("get", "/jobs/{job_id}", "One job", (s.JobOut,), errors=(404,),
               tags=("jobs",)),
+    Operation("post", "/jobs/batch-score", "Queue batch scoring of a CSV",
+              (s.JobAcceptedOut,), ok_status=202, body=s.BatchScoreRequest,
+              upload=s.BatchScoreUpload, auth="api_key",
+              errors=(400, 404, 409, 413, 415, 503), tags=("jobs",)),
+    Operation("get", "/jobs/{job_id}/result", "The scored CSV of a batch job",
+              (s.JobOut,), ok_media="text/csv", errors=(404, 409), tags=("jobs",)),
     Operation("post", "/jobs/{job_id}/cancel", "Cancel a job", (s.JobOut,),
               auth="api_key", errors=(404, 409), tags=("jobs",)),
 )  # fmt: skip
@@ -198,10 +206,11 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
     secured = op.auth == "api_key" or (op.auth == "predict" and settings.predict_auth)
     if secured:
         errors.add(401)
+    ok_schema = {"type": "string"} if op.ok_media == "text/csv" else _one_of(op.ok)
     responses: dict[str, Any] = {
         str(op.ok_status): {
             "description": "OK",
-            "content": {"application/json": {"schema": _one_of(op.ok)}},
+            "content": {op.ok_media: {"schema": ok_schema}},
         }
     }
     for status in sorted(errors | set(op.other)):
@@ -231,10 +240,10 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
     if parameters:
         operation["parameters"] = parameters
     if op.body is not None:
-        operation["requestBody"] = {
-            "required": op.body_required,
-            "content": {"application/json": {"schema": {"$ref": _ref(op.body)}}},
-        }
+        content = {"application/json": {"schema": {"$ref": _ref(op.body)}}}
+        if op.upload is not None:
+            content["multipart/form-data"] = {"schema": {"$ref": _ref(op.upload)}}
+        operation["requestBody"] = {"required": op.body_required, "content": content}
     if secured:
         operation["security"] = [{"bearer": []}, {"apiKey": []}]
     return operation

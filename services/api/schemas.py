@@ -16,10 +16,11 @@ FEATURES_DOC = (
     "numbers for numeric features, strings for categories, null for missing."
 )
 Label = str | int | float | bool
+DATASET_NAME = r"^(?!\.\.?$)[^/\\\x00]+$"  # a plain file name: no folders, not . or ..
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
 
 class PredictRequest(Strict):
@@ -57,11 +58,27 @@ class ActionRequest(Strict):
 
 
 class RetrainRequest(Strict):
-    dataset: str | None = Field(None, max_length=200, description="Base dataset name")
+    dataset: str | None = Field(
+        None, max_length=200, pattern=DATASET_NAME, description="Base dataset name"
+    )
     model_type: (
         Literal["logistic_regression", "random_forest", "hist_gradient_boosting"] | None
     ) = None
     params: dict[str, Any] | None = Field(None, description="Estimator parameters")
+    reason: str | None = Field(None, max_length=500)
+
+
+class BatchScoreRequest(Strict):
+    """A CSV in the data directory by name; or send multipart/form-data with `file`."""
+
+    dataset: str = Field(min_length=1, max_length=200, pattern=DATASET_NAME)
+    reason: str | None = Field(None, max_length=500)
+
+
+class BatchScoreUpload(BaseModel):
+    """multipart/form-data: the CSV as `file`, optionally a `reason`."""
+
+    file: bytes = Field(json_schema_extra={"format": "binary"})
     reason: str | None = Field(None, max_length=500)
 
 

@@ -12,6 +12,11 @@ from common.config import Settings
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Return beat's schedule for `settings`."""
     return {
+        "remove-old-files": {
+            "task": names.REMOVE_OLD_FILES,
+            "schedule": timedelta(hours=1),
+            "options": {"expires": 3000},
+        },
         "worker-ping": {
             "task": names.PING,
             "schedule": timedelta(minutes=1),

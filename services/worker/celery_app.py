@@ -6,7 +6,11 @@ from common.config import get_settings
 from common.logging import configure_logging
 from common.queue import make_celery
 
-TASK_MODULES = ("services.worker.tasks.system", "services.worker.tasks.training")
+TASK_MODULES = (
+    "services.worker.tasks.system",
+    "services.worker.tasks.training",
+    "services.worker.tasks.scoring",
+)
 
 settings = get_settings()
 configure_logging(settings)

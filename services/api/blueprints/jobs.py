@@ -1,16 +1,19 @@
-"""Jobs: list, inspect, cancel."""
+"""Jobs: batch scoring, list, inspect, results, cancel."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request, send_file
 
-from common import jobs
+from common import jobs, registry, scoring
+from common import task_names as names
 from common.errors import InvalidInputError
+from common.queue import enqueue
 from services.api import schemas
 from services.api.auth import require_api_key
 from services.api.database import get_session
+from services.api.uploads import read_batch_source
 
 bp = Blueprint("jobs", __name__)
 MAX_PAGE_SIZE = 200
@@ -49,6 +52,33 @@ def list_jobs() -> dict[str, Any]:
     )  # fmt: skip
     return {"jobs": [schemas.job_out(j, _flower()) for j in rows], "total": total,
             "page": page, "page_size": size}  # fmt: skip
+
+
+@bp.post("/jobs/batch-score")
+@require_api_key
+def batch_score() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Queue scoring of an uploaded CSV or a named dataset with the champion."""
+    settings = current_app.extensions["settings"]
+    session = get_session()
+    registry.get_champion(session, settings)  # 503 before anything is stored
+    params, reason = read_batch_source(settings)
+    job = jobs.submit_job(
+        session, "batch_score", params, reason,
+        lambda job_id: enqueue(current_app.extensions["celery"], names.SCORE_BATCH,
+                               job_id),
+    )  # fmt: skip
+    out = schemas.job_out(job, _flower())
+    accepted = {"job_id": job.id, "status_url": out["status_url"], "job": out}
+    return accepted, 202, {"Location": out["status_url"]}
+
+
+@bp.get("/jobs/<int(max=2147483647):job_id>/result")
+def job_result(job_id: int) -> Response:
+    """The scored CSV of a finished batch-scoring job."""
+    job = jobs.get_job(get_session(), job_id)
+    path = scoring.get_result_file(current_app.extensions["settings"], job)
+    return send_file(path, mimetype="text/csv", as_attachment=True,
+                     download_name=f"job-{job_id}-scores.csv")  # fmt: skip
 
 
 @bp.get("/jobs/<int(max=2147483647):job_id>")

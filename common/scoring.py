@@ -1,0 +1,237 @@
+"""Batch scoring: a CSV streamed in chunks through the champion to an output CSV.
+
+Memory is bounded by `score_chunk_rows`. Columns the model does not use (an id, a true
+label) pass through. A row with an invalid value gets an `error` text instead of a
+prediction; the job goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from common import registry
+from common.config import Settings
+from common.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnprocessableDataError,
+)
+from common.progress import ProgressCallback
+from common.schemas import FeatureSpec
+from common.storage.db import session_scope
+from common.storage.tables import Job
+from common.validation import largest_plausible
+
+log = logging.getLogger(__name__)
+
+UPLOADS = "uploads"
+OUTPUTS = "outputs"
+RESERVED = ("prediction", "confidence", "error", "model_version")
+COPY_CHUNK_BYTES = 1 << 20
+
+
+def save_upload(settings: Settings, stream: IO[bytes], limit_bytes: int) -> str:
+    """Copy an uploaded CSV into the uploads folder; return its data-dir-relative name.
+
+    Raises
+    ------
+    InvalidInputError
+        When the upload is empty.
+    """
+    folder = Path(settings.data_dir) / UPLOADS
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{uuid.uuid4().hex}.csv"
+    size = 0
+    with (folder / name).open("wb") as out:
+        while chunk := stream.read(COPY_CHUNK_BYTES):
+            size += len(chunk)
+            out.write(chunk)
+    if size == 0:
+        (folder / name).unlink()
+        raise InvalidInputError("the uploaded file is empty", field="file")
+    log.info("upload saved bytes=%d limit=%d", size, limit_bytes)
+    return f"{UPLOADS}/{name}"
+
+
+def output_path(settings: Settings, job_id: int) -> Path:
+    return Path(settings.data_dir) / OUTPUTS / f"job-{job_id}.csv"
+
+
+def run_batch_score(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    job: Job,
+    progress: ProgressCallback,
+) -> dict[str, Any]:
+    """Score the job's CSV with the champion; write the output CSV atomically.
+
+    Raises
+    ------
+    UnprocessableDataError
+        The file lacks a feature column, uses a reserved column name, or is not CSV.
+    """
+    source = Path(settings.data_dir) / job.params["source"]
+    with session_scope(session_factory) as session:
+        version = registry.get_champion(session, settings).model_version
+        session.expunge(version)
+    pipeline = registry.load_model(settings, version)
+    schema = registry.input_schema(version)
+    total = _count_rows(source)
+    progress(2, f"scoring {total} rows with version {version.version}")
+    target = output_path(settings, job.id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    counts = {"rows": 0, "scored": 0, "invalid": 0}
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as out:
+            for index, chunk in enumerate(_chunks(source, settings.score_chunk_rows)):
+                if index == 0:
+                    _check_columns(chunk, schema)
+                scored = _score_chunk(chunk, schema, pipeline, version.version)
+                scored.to_csv(out, header=index == 0, index=False, lineterminator="\n")
+                counts["rows"] += len(chunk)
+                counts["invalid"] += int(scored["error"].ne("").sum())
+                done = counts["rows"] / max(total, 1)
+                progress(2 + int(96 * done), f"scored {counts['rows']} of {total} rows")
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    counts["scored"] = counts["rows"] - counts["invalid"]
+    return {
+        **counts,
+        "model_version": version.version,
+        "output": str(target.relative_to(Path(settings.data_dir))),
+        "message": f"scored {counts['scored']} rows, {counts['invalid']} invalid, "
+        f"with version {version.version}",
+    }
+
+
+def _count_rows(path: Path) -> int:
+    with path.open("rb") as stream:
+        lines = sum(
+            block.count(b"\n") for block in iter(lambda: stream.read(1 << 20), b"")
+        )
+    return max(lines - 1, 0)
+
+
+def _chunks(path: Path, rows: int) -> Any:
+    try:
+        yield from pd.read_csv(
+            path, chunksize=rows, dtype=str, keep_default_na=True, na_values=[""]
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise UnprocessableDataError(f"the file is not a readable CSV: {exc}") from exc
+
+
+def _check_columns(chunk: pd.DataFrame, schema: list[FeatureSpec]) -> None:
+    missing = [spec.name for spec in schema if spec.name not in chunk.columns]
+    reserved = [name for name in chunk.columns if name in RESERVED or
+                str(name).startswith("probability_")]  # fmt: skip
+    problems = [{"code": "missing_feature", "column": name} for name in missing]
+    problems += [{"code": "reserved_column", "column": name} for name in reserved]
+    if problems:
+        raise UnprocessableDataError(
+            f"cannot score this file: missing features {missing}, "
+            f"reserved column names {reserved}",
+            problems=problems,
+        )
+
+
+def _score_chunk(
+    chunk: pd.DataFrame, schema: list[FeatureSpec], pipeline: Any, version: int
+) -> pd.DataFrame:
+    features, errors = _model_frame(chunk, schema)
+    valid = errors.eq("").to_numpy()
+    out = chunk.drop(columns=[spec.name for spec in schema]).reset_index(drop=True)
+    classes = [str(c) for c in pipeline.classes_]
+    prediction = np.full(len(chunk), "", dtype=object)
+    confidence = np.full(len(chunk), np.nan)
+    probabilities = np.full((len(chunk), len(classes)), np.nan)
+    if valid.any():
+        scores = pipeline.predict_proba(features[valid])
+        best = scores.argmax(axis=1)
+        prediction[valid] = np.asarray(classes, dtype=object)[best]
+        confidence[valid] = scores[np.arange(len(best)), best]
+        probabilities[valid] = scores
+    out["prediction"] = prediction
+    out["confidence"] = confidence
+    for index, name in enumerate(classes):
+        out[f"probability_{name}"] = probabilities[:, index]
+    out["error"] = errors.to_numpy()
+    out["model_version"] = version
+    return out
+
+
+def _model_frame(
+    chunk: pd.DataFrame, schema: list[FeatureSpec]
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Model dtypes for every row, and an error text per row ('' when valid)."""
+    errors = pd.Series("", index=range(len(chunk)), dtype=object)
+    data: dict[str, Any] = {}
+    for spec in schema:
+        raw = chunk[spec.name].reset_index(drop=True)
+        if spec.type == "category":
+            data[spec.name] = raw.astype(object).where(raw.notna(), np.nan)
+            continue
+        numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
+        infinite = numbers.isin([np.inf, -np.inf])
+        problems = {
+            "not a number": numbers.isna() & raw.notna(),
+            "not finite": infinite,
+            "too large": numbers.abs().gt(largest_plausible(spec)) & ~infinite,
+        }
+        for text, mask in problems.items():
+            errors = errors.where(~mask, errors + f"{spec.name}: {text}; ")
+        data[spec.name] = numbers.where(~infinite, np.nan)
+    return pd.DataFrame(data), errors.str.rstrip("; ")
+
+
+def get_result_file(settings: Settings, job: Job) -> Path:
+    """The output CSV of a finished batch-scoring job.
+
+    Raises
+    ------
+    NotFoundError
+        Not a scoring job, not finished yet, or the file was removed after retention.
+    ConflictError
+        The job failed or was cancelled: there is no result to serve.
+    """
+    if job.kind != "batch_score":
+        raise NotFoundError(f"job {job.id} is a {job.kind} job and has no result file")
+    if job.state in ("failed", "cancelled"):
+        raise ConflictError(
+            f"job {job.id} {job.state}; it has no result", job_id=job.id
+        )
+    if job.state != "succeeded":
+        raise NotFoundError(f"job {job.id} is {job.state}; its result is not ready")
+    path = output_path(settings, job.id)
+    if not path.is_file():
+        raise NotFoundError(
+            f"the result of job {job.id} was removed after "
+            f"{settings.file_retention_hours} hours"
+        )
+    return path
+
+
+def remove_old_files(settings: Settings, now: float) -> int:
+    """Delete uploads and outputs older than the retention; return how many."""
+    cutoff = now - settings.file_retention_hours * 3600
+    removed = 0
+    for folder in (UPLOADS, OUTPUTS):
+        directory = Path(settings.data_dir) / folder
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+    log.info("removed old files count=%d", removed)
+    return removed

@@ -1,0 +1,39 @@
+"""Where a batch-scoring job reads from: an uploaded CSV or a named dataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from common import scoring
+from common.config import Settings
+from common.datasets import resolve_data_file
+from common.errors import InvalidInputError
+from services.api.requests import parse_body
+from services.api.schemas import BatchScoreRequest
+
+
+def read_batch_source(settings: Settings) -> tuple[dict[str, Any], str]:
+    """Return the job's params and reason; an upload is stored first.
+
+    An upload over `upload_max_bytes` is refused with 413 from its Content-Length.
+    """
+    if request.mimetype != "multipart/form-data":
+        body = parse_body(BatchScoreRequest)
+        resolve_data_file(settings, body.dataset)  # 400 outside the folder, 404 absent
+        return {"source": body.dataset, "dataset": body.dataset}, (
+            body.reason or f"batch scoring of {body.dataset}"
+        )
+    request.max_content_length = settings.upload_max_bytes
+    upload = request.files.get("file")
+    if upload is None:
+        raise InvalidInputError(
+            "send the CSV as the multipart field 'file'", field="file"
+        )
+    filename = (upload.filename or "").strip()
+    if not filename.lower().endswith(".csv"):
+        raise InvalidInputError("the upload must be a .csv file", field="file")
+    source = scoring.save_upload(settings, upload.stream, settings.upload_max_bytes)
+    reason = (request.form.get("reason") or "")[:500] or f"batch scoring of {filename}"
+    return {"source": source, "filename": filename[:200]}, reason

@@ -1,0 +1,40 @@
+"""Batch-scoring and file-maintenance tasks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from common import jobs, scoring
+from common import task_names as names
+from common.errors import DependencyError
+from services.worker.celery_app import app, settings
+from services.worker.database import session_factory
+
+log = logging.getLogger(__name__)
+
+
+@app.task(
+    name=names.SCORE_BATCH, bind=True, acks_late=True,
+    autoretry_for=(DependencyError,), retry_backoff=True, max_retries=5,
+)  # fmt: skip
+def batch_score(self: Task, job_id: int) -> dict[str, Any] | None:
+    """Score one job's CSV. Running it twice is harmless: a done job is a no-op."""
+    log.info("batch score start job_id=%s retry=%s", job_id, self.request.retries)
+    return jobs.run_job(
+        session_factory(settings), job_id, self.request.id,
+        lambda job, progress: scoring.run_batch_score(
+            session_factory(settings), settings, job, progress
+        ),
+        timeout_errors=(SoftTimeLimitExceeded,),
+    )  # fmt: skip
+
+
+@app.task(name=names.REMOVE_OLD_FILES)
+def remove_old_files() -> int:
+    """Delete uploads and scoring outputs past their retention."""
+    return scoring.remove_old_files(settings, time.time())

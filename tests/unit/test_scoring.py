@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from common import jobs, scoring, synthetic
+from common.datasets import load_dataset
+from common.errors import ConflictError, NotFoundError
+from common.lifecycle import train_version
+from common.storage.db import session_scope
+from common.storage.tables import Job
+
+
+@pytest.fixture
+def champion_settings(session_factory, db_settings):
+    with session_scope(session_factory) as session:
+        train_version(
+            session,
+            db_settings,
+            load_dataset(db_settings, "synthetic"),
+            model_type="logistic_regression",
+            reason="start",
+            promote=True,
+        )
+    Path(db_settings.data_dir).mkdir(parents=True, exist_ok=True)
+    return db_settings.with_overrides(score_chunk_rows=700)
+
+
+def _write(settings, name, frame):
+    frame.to_csv(Path(settings.data_dir) / name, index=False)
+
+
+def _score(session_factory, settings, name):
+    with session_scope(session_factory) as session:
+        job_id = jobs.create_job(session, "batch_score", {"source": name}, "t").id
+    stages = []
+    jobs.run_job(
+        session_factory,
+        job_id,
+        "t",
+        lambda job, progress: scoring.run_batch_score(
+            session_factory,
+            settings,
+            job,
+            lambda p, s: (stages.append(p), progress(p, s)),
+        ),
+    )
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+    return job, stages
+
+
+def test_scores_every_row_in_chunks_and_passes_other_columns(
+    session_factory, champion_settings
+):
+    frame = synthetic.generate("baseline", 3000, 4).rename(columns={"churned": "label"})
+    frame.insert(0, "customer_id", [f"c{i}" for i in range(len(frame))])
+    _write(champion_settings, "customers.csv", frame)
+    job, stages = _score(session_factory, champion_settings, "customers.csv")
+    assert job.state == "succeeded", job.error
+    assert job.result["rows"] == 3000 and job.result["invalid"] == 0
+    assert len([s for s in stages if s > 2]) == 5  # one report per chunk of 700
+    out = pd.read_csv(Path(champion_settings.data_dir) / job.result["output"])
+    assert list(out.columns) == [
+        "customer_id",
+        "label",
+        "prediction",
+        "confidence",
+        "probability_0",
+        "probability_1",
+        "error",
+        "model_version",
+    ]
+    assert out["customer_id"].tolist() == frame["customer_id"].tolist()
+    assert (out["model_version"] == 1).all()
+    accuracy = (out["prediction"] == out["label"]).mean()
+    assert accuracy > 0.7
+
+
+def test_invalid_rows_get_an_error_and_the_rest_is_scored(
+    session_factory, champion_settings
+):
+    frame = synthetic.generate("baseline", 50, 4).drop(columns="churned").astype(object)
+    frame.loc[3, "age"] = "forty"
+    frame.loc[8, "income"] = "inf"
+    frame.loc[9, "support_calls"] = "1e300"
+    frame.loc[11, "plan"] = None  # missing: imputed, not an error
+    _write(champion_settings, "mixed.csv", frame)
+    job, _ = _score(session_factory, champion_settings, "mixed.csv")
+    assert (job.result["rows"], job.result["invalid"], job.result["scored"]) == (
+        50,
+        3,
+        47,
+    )
+    out = pd.read_csv(
+        Path(champion_settings.data_dir) / job.result["output"], keep_default_na=False
+    )
+    assert out.loc[3, "error"] == "age: not a number"
+    assert out.loc[8, "error"] == "income: not finite"
+    assert out.loc[9, "error"] == "support_calls: too large"
+    assert out.loc[3, "prediction"] == "" and out.loc[11, "prediction"] != ""
+
+
+def test_a_file_without_a_feature_fails_and_writes_no_output(
+    session_factory, champion_settings
+):
+    frame = synthetic.generate("baseline", 50, 4).drop(columns=["churned", "age"])
+    frame["prediction"] = 1
+    _write(champion_settings, "partial.csv", frame)
+    job, _ = _score(session_factory, champion_settings, "partial.csv")
+    assert job.state == "failed"
+    assert {(p["code"], p["column"]) for p in job.error["details"]["problems"]} == {
+        ("missing_feature", "age"),
+        ("reserved_column", "prediction"),
+    }
+    assert not scoring.output_path(champion_settings, job.id).exists()
+    assert not list(Path(champion_settings.data_dir, "outputs").glob("*.partial"))
+
+
+def test_result_file_is_served_only_for_a_succeeded_scoring_job(
+    session_factory, champion_settings
+):
+    _write(
+        champion_settings,
+        "ok.csv",
+        synthetic.generate("baseline", 20, 1).drop(columns="churned"),
+    )
+    job, _ = _score(session_factory, champion_settings, "ok.csv")
+    assert scoring.get_result_file(champion_settings, job).is_file()
+    with session_scope(session_factory) as session:
+        queued = jobs.create_job(session, "batch_score", {"source": "ok.csv"}, "t")
+        with pytest.raises(NotFoundError, match="not ready"):
+            scoring.get_result_file(champion_settings, queued)
+        failed = jobs.finish_job(session, queued.id, jobs.JobState.FAILED, error={})
+        with pytest.raises(ConflictError):
+            scoring.get_result_file(champion_settings, failed)
+
+
+def test_old_uploads_and_outputs_are_removed(champion_settings):
+    folder = Path(champion_settings.data_dir) / "uploads"
+    folder.mkdir(parents=True)
+    old, new = folder / "old.csv", folder / "new.csv"
+    old.write_text("a\n")
+    new.write_text("a\n")
+    week_ago = time.time() - 8 * 24 * 3600
+    os.utime(old, (week_ago, week_ago))
+    assert scoring.remove_old_files(champion_settings, time.time()) == 1
+    assert not old.exists() and new.exists()
