@@ -131,6 +131,12 @@ class Settings:
     upload_max_bytes: int = _doc(
         "Largest CSV upload for batch scoring; larger ones get 413.", 200 * 1024 * 1024
     )
+    job_heartbeat_seconds: int = _doc(
+        "How often a running job records that its worker is alive.", 10
+    )
+    job_stall_seconds: int = _doc(
+        "A running job silent this long lost its worker and is queued again.", 60
+    )
     file_retention_hours: int = _doc(
         "Uploads and scoring outputs older than this are removed by beat.", 168
     )
@@ -165,6 +171,11 @@ class Settings:
             )
         if not 0 <= self.gate_f1_tolerance < 1:
             raise ConfigError(f"{_env('gate_f1_tolerance')} must be in [0, 1)")
+        if self.job_stall_seconds < 3 * self.job_heartbeat_seconds:
+            raise ConfigError(
+                f"{_env('job_stall_seconds')} must be at least 3 heartbeats "
+                f"({_env('job_heartbeat_seconds')})"
+            )
         if self.microbatch_wait_ms < 0:
             raise ConfigError(f"{_env('microbatch_wait_ms')} must not be negative")
         if not 0.0 < self.test_size < 1.0:
@@ -217,7 +228,8 @@ _POSITIVE = (
     "prediction_log_flush_ms", "prediction_log_spool_size",
     "retrain_time_limit_seconds", "default_time_limit_seconds", "retrain_feedback_days",
     "jobs_page_size", "score_time_limit_seconds", "score_chunk_rows",
-    "upload_max_bytes", "file_retention_hours",
+    "upload_max_bytes", "file_retention_hours", "job_heartbeat_seconds",
+    "job_stall_seconds",
 )  # fmt: skip
 
 

@@ -11,12 +11,14 @@ database enforces it with a unique `active_key`.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.clock import utcnow
@@ -244,6 +246,7 @@ def run_job(
     work: Callable[[Job, ProgressCallback], dict[str, Any]],
     *,
     timeout_errors: tuple[type[BaseException], ...] = (),
+    heartbeat_seconds: float = 10.0,
 ) -> dict[str, Any] | None:
     """Run `work` for a job and record how it ended. Safe to call twice.
 
@@ -258,6 +261,7 @@ def run_job(
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     state = JobState.FAILED
+    beating = _Heartbeat(session_factory, job_id, heartbeat_seconds)
     try:
         result = work(job, progress_reporter(session_factory, job_id))
         state, message = JobState.SUCCEEDED, result.get("message")
@@ -274,9 +278,75 @@ def run_job(
     except Exception as exc:
         log.exception("job %d failed", job_id)
         error, message = _error(exc), str(exc)
+    finally:
+        beating.stop()
     with session_scope(session_factory) as session:
         finish_job(session, job_id, state, result=result, error=error, message=message)
     return result
+
+
+class _Heartbeat:
+    """Records every few seconds that this job's worker is alive, even while a long
+    fit reports no progress; a job whose heartbeat stops is requeued by beat."""
+
+    def __init__(
+        self, session_factory: sessionmaker[Session], job_id: int, seconds: float
+    ) -> None:
+        self.session_factory, self.job_id, self.seconds = (
+            session_factory,
+            job_id,
+            seconds,
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"job-{job_id}-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.seconds):
+            try:
+                with session_scope(self.session_factory) as session:
+                    session.execute(
+                        update(Job).where(Job.id == self.job_id)
+                        .values(heartbeat_at=utcnow())
+                    )  # fmt: skip
+            except SQLAlchemyError as exc:  # a missed beat; the next one may land
+                log.warning("heartbeat of job %d failed: %s", self.job_id, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def requeue_stalled_jobs(
+    session_factory: sessionmaker[Session],
+    stall_seconds: int,
+    enqueue: Callable[[Job], str],
+) -> list[int]:
+    """Queue again every running job whose worker stopped beating (it died).
+
+    The job keeps its id and attempts; registration keyed by the job keeps a second
+    run from adding a second version.
+    """
+    cutoff = utcnow() - timedelta(seconds=stall_seconds)
+    with session_scope(session_factory) as session:
+        stalled = session.scalars(
+            select(Job).where(
+                Job.state == JobState.RUNNING,
+                Job.heartbeat_at.is_not(None),
+                Job.heartbeat_at < cutoff,
+            )
+        ).all()
+        for job in stalled:
+            job.state, job.stage = JobState.QUEUED, "requeued: its worker stopped"
+            repo.add_audit_event(session, "job_requeued", "job", job.id,
+                                 attempts=job.attempts)  # fmt: skip
+        session.flush()
+        for job in stalled:
+            job.task_id = enqueue(job)
+            log.warning("job %d requeued after its worker stopped", job.id)
+        return [job.id for job in stalled]
 
 
 def _error(exc: BaseException, kind: str | None = None) -> dict[str, Any]:

@@ -11,7 +11,13 @@ from common.config import Settings
 
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Return beat's schedule for `settings`."""
+    stall_check = timedelta(seconds=max(5, settings.job_stall_seconds // 3))
     return {
+        "requeue-stalled-jobs": {
+            "task": names.REQUEUE_STALLED_JOBS,
+            "schedule": stall_check,
+            "options": {"expires": stall_check.total_seconds()},
+        },
         "remove-old-files": {
             "task": names.REMOVE_OLD_FILES,
             "schedule": timedelta(hours=1),

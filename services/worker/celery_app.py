@@ -10,6 +10,7 @@ TASK_MODULES = (
     "services.worker.tasks.system",
     "services.worker.tasks.training",
     "services.worker.tasks.scoring",
+    "services.worker.tasks.maintenance",
 )
 
 settings = get_settings()

@@ -162,3 +162,47 @@ def test_list_jobs_filters_and_pages(session_factory):
         assert total == 5 and [r.id for r in rows] == ids[::-1][:2]
         rows, total = jobs.list_jobs(session, state="failed")
         assert total == 1 and rows[0].id == ids[0]
+
+
+def test_a_running_job_whose_heartbeat_stopped_is_requeued(session_factory):
+    from datetime import timedelta
+
+    from common.clock import utcnow
+
+    job_id = _create(session_factory)
+    fresh = _create(session_factory, kind="batch_score")
+    with session_scope(session_factory) as session:
+        for ident, age in ((job_id, 120), (fresh, 5)):
+            job = jobs.start_job(session, ident, "t1")
+            job.heartbeat_at = utcnow() - timedelta(seconds=age)
+    published = []
+    requeued = jobs.requeue_stalled_jobs(
+        session_factory, 60, lambda job: published.append(job.id) or "t2"
+    )
+    assert requeued == [job_id] and published == [job_id]
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        assert (job.state, job.task_id, job.attempts) == ("queued", "t2", 1)
+        assert session.get(Job, fresh).state == "running"
+    result = jobs.run_job(session_factory, job_id, "t2", lambda j, p: {"ok": True})
+    assert result == {"ok": True}
+    with session_scope(session_factory) as session:
+        assert session.get(Job, job_id).attempts == 2
+
+
+def test_a_long_job_keeps_beating_while_it_works(session_factory):
+    import time
+
+    job_id = _create(session_factory)
+    beats = []
+
+    def slow(job, progress):
+        time.sleep(0.35)
+        with session_scope(session_factory) as session:
+            beats.append(session.get(Job, job_id).heartbeat_at)
+        return {}
+
+    jobs.run_job(session_factory, job_id, "t", slow, heartbeat_seconds=0.1)
+    with session_scope(session_factory) as session:
+        started = session.get(Job, job_id).started_at
+    assert beats[0] > started  # updated during the work, without any progress call

@@ -1,9 +1,8 @@
-"""Batch-scoring and file-maintenance tasks."""
+"""Batch-scoring tasks."""
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from celery import Task
@@ -31,10 +30,5 @@ def batch_score(self: Task, job_id: int) -> dict[str, Any] | None:
             session_factory(settings), settings, job, progress
         ),
         timeout_errors=(SoftTimeLimitExceeded,),
+        heartbeat_seconds=settings.job_heartbeat_seconds,
     )  # fmt: skip
-
-
-@app.task(name=names.REMOVE_OLD_FILES)
-def remove_old_files() -> int:
-    """Delete uploads and scoring outputs past their retention."""
-    return scoring.remove_old_files(settings, time.time())

@@ -30,4 +30,5 @@ def retrain_model(self: Task, job_id: int) -> dict[str, Any] | None:
             session_factory(settings), settings, job, progress
         ),
         timeout_errors=(SoftTimeLimitExceeded,),
+        heartbeat_seconds=settings.job_heartbeat_seconds,
     )  # fmt: skip

@@ -1,0 +1,30 @@
+"""Housekeeping run by beat: requeue jobs whose worker died, remove old files."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from common import jobs, scoring
+from common import task_names as names
+from common.queue import TASK_OF_KIND, enqueue
+from services.worker.celery_app import app, settings
+from services.worker.database import session_factory
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=names.REQUEUE_STALLED_JOBS)
+def requeue_stalled_jobs() -> list[int]:
+    """Queue again the running jobs whose heartbeat stopped (their worker died)."""
+    return jobs.requeue_stalled_jobs(
+        session_factory(settings),
+        settings.job_stall_seconds,
+        lambda job: enqueue(app, TASK_OF_KIND[job.kind], job.id),
+    )
+
+
+@app.task(name=names.REMOVE_OLD_FILES)
+def remove_old_files() -> int:
+    """Delete uploads and scoring outputs past their retention."""
+    return scoring.remove_old_files(settings, time.time())
