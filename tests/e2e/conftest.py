@@ -129,26 +129,34 @@ def start_api(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Api]]:
 def start_worker(
     tmp_path: Path, redis_url: str
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `celery worker` processes on a prepared home; all stopped at the end."""
+    """Start `celery worker` (or `beat`) processes on a prepared home; all stopped at
+    the end. Each runs in its own process group, so a test can kill it whole."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(settings: Settings, name: str = "w1") -> subprocess.Popen[bytes]:
+    def start(
+        settings: Settings,
+        name: str = "w1",
+        *,
+        beat: bool = False,
+        **env_overrides: str,
+    ) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
-        env.update(
-            {
-                "MODELOPS_HOME": settings.home,
-                "MODELOPS_REDIS_URL": redis_url,
-                "MODELOPS_DEMO_ROWS": "2000",
-                "MODELOPS_LOG_LEVEL": "INFO",
-            }
-        )
-        log_path = tmp_path / f"worker-{name}.log"
-        with log_path.open("wb") as log_file:
+        env.update({"MODELOPS_HOME": settings.home, "MODELOPS_REDIS_URL": redis_url,
+                    "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "INFO",
+                    **env_overrides})  # fmt: skip
+        celery = [sys.executable, "-m", "celery", "-A"]
+        argv = (
+            [*celery, "services.scheduler.beat", "beat",
+             "--schedule", str(tmp_path / f"{name}-schedule")]
+            if beat else
+            [*celery, "services.worker.celery_app", "worker", "-Q", "training,default",
+             "--pool", "solo", "--hostname", f"{name}@%h", "--without-mingle",
+             "--without-gossip"]
+        )  # fmt: skip
+        with (tmp_path / f"{name}.log").open("wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "services.worker.celery_app",
-                 "worker", "-Q", "training,default", "--concurrency", "1",
-                 "--hostname", f"{name}@%h", "--without-mingle", "--without-gossip"],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )  # fmt: skip
         started.append(process)
         return process
@@ -160,5 +168,5 @@ def start_worker(
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, 9)
             process.wait()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -84,3 +87,93 @@ def test_retrain_on_bad_data_fails_with_problems_and_keeps_the_champion(
     assert {"one_class", "missing_feature"} <= codes
     _, _, model = http("GET", f"{api.url}/model/status")
     assert model["version"] == 1
+
+
+def _scoring_file(home, rows: int) -> None:
+    from common import synthetic
+
+    frame = synthetic.generate("baseline", rows, 11).rename(
+        columns={"churned": "truth"}
+    )
+    frame.insert(0, "row_id", range(rows))
+    data = home / "data"
+    data.mkdir(exist_ok=True)
+    frame.to_csv(data / "big.csv", index=False)
+
+
+def test_batch_scoring_100k_rows_through_a_worker(tmp_path, start_api, start_worker):
+    settings = prepare_home(tmp_path / "home")
+    _scoring_file(tmp_path / "home", 100_000)
+    api = start_api(settings)
+    start_worker(settings)
+    status, _, body = http(
+        "POST", f"{api.url}/jobs/batch-score", {"dataset": "big.csv"}, AUTH
+    )
+    assert status == 202, body
+    job = _wait_for(api.url, body["job_id"])
+    assert job["state"] == "succeeded", job
+    assert job["result"]["rows"] == job["result"]["scored"] == 100_000
+    assert len([p for p in job["seen_progress"] if 0 < p < 100]) >= 1
+    with urllib.request.urlopen(f"{api.url}/jobs/{body['job_id']}/result") as response:
+        lines = response.read().decode().splitlines()
+    assert len(lines) == 100_001
+    assert lines[0] == (
+        "row_id,truth,prediction,confidence,probability_0,"
+        "probability_1,error,model_version"
+    )
+    assert lines[1].startswith("0,") and lines[-1].startswith("99999,")
+
+
+def test_cancel_a_queued_and_a_running_job(tmp_path, start_api, start_worker):
+    settings = prepare_home(tmp_path / "home")
+    _scoring_file(tmp_path / "home", 300_000)
+    api = start_api(settings)
+    queued = http("POST", f"{api.url}/jobs/batch-score", {"dataset": "big.csv"}, AUTH)[
+        2
+    ]
+    status, _, cancelled = http(
+        "POST", f"{api.url}/jobs/{queued['job_id']}/cancel", None, AUTH
+    )
+    assert status == 200 and cancelled["state"] == "cancelled"
+    start_worker(settings, MODELOPS_SCORE_CHUNK_ROWS="2000")
+    running = http("POST", f"{api.url}/jobs/batch-score", {"dataset": "big.csv"}, AUTH)[
+        2
+    ]
+    deadline = time.monotonic() + 60
+    while http("GET", f"{api.url}/jobs/{running['job_id']}")[2]["progress"] < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    http("POST", f"{api.url}/jobs/{running['job_id']}/cancel", None, AUTH)
+    job = _wait_for(api.url, running["job_id"])
+    assert job["state"] == "cancelled" and 5 <= job["progress"] < 100
+    assert http("GET", f"{api.url}/jobs/{running['job_id']}/result")[0] == 409
+    first = http("GET", f"{api.url}/jobs/{queued['job_id']}")[2]
+    assert first["state"] == "cancelled" and first["attempts"] == 0  # never ran
+
+
+def test_a_killed_worker_s_retrain_completes_on_another_with_one_version(
+    tmp_path, start_api, start_worker
+):
+    settings = prepare_home(tmp_path / "home", ("random_forest",))
+    api = start_api(settings)
+    fast_beats = {
+        "MODELOPS_JOB_HEARTBEAT_SECONDS": "1",
+        "MODELOPS_JOB_STALL_SECONDS": "6",
+    }
+    slow = {"MODELOPS_DEMO_ROWS": "150000", **fast_beats}
+    start_worker(settings, "beat", beat=True, **fast_beats)
+    doomed = start_worker(settings, "w1", **slow)
+    _, _, body = http("POST", f"{api.url}/model/retrain", {"reason": "kill test"}, AUTH)
+    deadline = time.monotonic() + 60
+    while http("GET", f"{api.url}/jobs/{body['job_id']}")[2]["progress"] < 20:
+        assert time.monotonic() < deadline, "the retrain never got going"
+        time.sleep(0.1)
+    os.killpg(doomed.pid, signal.SIGKILL)  # the whole worker, mid-fit
+    doomed.wait()
+    start_worker(settings, "w2", **slow)
+    job = _wait_for(api.url, body["job_id"], timeout=240)
+    assert job["state"] == "succeeded", job
+    assert job["attempts"] == 2
+    _, _, models = http("GET", f"{api.url}/models")
+    assert [m["version"] for m in models["models"]] == [2, 1]  # exactly one new version
+    assert models["models"][0]["job_id"] == body["job_id"]
