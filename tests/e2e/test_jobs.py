@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 import urllib.request
 
@@ -177,3 +178,44 @@ def test_a_killed_worker_s_retrain_completes_on_another_with_one_version(
     _, _, models = http("GET", f"{api.url}/models")
     assert [m["version"] for m in models["models"]] == [2, 1]  # exactly one new version
     assert models["models"][0]["job_id"] == body["job_id"]
+
+
+def test_redis_down_then_back_without_restarting_the_api(
+    tmp_path, start_api, start_worker
+):
+    from services.launcher import free_port, redis_command
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis():
+        return subprocess.Popen(
+            redis_command(port, tmp_path, append_only=False), stdout=subprocess.DEVNULL
+        )
+
+    redis = start_redis()
+    try:
+        settings = prepare_home(tmp_path / "home")
+        api = start_api(settings, MODELOPS_REDIS_URL=url)
+        start_worker(settings, MODELOPS_REDIS_URL=url)
+        redis.terminate()
+        redis.wait(10)
+        started = time.monotonic()
+        status, headers, body = http("POST", f"{api.url}/model/retrain", None, AUTH)
+        assert time.monotonic() - started < 3
+        assert status == 503 and headers["Retry-After"], body
+        for _ in range(20):
+            assert http("POST", f"{api.url}/predict", {"features": ROW})[0] == 200
+        assert http("GET", f"{api.url}/readyz")[0] == 503
+        redis = start_redis()
+        deadline = time.monotonic() + 30
+        while http("GET", f"{api.url}/readyz")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        status, _, body = http("POST", f"{api.url}/model/retrain", None, AUTH)
+        assert status == 202, body
+        job = _wait_for(api.url, body["job_id"], timeout=120)
+        assert job["state"] == "succeeded", job
+    finally:
+        redis.terminate()
+        redis.wait(10)
