@@ -37,8 +37,10 @@ format: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: $(STAMP)
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+BENCHES := training_time predict batch_score dispatch
+
+bench: install
+	@for name in $(BENCHES); do echo "== bench/$$name.py"; $(BIN)/python -m bench.$$name || exit 1; done
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache test-output *.egg-info

@@ -8,7 +8,7 @@ and drives each with wrk at concurrency 1, 8 and 32, the runs interleaved (every
 server once, then again) and each figure the median of the repeats. It also times
 the in-process limit: the model's predict_proba on one row in a loop.
 
-Run: `make bench` or `.venv/bin/python bench/predict.py [--seconds S]`. Needs wrk
+Run: `make bench` or `.venv/bin/python -m bench.predict [--seconds S]`. Needs wrk
 (Debian package `wrk`).
 """
 

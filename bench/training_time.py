@@ -2,7 +2,7 @@
 
 Prints the median of several fits per model type and its ratio to the fastest, so the
 figures compare on a shared, noisy machine. Run: `make bench` or
-`.venv/bin/python bench/training_time.py [--rows N] [--repeats R]`.
+`.venv/bin/python -m bench.training_time [--rows N] [--repeats R]`.
 """
 
 from __future__ import annotations

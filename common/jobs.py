@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from enum import StrEnum
@@ -214,22 +215,28 @@ def request_cancel(session: Session, job_id: int) -> Job:
 
 
 def progress_reporter(
-    session_factory: sessionmaker[Session], job_id: int
+    session_factory: sessionmaker[Session], job_id: int, every_seconds: float = 0.25
 ) -> ProgressCallback:
-    """A callback that records progress in its own short transaction.
+    """A callback that records progress in its own short transaction, at most every
+    `every_seconds` (reports in between are skipped), and checks for cancellation on
+    every call.
 
     It raises `JobCancelledError` when the job was cancelled, so running work stops
     at its next stage or chunk.
     """
+    last = [0.0]
 
     def report(percent: int, stage: str) -> None:
+        now = time.monotonic()
         with session_scope(session_factory) as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(progress=max(0, min(percent, 99)), stage=stage[:100],
-                        heartbeat_at=utcnow())
-            )  # fmt: skip
+            if now - last[0] >= every_seconds:  # writes are throttled, checks are not
+                last[0] = now
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id)
+                    .values(progress=max(0, min(percent, 99)), stage=stage[:100],
+                            heartbeat_at=utcnow())
+                )  # fmt: skip
             cancelled = session.scalar(
                 select(Job.cancel_requested).where(Job.id == job_id)
             )

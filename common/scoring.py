@@ -7,13 +7,17 @@ prediction; the job goes on.
 
 from __future__ import annotations
 
+import csv
 import logging
+import re
 import uuid
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pyarrow import csv as pa_csv
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import registry
@@ -36,6 +40,7 @@ UPLOADS = "uploads"
 OUTPUTS = "outputs"
 RESERVED = ("prediction", "confidence", "error", "model_version")
 COPY_CHUNK_BYTES = 1 << 20
+HEADER_SAFE = re.compile(r'^[^,"\r\n]*$')
 
 
 def save_upload(settings: Settings, stream: IO[bytes], limit_bytes: int) -> str:
@@ -91,16 +96,28 @@ def run_batch_score(
     partial = target.with_suffix(".partial")
     counts = {"rows": 0, "scored": 0, "invalid": 0}
     try:
-        with partial.open("w", newline="", encoding="utf-8") as out:
-            for index, chunk in enumerate(_chunks(source, settings.score_chunk_rows)):
+        writer: pa_csv.CSVWriter | None = None
+        columns: pa.Schema | None = None
+        try:
+            chunks = _chunks(source, settings.score_chunk_rows, schema)
+            for index, chunk in enumerate(chunks):
                 if index == 0:
                     _check_columns(chunk, schema)
                 scored = _score_chunk(chunk, schema, pipeline, version.version)
-                scored.to_csv(out, header=index == 0, index=False, lineterminator="\n")
+                table = pa.Table.from_pandas(scored, preserve_index=False)
+                if writer is None:  # the first chunk fixes the columns and types
+                    columns = table.schema
+                    writer = pa_csv.CSVWriter(
+                        str(partial), columns, write_options=_write_options(columns)
+                    )
+                writer.write_table(table.cast(columns))
                 counts["rows"] += len(chunk)
                 counts["invalid"] += int(scored["error"].ne("").sum())
                 done = counts["rows"] / max(total, 1)
                 progress(2 + int(96 * done), f"scored {counts['rows']} of {total} rows")
+        finally:
+            if writer is not None:
+                writer.close()
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
@@ -114,6 +131,12 @@ def run_batch_score(
     }
 
 
+def _write_options(columns: pa.Schema) -> pa_csv.WriteOptions:
+    """Text values quoted (Arrow's rule); a plain header unless a name needs it."""
+    plain = all(HEADER_SAFE.match(name) for name in columns.names)
+    return pa_csv.WriteOptions(quoting_header="none" if plain else "needed")
+
+
 def _count_rows(path: Path) -> int:
     with path.open("rb") as stream:
         lines = sum(
@@ -122,11 +145,16 @@ def _count_rows(path: Path) -> int:
     return max(lines - 1, 0)
 
 
-def _chunks(path: Path, rows: int) -> Any:
+def _chunks(path: Path, rows: int, schema: list[FeatureSpec]) -> Any:
+    """Chunks of the CSV: numeric features parsed by pandas' C reader (a column with
+    a bad cell comes back as text and is checked cell by cell), everything else text.
+    """
+    numeric = {spec.name for spec in schema if spec.type == "number"}
+    with path.open(newline="", encoding="utf-8") as stream:
+        header = next(csv.reader(stream), [])
+    text = {name: str for name in header if name not in numeric}
     try:
-        yield from pd.read_csv(
-            path, chunksize=rows, dtype=str, keep_default_na=True, na_values=[""]
-        )
+        yield from pd.read_csv(path, chunksize=rows, dtype=text, na_values=[""])
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise UnprocessableDataError(f"the file is not a readable CSV: {exc}") from exc
 
@@ -173,25 +201,41 @@ def _score_chunk(
 def _model_frame(
     chunk: pd.DataFrame, schema: list[FeatureSpec]
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Model dtypes for every row, and an error text per row ('' when valid)."""
-    errors = pd.Series("", index=range(len(chunk)), dtype=object)
+    """Model dtypes for every row, and an error text per row ('' when valid).
+
+    Columns pandas already parsed as numbers skip the per-cell work.
+    """
+    messages: list[tuple[np.ndarray, str]] = []
     data: dict[str, Any] = {}
     for spec in schema:
         raw = chunk[spec.name].reset_index(drop=True)
         if spec.type == "category":
             data[spec.name] = raw.astype(object).where(raw.notna(), np.nan)
             continue
-        numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
-        infinite = numbers.isin([np.inf, -np.inf])
-        problems = {
-            "not a number": numbers.isna() & raw.notna(),
-            "not finite": infinite,
-            "too large": numbers.abs().gt(largest_plausible(spec)) & ~infinite,
-        }
-        for text, mask in problems.items():
-            errors = errors.where(~mask, errors + f"{spec.name}: {text}; ")
-        data[spec.name] = numbers.where(~infinite, np.nan)
-    return pd.DataFrame(data), errors.str.rstrip("; ")
+        if pd.api.types.is_numeric_dtype(raw):
+            numbers = raw.astype("float64")
+        else:
+            numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
+            messages.append(
+                (
+                    (numbers.isna() & raw.notna()).to_numpy(),
+                    spec.name + ": not a number",
+                )
+            )
+        values = numbers.to_numpy()
+        infinite = np.isinf(values)
+        too_large = np.abs(values) > largest_plausible(spec)
+        messages.append((infinite, f"{spec.name}: not finite"))
+        messages.append((too_large & ~infinite, f"{spec.name}: too large"))
+        values = np.where(infinite | too_large, np.nan, values)
+        data[spec.name] = values
+    errors = np.full(len(chunk), "", dtype=object)
+    for mask, text in messages:
+        if mask.any():
+            errors[mask] = np.where(
+                errors[mask] == "", text, errors[mask] + "; " + text
+            )
+    return pd.DataFrame(data), pd.Series(errors)
 
 
 def get_result_file(settings: Settings, job: Job) -> Path:

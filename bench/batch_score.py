@@ -1,0 +1,105 @@
+"""Batch scoring through the job API against the in-process limit, and the worker's
+peak memory for 100k and 1M rows, in one run.
+
+The in-process limit reads the same CSV with pandas and calls the model once. The job
+path is POST /jobs/batch-score to the job's end, through Redis and a worker (solo
+pool, a fresh process per run so its peak memory is its own).
+Run: `.venv/bin/python -m bench.batch_score [--rows 1000000] [--repeats 2]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from bench.jobs_common import call, peak_rss_mb, start_worker, system, wait_job
+from bench.predict import make_model
+
+
+def write_csv(path: Path, rows: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    columns = [f"f{i:02d}" for i in range(20)]
+    frame = pd.DataFrame(rng.normal(size=(rows, 20)), columns=columns)
+    frame.insert(0, "row_id", np.arange(rows))
+    frame.to_csv(path, index=False, float_format="%.6f")
+    return columns
+
+
+def in_process_rate(artifact: Path, path: Path, columns: list[str]) -> float:
+    pipeline = joblib.load(artifact)["pipeline"]
+    start = time.perf_counter()
+    frame = pd.read_csv(path)
+    pipeline.predict_proba(frame[columns])
+    return len(frame) / (time.perf_counter() - start)
+
+
+def job_run(api: str, env: dict[str, str], name: str) -> tuple[float, float, int]:
+    worker = start_worker(env)
+    try:
+        time.sleep(3)  # the worker connects
+        start = time.perf_counter()
+        job = wait_job(api, call("POST", f"{api}/jobs/batch-score",
+                                 {"dataset": name})["job_id"])  # fmt: skip
+        elapsed = time.perf_counter() - start
+        if job["state"] != "succeeded":
+            raise RuntimeError(job)
+        return (
+            job["result"]["rows"] / elapsed,
+            peak_rss_mb(worker.pid),
+            job["result"]["rows"],
+        )
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        settings, artifact, _ = make_model(home, "logistic_regression", {})
+        data = Path(settings.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        small = args.rows // 10
+        columns = write_csv(data / "large.csv", args.rows)
+        write_csv(data / "small.csv", small)
+        limits, rates, peaks = [], [], {"small": [], "large": []}
+        with system(home) as (api, env):
+            for _ in range(args.repeats):  # interleaved, so drift hits both alike
+                limits.append(in_process_rate(artifact, data / "large.csv", columns))
+                rate, peak, _ = job_run(api, env, "large.csv")
+                rates.append(rate)
+                peaks["large"].append(peak)
+                peaks["small"].append(job_run(api, env, "small.csv")[1])
+    limit, rate = statistics.median(limits), statistics.median(rates)
+    small_peak, large_peak = (statistics.median(peaks[k]) for k in ("small", "large"))
+    out = sys.stdout
+    out.write(f"rows={args.rows} repeats={args.repeats} (medians)\n")
+    out.write(f"{'path':<34}{'rows/s':>12}{'ratio':>8}\n")
+    out.write(f"{'in-process (read_csv + predict)':<34}{limit:>12.0f}{1:>8.2f}\n")
+    out.write(f"{'job API (upload to done)':<34}{rate:>12.0f}{rate / limit:>8.2f}\n")
+    out.write(
+        f"\nworker peak memory: {small:,} rows {small_peak:.0f} MB, "
+        f"{args.rows:,} rows {large_peak:.0f} MB, ratio "
+        f"{large_peak / small_peak:.2f}\n"
+    )
+    ok_rate, ok_memory = rate / limit >= 0.6, large_peak / small_peak <= 1.5
+    out.write(f"{'PASS' if ok_rate else 'MISS'}  rate >= 0.6 of in-process\n")
+    out.write(
+        f"{'PASS' if ok_memory else 'MISS'}  1M-row peak <= 1.5 x 100k-row peak\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
