@@ -126,7 +126,7 @@ class Settings:
         "Hard time limit of a batch-scoring job; the soft limit is 90% of it.", 3600
     )
     score_chunk_rows: int = _doc(
-        "Rows a batch-scoring job reads, predicts and writes at a time.", 50_000
+        "Rows a batch-scoring job reads, predicts and writes at a time.", 100_000
     )
     upload_max_bytes: int = _doc(
         "Largest CSV upload for batch scoring; larger ones get 413.", 200 * 1024 * 1024

@@ -89,8 +89,8 @@ def run_batch_score(
         session.expunge(version)
     pipeline = registry.load_model(settings, version)
     schema = registry.input_schema(version)
-    total = _count_rows(source)
-    progress(2, f"scoring {total} rows with version {version.version}")
+    total = _estimate_rows(source)
+    progress(2, f"scoring about {total} rows with version {version.version}")
     target = output_path(settings, job.id)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
@@ -112,9 +112,9 @@ def run_batch_score(
                     )
                 writer.write_table(table.cast(columns))
                 counts["rows"] += len(chunk)
-                counts["invalid"] += int(scored["error"].ne("").sum())
-                done = counts["rows"] / max(total, 1)
-                progress(2 + int(96 * done), f"scored {counts['rows']} of {total} rows")
+                counts["invalid"] += int((scored["error"] != "").sum())
+                done = min(counts["rows"] / max(total, 1), 1.0)
+                progress(2 + int(96 * done), f"scored {counts['rows']} rows")
         finally:
             if writer is not None:
                 writer.close()
@@ -137,12 +137,15 @@ def _write_options(columns: pa.Schema) -> pa_csv.WriteOptions:
     return pa_csv.WriteOptions(quoting_header="none" if plain else "needed")
 
 
-def _count_rows(path: Path) -> int:
+def _estimate_rows(path: Path, sample_bytes: int = 1 << 16) -> int:
+    """Rows of a CSV estimated from its size and its first lines (for progress)."""
+    size = path.stat().st_size
     with path.open("rb") as stream:
-        lines = sum(
-            block.count(b"\n") for block in iter(lambda: stream.read(1 << 20), b"")
-        )
-    return max(lines - 1, 0)
+        sample = stream.read(sample_bytes)
+    lines = sample.count(b"\n")
+    if lines <= 1 or len(sample) == size:
+        return max(lines - 1, 0) if len(sample) == size else 1
+    return int(size / (len(sample) / lines)) - 1
 
 
 def _chunks(path: Path, rows: int, schema: list[FeatureSpec]) -> Any:
@@ -177,14 +180,20 @@ def _score_chunk(
     chunk: pd.DataFrame, schema: list[FeatureSpec], pipeline: Any, version: int
 ) -> pd.DataFrame:
     features, errors = _model_frame(chunk, schema)
-    valid = errors.eq("").to_numpy()
-    out = chunk.drop(columns=[spec.name for spec in schema]).reset_index(drop=True)
+    valid = errors == ""
+    rows = len(chunk)
+    used = {spec.name for spec in schema}
+    out = pd.DataFrame(
+        {name: chunk[name].to_numpy() for name in chunk.columns if name not in used}
+    )
     classes = [str(c) for c in pipeline.classes_]
-    prediction = np.full(len(chunk), "", dtype=object)
-    confidence = np.full(len(chunk), np.nan)
-    probabilities = np.full((len(chunk), len(classes)), np.nan)
+    prediction = np.full(rows, "", dtype=object)
+    confidence = np.full(rows, np.nan)
+    probabilities = np.full((rows, len(classes)), np.nan)
     if valid.any():
-        scores = pipeline.predict_proba(features[valid])
+        scores = pipeline.predict_proba(
+            features[valid] if not valid.all() else features
+        )
         best = scores.argmax(axis=1)
         prediction[valid] = np.asarray(classes, dtype=object)[best]
         confidence[valid] = scores[np.arange(len(best)), best]
@@ -193,14 +202,14 @@ def _score_chunk(
     out["confidence"] = confidence
     for index, name in enumerate(classes):
         out[f"probability_{name}"] = probabilities[:, index]
-    out["error"] = errors.to_numpy()
+    out["error"] = errors
     out["model_version"] = version
     return out
 
 
 def _model_frame(
     chunk: pd.DataFrame, schema: list[FeatureSpec]
-) -> tuple[pd.DataFrame, pd.Series]:
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Model dtypes for every row, and an error text per row ('' when valid).
 
     Columns pandas already parsed as numbers skip the per-cell work.
@@ -208,34 +217,32 @@ def _model_frame(
     messages: list[tuple[np.ndarray, str]] = []
     data: dict[str, Any] = {}
     for spec in schema:
-        raw = chunk[spec.name].reset_index(drop=True)
+        raw = chunk[spec.name]
         if spec.type == "category":
-            data[spec.name] = raw.astype(object).where(raw.notna(), np.nan)
+            values = raw.to_numpy(dtype=object)
+            data[spec.name] = np.where(pd.isna(values), np.nan, values)
             continue
         if pd.api.types.is_numeric_dtype(raw):
-            numbers = raw.astype("float64")
+            numbers = raw.to_numpy(dtype="float64")
         else:
-            numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
+            parsed = pd.to_numeric(raw, errors="coerce").astype("float64")
             messages.append(
-                (
-                    (numbers.isna() & raw.notna()).to_numpy(),
-                    spec.name + ": not a number",
-                )
+                ((parsed.isna() & raw.notna()).to_numpy(), f"{spec.name}: not a number")
             )
-        values = numbers.to_numpy()
-        infinite = np.isinf(values)
-        too_large = np.abs(values) > largest_plausible(spec)
+            numbers = parsed.to_numpy()
+        infinite = np.isinf(numbers)
+        too_large = np.abs(numbers) > largest_plausible(spec)
         messages.append((infinite, f"{spec.name}: not finite"))
         messages.append((too_large & ~infinite, f"{spec.name}: too large"))
-        values = np.where(infinite | too_large, np.nan, values)
-        data[spec.name] = values
+        bad = infinite | too_large
+        data[spec.name] = np.where(bad, np.nan, numbers) if bad.any() else numbers
     errors = np.full(len(chunk), "", dtype=object)
     for mask, text in messages:
         if mask.any():
             errors[mask] = np.where(
                 errors[mask] == "", text, errors[mask] + "; " + text
             )
-    return pd.DataFrame(data), pd.Series(errors)
+    return pd.DataFrame(data), errors
 
 
 def get_result_file(settings: Settings, job: Job) -> Path:
