@@ -135,10 +135,14 @@ class Settings:
         "How often a running job records that its worker is alive.", 10
     )
     job_stall_seconds: int = _doc(
-        "A running job silent this long lost its worker and is queued again.", 60
+        "A running job silent this long lost its worker and is queued again.", 40
     )
     file_retention_hours: int = _doc(
         "Uploads and scoring outputs older than this are removed by beat.", 168
+    )
+    flower_basic_auth: str = _doc(
+        "user:password for Flower's basic auth; empty leaves it open (loopback only).",
+        "",
     )
     flower_url: str = _doc(
         "Public URL of Flower for task links; empty means http://<flower_host>:<port>.",

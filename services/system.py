@@ -188,19 +188,13 @@ def _start_services(supervisor: launcher.Supervisor, settings: Settings) -> None
             "services.api.wsgi:app",
         ],
     )
-    flower = supervisor.start(
-        "flower",
-        [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "services.worker.celery_app",
-            "flower",
-            f"--address={settings.flower_host}",
-            f"--port={settings.flower_port}",
-        ],
-    )
+    flower_argv = [
+        python, "-m", "celery", "-A", "services.worker.celery_app", "flower",
+        f"--address={settings.flower_host}", f"--port={settings.flower_port}",
+    ]  # fmt: skip
+    if settings.flower_basic_auth:
+        flower_argv.append(f"--basic-auth={settings.flower_basic_auth}")
+    flower = supervisor.start("flower", flower_argv)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     launcher.wait_until(launcher.http_ok(f"{api_url}/livez"), 60, "the API", api)
     flower_url = f"http://{settings.flower_host}:{settings.flower_port}/healthcheck"
