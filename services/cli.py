@@ -198,6 +198,12 @@ def generate(
     click.echo(f"wrote {len(df)} rows of {scenario} ({mode}) to {out}")
 
 
+@main.command()
+def init() -> None:
+    """Migrate the database and train the demo model if the registry is empty."""
+    system.prepare_database(_settings(quiet=False))
+
+
 @main.command("config")
 @click.option("--doc-table", is_flag=True, help="Print the settings table of the docs.")
 def config_command(doc_table: bool) -> None:

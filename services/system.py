@@ -64,7 +64,7 @@ def run_system(settings: Settings) -> int:
             env["MODELOPS_REDIS_URL"] = redis_url
             settings = settings.with_overrides(redis_url=redis_url)
         env["MODELOPS_API_KEY"] = _api_key(settings)
-        _prepare_database(settings)
+        prepare_database(settings)
         if not stopping:
             _start_services(supervisor, settings)
             _announce(settings, env["MODELOPS_API_KEY"], home)
@@ -117,7 +117,8 @@ def _start_redis(supervisor: launcher.Supervisor, home: Path) -> str:
     return url
 
 
-def _prepare_database(settings: Settings) -> None:
+def prepare_database(settings: Settings) -> None:
+    """Apply migrations and train the demo model when the registry is empty."""
     factory = migrated_session_factory(settings)
     with session_scope(factory) as session:
         if not registry_is_empty(session, settings):

@@ -109,3 +109,12 @@ def test_db_upgrade_is_repeatable(runner):
         assert result.exit_code == 0 and f"revision {head}" in result.output
     current = runner.invoke(main, ["db", "current"]).output
     assert f"current {head}, head {head}" in current
+
+
+def test_init_trains_the_demo_model_once(runner):
+    first = runner.invoke(main, ["init"])
+    assert first.exit_code == 0, first.output
+    assert "registered version 1 (champion)" in first.output
+    again = runner.invoke(main, ["init"])
+    assert again.exit_code == 0 and "registered version" not in again.output
+    assert len(runner.invoke(main, ["models", "list"]).stdout.splitlines()) == 1
