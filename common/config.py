@@ -140,6 +140,19 @@ class Settings:
     file_retention_hours: int = _doc(
         "Uploads and scoring outputs older than this are removed by beat.", 168
     )
+    drift_min_rows: int = _doc(
+        "Fewest recent inputs a drift check needs; fewer reports insufficient data.",
+        200,
+    )
+    drift_psi_threshold: float = _doc(
+        "PSI at or above which a feature's shift is large enough to matter.", 0.1
+    )
+    drift_alpha: float = _doc(
+        "Significance level of the drift tests, after correction across features.", 0.01
+    )
+    drift_share_threshold: float = _doc(
+        "Share of drifted features at or above which the whole dataset drifted.", 0.3
+    )
     flower_basic_auth: str = _doc(
         "user:password for Flower's basic auth; empty leaves it open (loopback only).",
         "",
@@ -173,6 +186,9 @@ class Settings:
             raise ConfigError(
                 f"{_env('broker_publish_timeout_seconds')} must be in (0, 30]"
             )
+        for name in ("drift_psi_threshold", "drift_alpha", "drift_share_threshold"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{_env(name)} must be in (0, 1]")
         if not 0 <= self.gate_f1_tolerance < 1:
             raise ConfigError(f"{_env('gate_f1_tolerance')} must be in [0, 1)")
         if self.job_stall_seconds < 3 * self.job_heartbeat_seconds:
@@ -233,7 +249,7 @@ _POSITIVE = (
     "retrain_time_limit_seconds", "default_time_limit_seconds", "retrain_feedback_days",
     "jobs_page_size", "score_time_limit_seconds", "score_chunk_rows",
     "upload_max_bytes", "file_retention_hours", "job_heartbeat_seconds",
-    "job_stall_seconds",
+    "job_stall_seconds", "drift_min_rows",
 )  # fmt: skip
 
 
