@@ -140,6 +140,12 @@ class Settings:
     file_retention_hours: int = _doc(
         "Uploads and scoring outputs older than this are removed by beat.", 168
     )
+    metrics_window_minutes: int = _doc(
+        "The window GET /metrics reports on, and each snapshot covers.", 15
+    )
+    metrics_snapshot_minutes: int = _doc(
+        "How often beat stores a metrics snapshot for the history charts.", 1
+    )
     drift_min_rows: int = _doc(
         "Fewest recent inputs a drift check needs; fewer reports insufficient data.",
         200,
@@ -249,7 +255,8 @@ _POSITIVE = (
     "retrain_time_limit_seconds", "default_time_limit_seconds", "retrain_feedback_days",
     "jobs_page_size", "score_time_limit_seconds", "score_chunk_rows",
     "upload_max_bytes", "file_retention_hours", "job_heartbeat_seconds",
-    "job_stall_seconds", "drift_min_rows",
+    "job_stall_seconds", "drift_min_rows", "metrics_window_minutes",
+    "metrics_snapshot_minutes",
 )  # fmt: skip
 
 

@@ -9,7 +9,15 @@ from common.queue import make_celery
 from dashboard import bp as dashboard_bp
 from services.api import database
 from services.api.batcher import MicroBatcher
-from services.api.blueprints import docs, feedback, health, jobs, models, predict
+from services.api.blueprints import (
+    docs,
+    feedback,
+    health,
+    jobs,
+    models,
+    monitoring,
+    predict,
+)
 from services.api.errors import register_error_handlers
 from services.api.model_cache import ModelCache
 from services.api.prediction_log import PredictionLogWriter
@@ -20,6 +28,7 @@ BLUEPRINTS = (
     feedback.bp,
     models.bp,
     jobs.bp,
+    monitoring.bp,
     health.bp,
     docs.bp,
     dashboard_bp,

@@ -127,6 +127,12 @@ OPERATIONS = (
     Operation("get", "/jobs", "Jobs, newest first", (s.JobListOut,), errors=(400,),
               tags=("jobs",), query=(("kind", "string"), ("state", "string"),
                                      ("page", "integer"), ("page_size", "integer"))),
+    Operation("get", "/metrics", "Live metrics of the current window", (s.MetricsOut,),
+              errors=(400,), tags=("monitoring",),
+              query=(("window_minutes", "number"),)),
+    Operation("get", "/metrics/history", "Stored metric snapshots",
+              (s.MetricsHistoryOut,), errors=(400,), tags=("monitoring",),
+              query=(("hours", "number"),)),
     Operation("get", "/jobs/{job_id}", "One job", (s.JobOut,), errors=(404,),
               tags=("jobs",)),
     Operation("post", "/jobs/batch-score", "Queue batch scoring of a CSV",
@@ -255,6 +261,10 @@ def _query_schema(name: str, kind: str) -> dict[str, Any]:
             "type": "string",
             "enum": ["queued", "running", "succeeded", "failed", "cancelled"],
         }
+    if name == "window_minutes":
+        return {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 24 * 60}
+    if name == "hours":
+        return {"type": "number", "exclusiveMinimum": 0, "maximum": 24 * 90}
     if kind == "integer":
         return {
             "type": "integer",

@@ -79,6 +79,25 @@ class Predictor:
             return {**items[0], "model_version": model.version}, model.version
         return {"predictions": items, "model_version": model.version}, model.version
 
+    def log_failure(self, status_code: int, latency_ms: float) -> None:
+        """Record a refused or failed request (no features kept) for the error rate."""
+        if self.log_writer is None:
+            return
+        model = self.cache.current
+        self.log_writer.add([{
+            "prediction_id": uuid.uuid4().hex,
+            "model_version_id": model.model_version_id if model else None,
+            "model_version": model.version if model else 0,
+            "features": {},
+            "prediction": "",
+            "confidence": None,
+            "probabilities": None,
+            "latency_ms": latency_ms,
+            "status_code": status_code,
+            "data_quality": None,
+            "created_at": utcnow(),
+        }])  # fmt: skip
+
     def _instances(self, body: PredictRequest) -> tuple[list[Any], list[str]]:
         """The rows of the request and how messages name them."""
         if body.instances is None:

@@ -204,6 +204,50 @@ class JobAcceptedOut(BaseModel):
     job: JobOut
 
 
+class LatencyOut(BaseModel):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class IntervalOut(BaseModel):
+    low: float
+    high: float
+    level: float
+
+
+class MetricsOut(BaseModel):
+    """The seed's PerformanceMetrics fields and DESIGN.md's live metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+    window_start: str
+    window_end: str
+    window_minutes: float
+    timestamp: str
+    prediction_count: int
+    request_count: int
+    request_rate_per_min: float
+    error_rate: float
+    latency_ms: LatencyOut
+    avg_response_time: float | None
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
+    f1_score: float | None
+    accuracy_ci: IntervalOut | None
+    labeled_count: int
+    label_coverage: float
+    estimated_accuracy: float | None
+    data_quality: dict[str, int]
+    drift: dict[str, Any] | None
+    open_alerts: int
+
+
+class MetricsHistoryOut(BaseModel):
+    hours: float
+    snapshots: list[dict[str, Any]]
+
+
 class LiveOut(BaseModel):
     status: Literal["alive"]
 

@@ -12,7 +12,13 @@ from common.config import Settings
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Return beat's schedule for `settings`."""
     stall_check = timedelta(seconds=max(5, settings.job_stall_seconds // 3))
+    snapshot_every = timedelta(minutes=settings.metrics_snapshot_minutes)
     return {
+        "metrics-snapshot": {
+            "task": names.SNAPSHOT_METRICS,
+            "schedule": snapshot_every,
+            "options": {"expires": snapshot_every.total_seconds()},
+        },
         "requeue-stalled-jobs": {
             "task": names.REQUEUE_STALLED_JOBS,
             "schedule": stall_check,

@@ -11,6 +11,7 @@ TASK_MODULES = (
     "services.worker.tasks.training",
     "services.worker.tasks.scoring",
     "services.worker.tasks.maintenance",
+    "services.worker.tasks.monitoring",
 )
 
 settings = get_settings()

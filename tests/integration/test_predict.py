@@ -202,3 +202,21 @@ def test_concurrent_requests_are_predicted_together(serving_app, row):
     assert batcher.batches <= 3  # not 20 model calls
     probabilities = {json.dumps(a.json["probabilities"]) for a in answers}
     assert len(probabilities) == 1  # same row, same answer, whatever the batch
+
+
+def test_metrics_count_answers_failures_and_labels(serving_app, row):
+    client = serving_app.test_client()
+    ids = [
+        client.post("/predict", json={"features": row}).json["prediction_id"]
+        for _ in range(4)
+    ]
+    client.post("/predict", json={"features": {**row, "age": "old"}})  # a 400
+    client.post("/feedback", json=[{"prediction_id": i, "label": 1} for i in ids])
+    serving_app.extensions["prediction_log"].flush()
+    m = client.get("/metrics").json
+    assert (m["prediction_count"], m["request_count"]) == (4, 5)
+    assert m["error_rate"] == pytest.approx(0.2)
+    assert m["labeled_count"] == 4 and m["label_coverage"] == 1.0
+    assert m["latency_ms"]["p99"] > 0
+    assert client.get("/metrics?window_minutes=0").status_code == 400
+    assert client.get("/metrics/history").json["snapshots"] == []

@@ -1,0 +1,160 @@
+"""Live metrics of the serving model over a time window, from the prediction log and
+feedback: volume, latency, errors, realised and estimated accuracy, label coverage."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from common.clock import to_iso, utcnow
+from common.evaluation import ModelEvaluator
+from common.storage.tables import (
+    Alert,
+    DriftReport,
+    FeedbackLabel,
+    MetricSnapshot,
+    PredictionLog,
+)
+
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion; (0, 1) when there is no data."""
+    if total == 0:
+        return 0.0, 1.0
+    share = successes / total
+    denominator = 1 + z * z / total
+    centre = (share + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
+    return max(0.0, centre - half / denominator), min(1.0, centre + half / denominator)
+
+
+def compute_window_metrics(
+    session: Session, *, minutes: float, until: datetime | None = None
+) -> dict[str, Any]:
+    """Metrics of the predictions answered in the last `minutes` (all versions)."""
+    until = until or utcnow()
+    since = until - timedelta(minutes=minutes)
+    in_window = (PredictionLog.created_at >= since) & (
+        PredictionLog.created_at <= until
+    )
+    rows = session.execute(
+        select(PredictionLog.status_code, PredictionLog.latency_ms,
+               PredictionLog.confidence, PredictionLog.data_quality)
+        .where(in_window)
+    ).all()  # fmt: skip
+    answered = [r for r in rows if r.status_code == 200]
+    latencies = np.array([r.latency_ms for r in rows], dtype=float)
+    labelled = session.execute(
+        select(PredictionLog.prediction, FeedbackLabel.label)
+        .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
+        .where(in_window, PredictionLog.status_code == 200)
+    ).all()  # fmt: skip
+    quality: Counter[str] = Counter(
+        flag.split(":", 1)[0] for r in answered for flag in (r.data_quality or [])
+    )
+    return {
+        "window_start": to_iso(since),
+        "window_end": to_iso(until),
+        "window_minutes": minutes,
+        "timestamp": to_iso(until),
+        "prediction_count": len(answered),
+        "request_count": len(rows),
+        "request_rate_per_min": len(rows) / minutes if minutes else 0.0,
+        "error_rate": (len(rows) - len(answered)) / len(rows) if rows else 0.0,
+        "latency_ms": _percentiles(latencies),
+        "avg_response_time": float(latencies.mean()) if len(latencies) else None,
+        **_performance(labelled),
+        "labeled_count": len(labelled),
+        "label_coverage": len(labelled) / len(answered) if answered else 0.0,
+        "estimated_accuracy": _mean([r.confidence for r in answered]),
+        "data_quality": dict(quality),
+        "drift": latest_drift_summary(session),
+        "open_alerts": count_open_alerts(session),
+    }
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float | None]:
+    if not len(values):
+        return {"p50": None, "p95": None, "p99": None}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
+def _performance(labelled: Sequence[Any]) -> dict[str, Any]:
+    if not labelled:
+        return {"accuracy": None, "precision": None, "recall": None, "f1_score": None,
+                "accuracy_ci": None}  # fmt: skip
+    y_pred = [str(p) for p, _ in labelled]
+    y_true = [str(t) for _, t in labelled]
+    labels = sorted(set(y_true) | set(y_pred))
+    with warnings.catch_warnings():  # one class seen so far is a valid window
+        warnings.filterwarnings("ignore", message="A single label was found")
+        report = ModelEvaluator().evaluate_predictions(y_true, y_pred, labels)
+    correct = sum(p == t for p, t in zip(y_pred, y_true, strict=True))
+    low, high = wilson_interval(correct, len(labelled))
+    return {"accuracy": report.accuracy, "precision": report.precision,
+            "recall": report.recall, "f1_score": report.f1_score,
+            "accuracy_ci": {"low": low, "high": high, "level": 0.95}}  # fmt: skip
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def latest_drift_summary(session: Session) -> dict[str, Any] | None:
+    report = session.scalar(
+        select(DriftReport).order_by(DriftReport.id.desc()).limit(1)
+    )
+    if report is None:
+        return None
+    return {"status": report.status, "drift_share": report.drift_share,
+            "dataset_drift": report.dataset_drift,
+            "checked_at": to_iso(report.created_at)}  # fmt: skip
+
+
+def count_open_alerts(session: Session) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(Alert).where(Alert.state == "open")
+        )
+        or 0
+    )
+
+
+def record_snapshot(session: Session, minutes: float) -> MetricSnapshot:
+    """Store the current window's metrics for the history charts."""
+    metrics = compute_window_metrics(session, minutes=minutes)
+    now = utcnow()
+    snapshot = MetricSnapshot(
+        window_start=now - timedelta(minutes=minutes),
+        window_end=now,
+        prediction_count=metrics["prediction_count"],
+        accuracy=metrics["accuracy"],
+        metrics=metrics,
+    )
+    session.add(snapshot)
+    session.flush()
+    return snapshot
+
+
+def metric_history(
+    session: Session, hours: float, limit: int = 2000
+) -> list[dict[str, Any]]:
+    """Snapshots of the last `hours`, oldest first."""
+    since = utcnow() - timedelta(hours=hours)
+    rows = session.scalars(
+        select(MetricSnapshot).where(MetricSnapshot.created_at >= since)
+        .order_by(MetricSnapshot.id.desc()).limit(limit)
+    ).all()  # fmt: skip
+    return [{"at": to_iso(r.created_at), **r.metrics} for r in reversed(rows)]

@@ -1,0 +1,44 @@
+"""Live metrics: the current window and its history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, request
+
+from common import metrics
+from common.errors import InvalidInputError
+from services.api.database import get_session
+
+bp = Blueprint("monitoring", __name__)
+
+
+def _number(name: str, default: float, most: float) -> float:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= most:
+        raise InvalidInputError(
+            f"{name} must be a number in (0, {most:g}]",
+            problems=[{"field": name, "code": "out_of_range", "message": raw[:50]}],
+        )
+    return value
+
+
+@bp.get("/metrics")
+def current_metrics() -> dict[str, Any]:
+    """The last `window_minutes` (default from settings): volume, latency, accuracy."""
+    settings = current_app.extensions["settings"]
+    minutes = _number("window_minutes", settings.metrics_window_minutes, 7 * 24 * 60)
+    return metrics.compute_window_metrics(get_session(), minutes=minutes)
+
+
+@bp.get("/metrics/history")
+def metrics_history() -> dict[str, Any]:
+    """Stored snapshots of the last `hours` (default 24), oldest first."""
+    hours = _number("hours", 24, 24 * 90)
+    return {"hours": hours, "snapshots": metrics.metric_history(get_session(), hours)}
