@@ -146,6 +146,10 @@ class Settings:
     metrics_snapshot_minutes: int = _doc(
         "How often beat stores a metrics snapshot for the history charts.", 1
     )
+    drift_check_minutes: int = _doc("How often beat checks recent inputs for drift.", 5)
+    drift_window_rows: int = _doc(
+        "How many of the champion's most recent inputs a drift check reads.", 1000
+    )
     drift_min_rows: int = _doc(
         "Fewest recent inputs a drift check needs; fewer reports insufficient data.",
         200,
@@ -256,7 +260,7 @@ _POSITIVE = (
     "jobs_page_size", "score_time_limit_seconds", "score_chunk_rows",
     "upload_max_bytes", "file_retention_hours", "job_heartbeat_seconds",
     "job_stall_seconds", "drift_min_rows", "metrics_window_minutes",
-    "metrics_snapshot_minutes",
+    "metrics_snapshot_minutes", "drift_check_minutes", "drift_window_rows",
 )  # fmt: skip
 
 

@@ -47,7 +47,7 @@ def psi_result(
     reference: np.ndarray, current: np.ndarray, threshold: float
 ) -> DriftResult:
     score = compute_psi(reference, current)
-    return DriftResult("psi", score, threshold, score >= threshold)
+    return DriftResult("psi", score, threshold, bool(score >= threshold))
 
 
 def ks_result(sample: np.ndarray, current: np.ndarray, alpha: float) -> DriftResult:
@@ -123,8 +123,8 @@ def check_drift(
     )
     features = {}
     for item, p_adjusted in zip(partial, adjusted, strict=True):
-        significant = p_adjusted < settings.drift_alpha
-        large = item["psi"] >= settings.drift_psi_threshold
+        significant = bool(p_adjusted < settings.drift_alpha)
+        large = bool(item["psi"] >= settings.drift_psi_threshold)
         features[item["name"]] = asdict(
             FeatureDrift(
                 **item, p_adjusted=float(p_adjusted), drifted=significant and large

@@ -133,6 +133,10 @@ OPERATIONS = (
     Operation("get", "/metrics/history", "Stored metric snapshots",
               (s.MetricsHistoryOut,), errors=(400,), tags=("monitoring",),
               query=(("hours", "number"),)),
+    Operation("get", "/drift", "The latest drift report", (s.DriftOut,),
+              errors=(404,), tags=("monitoring",)),
+    Operation("get", "/drift/history", "Recent drift checks", (s.DriftHistoryOut,),
+              errors=(400,), tags=("monitoring",), query=(("limit", "number"),)),
     Operation("get", "/jobs/{job_id}", "One job", (s.JobOut,), errors=(404,),
               tags=("jobs",)),
     Operation("post", "/jobs/batch-score", "Queue batch scoring of a CSV",
@@ -263,6 +267,8 @@ def _query_schema(name: str, kind: str) -> dict[str, Any]:
         }
     if name == "window_minutes":
         return {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 24 * 60}
+    if name == "limit":
+        return {"type": "number", "exclusiveMinimum": 0, "maximum": 1000}
     if name == "hours":
         return {"type": "number", "exclusiveMinimum": 0, "maximum": 24 * 90}
     if kind == "integer":

@@ -248,6 +248,23 @@ class MetricsHistoryOut(BaseModel):
     snapshots: list[dict[str, Any]]
 
 
+class DriftOut(BaseModel):
+    """The latest drift report (see docs/drift.md)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    checked_at: str
+    status: Literal["ok", "drift", "insufficient_data"]
+    window_size: int
+    features: dict[str, Any]
+    drift_share: float | None
+    dataset_drift: bool
+
+
+class DriftHistoryOut(BaseModel):
+    checks: list[dict[str, Any]]
+
+
 class LiveOut(BaseModel):
     status: Literal["alive"]
 

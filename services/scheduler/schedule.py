@@ -13,7 +13,13 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Return beat's schedule for `settings`."""
     stall_check = timedelta(seconds=max(5, settings.job_stall_seconds // 3))
     snapshot_every = timedelta(minutes=settings.metrics_snapshot_minutes)
+    drift_every = timedelta(minutes=settings.drift_check_minutes)
     return {
+        "drift-check": {
+            "task": names.CHECK_DRIFT,
+            "schedule": drift_every,
+            "options": {"expires": drift_every.total_seconds()},
+        },
         "metrics-snapshot": {
             "task": names.SNAPSHOT_METRICS,
             "schedule": snapshot_every,

@@ -220,3 +220,25 @@ def test_metrics_count_answers_failures_and_labels(serving_app, row):
     assert m["latency_ms"]["p99"] > 0
     assert client.get("/metrics?window_minutes=0").status_code == 400
     assert client.get("/metrics/history").json["snapshots"] == []
+
+
+def test_drift_endpoints_before_and_after_a_check(serving_app, serving_settings):
+    from common.drift_checks import run_drift_check
+    from common.storage.db import make_engine, make_session_factory, session_scope
+
+    client = serving_app.test_client()
+    missing = client.get("/drift")
+    assert (
+        missing.status_code == 404
+        and "no drift check" in missing.json["error"]["message"]
+    )
+    engine = make_engine(serving_settings)
+    with session_scope(make_session_factory(engine)) as session:
+        run_drift_check(session, serving_settings)
+    engine.dispose()
+    report = client.get("/drift").json
+    assert report["status"] == "insufficient_data" and report["model_version"] == 1
+    assert [c["status"] for c in client.get("/drift/history").json["checks"]] == [
+        "insufficient_data"
+    ]
+    assert client.get("/drift/history?limit=0").status_code == 400

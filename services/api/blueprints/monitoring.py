@@ -1,4 +1,4 @@
-"""Live metrics: the current window and its history."""
+"""Live metrics and drift: the current window, its history, the drift reports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from common import metrics
+from common import drift_checks, metrics
 from common.errors import InvalidInputError
 from services.api.database import get_session
 
@@ -42,3 +42,16 @@ def metrics_history() -> dict[str, Any]:
     """Stored snapshots of the last `hours` (default 24), oldest first."""
     hours = _number("hours", 24, 24 * 90)
     return {"hours": hours, "snapshots": metrics.metric_history(get_session(), hours)}
+
+
+@bp.get("/drift")
+def latest_drift() -> dict[str, Any]:
+    """The latest drift report, per feature (404 before the first check)."""
+    return drift_checks.latest_drift_report(get_session())
+
+
+@bp.get("/drift/history")
+def drift_history() -> dict[str, Any]:
+    """Summaries of the last `limit` drift checks (default 100), oldest first."""
+    limit = int(_number("limit", 100, 1000))
+    return {"checks": drift_checks.drift_history(get_session(), limit)}

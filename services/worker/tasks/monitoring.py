@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from common import metrics
+from common import drift_checks, metrics, registry
 from common import task_names as names
 from common.storage.db import session_scope
 from services.worker.celery_app import app, settings
@@ -18,3 +18,13 @@ def snapshot_metrics() -> int:
     """Store the current window's metrics; returns the snapshot id."""
     with session_scope(session_factory(settings)) as session:
         return metrics.record_snapshot(session, settings.metrics_window_minutes).id
+
+
+@app.task(name=names.CHECK_DRIFT)
+def check_drift() -> int | None:
+    """Check the champion's recent inputs for drift; returns the report id."""
+    with session_scope(session_factory(settings)) as session:
+        if registry.find_champion(session, settings) is None:
+            log.info("drift check skipped: no champion yet")
+            return None
+        return drift_checks.run_drift_check(session, settings).id
