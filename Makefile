@@ -37,7 +37,7 @@ format: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-BENCHES := training_time predict batch_score dispatch
+BENCHES := training_time predict batch_score dispatch drift
 
 bench: install
 	@for name in $(BENCHES); do echo "== bench/$$name.py"; $(BIN)/python -m bench.$$name || exit 1; done
