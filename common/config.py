@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from common.alert_rules import DEFAULT_ALERT_RULES, AlertRule, parse_alert_rules
 from common.errors import ConfigError
 
 ENV_PREFIX = "MODELOPS_"
@@ -163,6 +164,10 @@ class Settings:
     drift_share_threshold: float = _doc(
         "Share of drifted features at or above which the whole dataset drifted.", 0.3
     )
+    alert_rules: tuple[AlertRule, ...] = _doc(
+        "What to alert on: `[[alert_rules]]` tables in modelops.toml (docs/alerts.md).",
+        DEFAULT_ALERT_RULES,
+    )
     flower_basic_auth: str = _doc(
         "user:password for Flower's basic auth; empty leaves it open (loopback only).",
         "",
@@ -264,6 +269,9 @@ _POSITIVE = (
 )  # fmt: skip
 
 
+TOML_ONLY = ("alert_rules",)  # structured settings: tables in modelops.toml only
+
+
 def _env(name: str) -> str:
     return f"{ENV_PREFIX}{name.upper()}"
 
@@ -280,6 +288,9 @@ def _field_name(key: str) -> str:
 
 
 def _parse_env(key: str, name: str, raw: str) -> Any:
+    if name in TOML_ONLY:
+        raise ConfigError(f"{key} cannot come from the environment; set {name} in "
+                          "modelops.toml", key=key)  # fmt: skip
     kind = _types()[name]
     if kind is bool:
         lowered = raw.strip().lower()
@@ -312,6 +323,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     for name, value in data.items():
         if name not in types:
             raise ConfigError(f"unknown setting {name!r} in {path}", file=str(path))
+        if name in TOML_ONLY:
+            values[name] = parse_alert_rules(value, str(path))
+            continue
         values[name] = _check_toml_type(path, name, value, types[name])
     return values
 
@@ -333,9 +347,10 @@ def describe_settings() -> list[tuple[str, str, Any, str]]:
     """Return (env var, type, default, doc) for every setting, for the docs."""
     types = _types()
     return [
-        (_env(f.name), types[f.name].__name__, f.default, f.metadata["doc"])
+        (_env(f.name), getattr(types[f.name], "__name__", "table"), f.default,
+         f.metadata["doc"])
         for f in fields(Settings)
-    ]
+    ]  # fmt: skip
 
 
 @functools.cache

@@ -212,10 +212,14 @@ def config_command(doc_table: bool) -> None:
         click.echo("| variable | type | default | meaning |\n| --- | --- | --- | --- |")
         for env_name, kind, default, text in describe_settings():
             shown = "(derived)" if env_name in DERIVED else f"`{default!r}`"
+            if env_name == "MODELOPS_ALERT_RULES":
+                shown, kind = "(see docs/alerts.md)", "tables"
             click.echo(f"| `{env_name}` | {kind} | {shown} | {text} |")
         return
     settings = _settings()
     for name, value in sorted(dataclasses.asdict(settings).items()):
+        if name == "alert_rules":
+            value = ", ".join(rule["name"] for rule in value)
         if name == "api_key" and value:
             value = "****"
         click.echo(f"MODELOPS_{name.upper()}={value}")

@@ -10,6 +10,7 @@ from dashboard import bp as dashboard_bp
 from services.api import database
 from services.api.batcher import MicroBatcher
 from services.api.blueprints import (
+    alerts,
     docs,
     feedback,
     health,
@@ -29,6 +30,7 @@ BLUEPRINTS = (
     models.bp,
     jobs.bp,
     monitoring.bp,
+    alerts.bp,
     health.bp,
     docs.bp,
     dashboard_bp,

@@ -38,7 +38,7 @@ MAX_ID = 2**31 - 1  # ids and versions are 32-bit integers in every database
 PATH_PARAMS = {
     name: {"name": name, "in": "path", "required": True,
            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
-    for name in ("version", "job_id")
+    for name in ("version", "job_id", "alert_id")
 }  # fmt: skip
 
 OPERATIONS = (
@@ -125,7 +125,7 @@ OPERATIONS = (
         tags=("jobs",),
     ),
     Operation("get", "/jobs", "Jobs, newest first", (s.JobListOut,), errors=(400,),
-              tags=("jobs",), query=(("kind", "string"), ("state", "string"),
+              tags=("jobs",), query=(("kind", "string"), ("state", "job_state"),
                                      ("page", "integer"), ("page_size", "integer"))),
     Operation("get", "/metrics", "Live metrics of the current window", (s.MetricsOut,),
               errors=(400,), tags=("monitoring",),
@@ -137,6 +137,10 @@ OPERATIONS = (
               errors=(404,), tags=("monitoring",)),
     Operation("get", "/drift/history", "Recent drift checks", (s.DriftHistoryOut,),
               errors=(400,), tags=("monitoring",), query=(("limit", "number"),)),
+    Operation("get", "/alerts", "Alerts with their deliveries", (s.AlertListOut,),
+              errors=(400,), tags=("monitoring",), query=(("state", "alert_state"),)),
+    Operation("post", "/alerts/{alert_id}/ack", "Acknowledge an alert", (s.AlertOut,),
+              auth="api_key", errors=(404, 409), tags=("monitoring",)),
     Operation("get", "/jobs/{job_id}", "One job", (s.JobOut,), errors=(404,),
               tags=("jobs",)),
     Operation("post", "/jobs/batch-score", "Queue batch scoring of a CSV",
@@ -260,11 +264,13 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
 
 
 def _query_schema(name: str, kind: str) -> dict[str, Any]:
-    if name == "state":
+    if kind == "job_state":
         return {
             "type": "string",
             "enum": ["queued", "running", "succeeded", "failed", "cancelled"],
         }
+    if kind == "alert_state":
+        return {"type": "string", "enum": ["open", "acknowledged", "resolved"]}
     if name == "window_minutes":
         return {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 24 * 60}
     if name == "limit":

@@ -265,6 +265,27 @@ class DriftHistoryOut(BaseModel):
     checks: list[dict[str, Any]]
 
 
+class AlertOut(BaseModel):
+    id: int
+    rule: str
+    subject: str
+    severity: Literal["warn", "critical"]
+    state: Literal["open", "acknowledged", "resolved"]
+    message: str
+    value: float | None
+    threshold: float | None
+    details: dict[str, Any]
+    opened_at: str
+    last_seen_at: str
+    acknowledged_at: str | None
+    resolved_at: str | None
+    deliveries: list[dict[str, Any]]
+
+
+class AlertListOut(BaseModel):
+    alerts: list[AlertOut]
+
+
 class LiveOut(BaseModel):
     status: Literal["alive"]
 

@@ -15,6 +15,11 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     snapshot_every = timedelta(minutes=settings.metrics_snapshot_minutes)
     drift_every = timedelta(minutes=settings.drift_check_minutes)
     return {
+        "alerts-evaluate": {
+            "task": names.EVALUATE_ALERTS,
+            "schedule": timedelta(minutes=1),
+            "options": {"expires": 50},  # not started in 50 s: discarded
+        },
         "drift-check": {
             "task": names.CHECK_DRIFT,
             "schedule": drift_every,

@@ -98,4 +98,8 @@ def test_configuration_doc_lists_every_setting_with_its_default():
             (ln for ln in doc.splitlines() if ln.startswith(f"| `{env_name}`")), None
         )
         assert row is not None, f"{env_name} missing from docs/configuration.md"
-        assert f"`{default!r}`" in row or (default == "" and "(derived)" in row), row
+        assert (
+            f"`{default!r}`" in row
+            or (default == "" and "(derived)" in row)
+            or (env_name == "MODELOPS_ALERT_RULES" and "docs/alerts.md" in row)
+        ), row

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from common import drift_checks, metrics, registry
+from common import alerts, drift_checks, metrics, registry
 from common import task_names as names
 from common.storage.db import session_scope
 from services.worker.celery_app import app, settings
@@ -28,3 +28,10 @@ def check_drift() -> int | None:
             log.info("drift check skipped: no champion yet")
             return None
         return drift_checks.run_drift_check(session, settings).id
+
+
+@app.task(name=names.EVALUATE_ALERTS)
+def evaluate_alerts() -> dict[str, list[int]]:
+    """Open, refresh or resolve alerts from the rules."""
+    with session_scope(session_factory(settings)) as session:
+        return alerts.evaluate_alerts(session, settings.alert_rules)

@@ -1,0 +1,198 @@
+"""Alerts from rules: at most one open per rule and subject, a cooldown after one
+resolves, resolution when the condition clears, acknowledgement by a person.
+
+Every opened alert is delivered to the dashboard (a delivery row); webhooks come with
+the monitoring issue's delivery work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.alert_rules import AlertRule
+from common.clock import to_iso, utcnow
+from common.errors import ConflictError, NotFoundError
+from common.metrics import compute_window_metrics
+from common.storage import repositories as repo
+from common.storage.tables import Alert, AlertDelivery, DriftReport
+
+log = logging.getLogger(__name__)
+ACTIVE = ("open", "acknowledged")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A rule's value for one subject, and how many samples it rests on."""
+
+    subject: str
+    value: float | None
+    samples: int
+
+
+def observe(
+    session: Session, rule: AlertRule, cache: dict[int, dict[str, Any]]
+) -> list[Observation]:
+    """The rule's current values (one per subject)."""
+    if rule.metric in ("drift_share", "feature_psi"):
+        return _drift_observations(session, rule)
+    if rule.window_minutes not in cache:
+        cache[rule.window_minutes] = compute_window_metrics(
+            session, minutes=rule.window_minutes
+        )
+    m = cache[rule.window_minutes]
+    value, samples = {
+        "accuracy": (m["accuracy"], m["labeled_count"]),
+        "error_rate": (m["error_rate"], m["request_count"]),
+        "latency_p99_ms": (m["latency_ms"]["p99"], m["request_count"]),
+    }[rule.metric]
+    return [Observation("model", value, samples)]
+
+
+def _drift_observations(session: Session, rule: AlertRule) -> list[Observation]:
+    report = session.scalar(
+        select(DriftReport).order_by(DriftReport.id.desc()).limit(1)
+    )
+    if report is None or report.status == "insufficient_data":
+        return []
+    if rule.metric == "drift_share":
+        return [Observation("dataset", report.drift_share, report.window_size)]
+    return [
+        Observation(f"feature:{name}", feature["psi"] if feature["drifted"] else 0.0,
+                    report.window_size)
+        for name, feature in report.report["features"].items()
+    ]  # fmt: skip
+
+
+def evaluate_alerts(
+    session: Session, rules: Sequence[AlertRule], now: datetime | None = None
+) -> dict[str, list[int]]:
+    """Open, refresh or resolve alerts for every rule; returns the ids it changed."""
+    now = now or utcnow()
+    changed: dict[str, list[int]] = {"opened": [], "resolved": []}
+    cache: dict[int, dict[str, Any]] = {}
+    for rule in rules:
+        for seen in observe(session, rule, cache):
+            if seen.value is None or seen.samples < rule.min_samples:
+                continue  # not enough evidence either way: nothing changes
+            active = _active(session, rule.name, seen.subject)
+            if rule.holds(seen.value):
+                if active is not None:
+                    active.last_seen_at, active.value = now, seen.value
+                elif not _cooling_down(session, rule, seen.subject, now):
+                    changed["opened"].append(_open(session, rule, seen, now).id)
+            elif active is not None:
+                active.state, active.resolved_at = "resolved", now
+                changed["resolved"].append(active.id)
+                log.info("alert resolved id=%d rule=%s", active.id, rule.name)
+    session.flush()
+    return changed
+
+
+def _active(session: Session, rule: str, subject: str) -> Alert | None:
+    return session.scalar(
+        select(Alert).where(Alert.rule == rule, Alert.subject == subject,
+                            Alert.state.in_(ACTIVE))
+    )  # fmt: skip
+
+
+def _cooling_down(
+    session: Session, rule: AlertRule, subject: str, now: datetime
+) -> bool:
+    since = now - timedelta(minutes=rule.cooldown_minutes)
+    return session.scalar(
+        select(Alert.id).where(Alert.rule == rule.name, Alert.subject == subject,
+                               Alert.resolved_at >= since).limit(1)
+    ) is not None  # fmt: skip
+
+
+def _open(session: Session, rule: AlertRule, seen: Observation, now: datetime) -> Alert:
+    alert = Alert(
+        rule=rule.name,
+        subject=seen.subject,
+        severity=rule.severity,
+        state="open",
+        message=f"{rule.metric} of {seen.subject} is {seen.value:.4g} "
+        f"({rule.comparator} {rule.threshold:g}) over {seen.samples} samples",
+        value=seen.value,
+        threshold=rule.threshold,
+        details={"metric": rule.metric, "comparator": rule.comparator,
+                 "samples": seen.samples, "window_minutes": rule.window_minutes},
+        opened_at=now,
+        last_seen_at=now,
+    )  # fmt: skip
+    session.add(alert)
+    session.flush()
+    session.add(
+        AlertDelivery(alert_id=alert.id, channel="dashboard", status="delivered")
+    )
+    log.warning(
+        "alert opened id=%d rule=%s subject=%s", alert.id, rule.name, seen.subject
+    )
+    return alert
+
+
+def acknowledge(session: Session, alert_id: int, actor: str) -> Alert:
+    """Mark an open alert as seen; it still resolves by itself.
+
+    Raises
+    ------
+    NotFoundError
+        Unknown alert.
+    ConflictError
+        The alert is already resolved.
+    """
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        raise NotFoundError(f"alert {alert_id} not found", alert_id=alert_id)
+    if alert.state == "resolved":
+        raise ConflictError(f"alert {alert_id} is already resolved", alert_id=alert_id)
+    if alert.state == "open":
+        alert.state, alert.acknowledged_at = "acknowledged", utcnow()
+        repo.add_audit_event(session, "alert_ack", "alert", alert_id, actor=actor)
+    session.flush()
+    return alert
+
+
+def list_alerts(session: Session, state: str | None, limit: int) -> Sequence[Alert]:
+    query = select(Alert).order_by(Alert.id.desc()).limit(limit)
+    if state:
+        query = query.where(Alert.state == state)
+    return session.scalars(query).all()
+
+
+def alert_out(alert: Alert, deliveries: Sequence[AlertDelivery]) -> dict[str, Any]:
+    return {
+        "id": alert.id, "rule": alert.rule, "subject": alert.subject,
+        "severity": alert.severity, "state": alert.state, "message": alert.message,
+        "value": alert.value, "threshold": alert.threshold, "details": alert.details,
+        "opened_at": to_iso(alert.opened_at),
+        "last_seen_at": to_iso(alert.last_seen_at),
+        "acknowledged_at": to_iso(alert.acknowledged_at),
+        "resolved_at": to_iso(alert.resolved_at),
+        "deliveries": [
+            {"channel": d.channel, "attempt": d.attempt, "status": d.status,
+             "status_code": d.status_code, "error": d.error,
+             "at": to_iso(d.created_at)}
+            for d in deliveries
+        ],
+    }  # fmt: skip
+
+
+def deliveries_of(
+    session: Session, alert_ids: list[int]
+) -> dict[int, list[AlertDelivery]]:
+    rows = session.scalars(
+        select(AlertDelivery).where(AlertDelivery.alert_id.in_(alert_ids))
+        .order_by(AlertDelivery.id)
+    ).all()  # fmt: skip
+    grouped: dict[int, list[AlertDelivery]] = {i: [] for i in alert_ids}
+    for row in rows:
+        grouped[row.alert_id].append(row)
+    return grouped

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from common import alerts
+from common.alert_rules import DEFAULT_ALERT_RULES, AlertRule, parse_alert_rules
+from common.clock import utcnow
+from common.config import Settings
+from common.errors import ConfigError, ConflictError
+from common.storage.db import session_scope
+from common.storage.tables import (
+    Alert,
+    AlertDelivery,
+    DriftReport,
+    FeedbackLabel,
+    PredictionLog,
+)
+
+FLOOR = AlertRule(
+    "accuracy-floor",
+    "accuracy",
+    "<",
+    0.7,
+    "critical",
+    min_samples=10,
+    cooldown_minutes=30,
+)
+
+
+def _labelled(session, right, wrong):
+    for label in ["1"] * right + ["0"] * wrong:
+        pid = uuid.uuid4().hex
+        session.add(
+            PredictionLog(
+                prediction_id=pid,
+                model_version=1,
+                features={},
+                prediction="1",
+                latency_ms=1.0,
+                confidence=0.9,
+            )
+        )
+        session.add(FeedbackLabel(prediction_id=pid, label=label))
+    session.flush()
+
+
+def test_accuracy_alert_opens_once_refreshes_and_resolves(session_factory):
+    with session_scope(session_factory) as session:
+        _labelled(session, right=4, wrong=2)  # 6 samples < 10: no evidence yet
+        assert alerts.evaluate_alerts(session, [FLOOR]) == {
+            "opened": [],
+            "resolved": [],
+        }
+        _labelled(session, right=1, wrong=7)  # 5/14 right
+        opened = alerts.evaluate_alerts(session, [FLOOR])["opened"]
+        assert len(opened) == 1
+        assert alerts.evaluate_alerts(session, [FLOOR])["opened"] == []  # one open
+        alert = session.get(Alert, opened[0])
+        assert (alert.state, alert.severity, alert.subject) == (
+            "open",
+            "critical",
+            "model",
+        )
+        assert alert.value == pytest.approx(5 / 14)
+        assert [d.channel for d in session.query(AlertDelivery)] == ["dashboard"]
+        _labelled(session, right=40, wrong=0)
+        assert alerts.evaluate_alerts(session, [FLOOR])["resolved"] == opened
+        assert session.get(Alert, opened[0]).state == "resolved"
+
+
+def test_cooldown_keeps_a_flapping_condition_from_reopening(session_factory):
+    with session_scope(session_factory) as session:
+        _labelled(session, right=0, wrong=20)
+        first = alerts.evaluate_alerts(session, [FLOOR])["opened"][0]
+        session.get(Alert, first).state = "resolved"
+        session.get(Alert, first).resolved_at = utcnow()
+        assert alerts.evaluate_alerts(session, [FLOOR])["opened"] == []  # cooling down
+        later = utcnow() + timedelta(minutes=31)
+        session.get(Alert, first).resolved_at = utcnow() - timedelta(minutes=31)
+        assert len(alerts.evaluate_alerts(session, [FLOOR], now=later)["opened"]) == 1
+
+
+def test_drift_alerts_per_dataset_and_per_feature(session_factory):
+    report = {
+        "features": {
+            "age": {"psi": 0.4, "drifted": True},
+            "plan": {"psi": 0.02, "drifted": False},
+        },
+        "drifted_features": ["age"],
+    }
+    with session_scope(session_factory) as session:
+        session.add(
+            DriftReport(
+                status="drift",
+                window_size=1000,
+                dataset_drift=False,
+                drift_share=0.5,
+                report=report,
+            )
+        )
+        session.flush()
+        opened = alerts.evaluate_alerts(session, DEFAULT_ALERT_RULES)["opened"]
+        subjects = sorted(session.get(Alert, i).subject for i in opened)
+        assert subjects == ["dataset", "feature:age"]
+
+
+def test_acknowledge_then_resolved_alerts_cannot_be_acknowledged(session_factory):
+    with session_scope(session_factory) as session:
+        _labelled(session, right=0, wrong=20)
+        alert_id = alerts.evaluate_alerts(session, [FLOOR])["opened"][0]
+        assert alerts.acknowledge(session, alert_id, "me").state == "acknowledged"
+        _labelled(session, right=200, wrong=0)
+        alerts.evaluate_alerts(session, [FLOOR])
+        with pytest.raises(ConflictError):
+            alerts.acknowledge(session, alert_id, "me")
+
+
+def test_rules_from_toml_are_checked_and_named(tmp_path):
+    config = tmp_path / "modelops.toml"
+    config.write_text(
+        '[[alert_rules]]\nname = "slow"\nmetric = "latency_p99_ms"\n'
+        'comparator = ">"\nthreshold = 250\nmin_samples = 5\n'
+    )
+    settings = Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})
+    assert settings.alert_rules == (
+        AlertRule("slow", "latency_p99_ms", ">", 250, min_samples=5),
+    )
+    config.write_text(
+        '[[alert_rules]]\nname = "x"\nmetric = "mood"\ncomparator = "~"\n'
+        "threshold = 1\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"alert_rules\[0\] \(x\).*metric.*comparator"
+    ):
+        Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})
+    with pytest.raises(ConfigError, match="MODELOPS_ALERT_RULES cannot come"):
+        Settings.from_env({"MODELOPS_ALERT_RULES": "[]"})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        parse_alert_rules(
+            [
+                {
+                    "name": "a",
+                    "metric": "accuracy",
+                    "comparator": "<",
+                    "threshold": 1,
+                    "colour": "red",
+                }
+            ],
+            "test",
+        )
