@@ -25,6 +25,11 @@ from common.storage.migrate import upgrade_database
 from services.launcher import free_port
 
 API_KEY = "e2e-key"
+AUTH = {"X-API-Key": API_KEY}
+ROW = {
+    "age": 40, "income": 50000.0, "tenure_months": 12, "monthly_spend": 70.5,
+    "support_calls": 2, "usage_hours": 20.0, "plan": "basic", "region": "north",
+}  # fmt: skip
 GUNICORN_CONF = Path(__file__).resolve().parents[2] / "services/api/gunicorn.conf.py"
 
 

@@ -11,21 +11,9 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import API_KEY, http, prepare_home
+from tests.e2e.conftest import AUTH, ROW, http, prepare_home
 
 pytestmark = pytest.mark.e2e
-
-AUTH = {"X-API-Key": API_KEY}
-ROW = {
-    "age": 40,
-    "income": 50000.0,
-    "tenure_months": 12,
-    "monthly_spend": 70.5,
-    "support_calls": 2,
-    "usage_hours": 20.0,
-    "plan": "basic",
-    "region": "north",
-}
 
 
 def _wait_for(api_url: str, job_id: int, timeout: float = 120) -> dict:

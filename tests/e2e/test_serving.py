@@ -12,21 +12,10 @@ from sqlalchemy import func, select
 
 from common.storage.db import make_engine
 from common.storage.tables import PredictionLog
-from tests.e2e.conftest import API_KEY, http, prepare_home
+from tests.e2e.conftest import AUTH, ROW, http, prepare_home
 
 pytestmark = pytest.mark.e2e
 
-ROW = {
-    "age": 40,
-    "income": 50000.0,
-    "tenure_months": 12,
-    "monthly_spend": 70.5,
-    "support_calls": 2,
-    "usage_hours": 20.0,
-    "plan": "basic",
-    "region": "north",
-}
-AUTH = {"X-API-Key": API_KEY}
 SWAP_LAG_SECONDS = 1.5  # poll interval (200 ms here) + load and warm-up, with margin
 
 
