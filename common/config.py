@@ -164,6 +164,23 @@ class Settings:
     drift_share_threshold: float = _doc(
         "Share of drifted features at or above which the whole dataset drifted.", 0.3
     )
+    retrain_cron: str = _doc(
+        "Scheduled retraining as a 5-field cron line (UTC); empty means off.", ""
+    )
+    retrain_on_drift: bool = _doc(
+        "Retrain when the dataset drifted in K of the last N drift checks.", True
+    )
+    retrain_drift_k: int = _doc("K of the drift rule.", 2)
+    retrain_drift_n: int = _doc("N of the drift rule.", 3)
+    retrain_accuracy_floor: float = _doc(
+        "Retrain when live accuracy falls under this (0 turns the rule off).", 0.7
+    )
+    retrain_min_labels: int = _doc(
+        "Labelled predictions the accuracy rule needs in its window.", 100
+    )
+    retrain_cooldown_minutes: int = _doc(
+        "Least time between two automatic retraining jobs.", 60
+    )
     alert_rules: tuple[AlertRule, ...] = _doc(
         "What to alert on: `[[alert_rules]]` tables in modelops.toml (docs/alerts.md).",
         DEFAULT_ALERT_RULES,
@@ -204,6 +221,12 @@ class Settings:
         for name in ("drift_psi_threshold", "drift_alpha", "drift_share_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"{_env(name)} must be in (0, 1]")
+        if self.retrain_drift_k > self.retrain_drift_n:
+            raise ConfigError(f"{_env('retrain_drift_k')} must not exceed "
+                              f"{_env('retrain_drift_n')}")  # fmt: skip
+        if self.retrain_cron and len(self.retrain_cron.split()) != 5:
+            raise ConfigError(f"{_env('retrain_cron')} must have 5 fields, e.g. "
+                              "'30 2 * * *'")  # fmt: skip
         if not 0 <= self.gate_f1_tolerance < 1:
             raise ConfigError(f"{_env('gate_f1_tolerance')} must be in [0, 1)")
         if self.job_stall_seconds < 3 * self.job_heartbeat_seconds:
@@ -266,6 +289,7 @@ _POSITIVE = (
     "upload_max_bytes", "file_retention_hours", "job_heartbeat_seconds",
     "job_stall_seconds", "drift_min_rows", "metrics_window_minutes",
     "metrics_snapshot_minutes", "drift_check_minutes", "drift_window_rows",
+    "retrain_drift_k", "retrain_drift_n", "retrain_min_labels",
 )  # fmt: skip
 
 

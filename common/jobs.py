@@ -61,6 +61,11 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
+def find_active(session: Session, kind: str) -> Job | None:
+    """The queued or running job of a single-flight kind, if any."""
+    return session.scalar(select(Job).where(Job.active_key == kind))
+
+
 def list_jobs(
     session: Session,
     *,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from celery.schedules import crontab
+
 from common import task_names as names
 from common.config import Settings
 
@@ -14,7 +16,12 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     stall_check = timedelta(seconds=max(5, settings.job_stall_seconds // 3))
     snapshot_every = timedelta(minutes=settings.metrics_snapshot_minutes)
     drift_every = timedelta(minutes=settings.drift_check_minutes)
-    return {
+    plan: dict[str, dict[str, Any]] = {
+        "retraining-policy": {
+            "task": names.APPLY_RETRAINING_POLICY,
+            "schedule": timedelta(minutes=1),
+            "options": {"expires": 50},
+        },
         "alerts-evaluate": {
             "task": names.EVALUATE_ALERTS,
             "schedule": timedelta(minutes=1),
@@ -40,9 +47,12 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": timedelta(hours=1),
             "options": {"expires": 3000},
         },
-        "worker-ping": {
-            "task": names.PING,
-            "schedule": timedelta(minutes=1),
-            "options": {"expires": 50},  # not started in 50 s: discarded
-        },
     }
+    if settings.retrain_cron:
+        minute, hour, day_of_month, month, day_of_week = settings.retrain_cron.split()
+        plan["retrain-scheduled"] = {
+            "task": names.SCHEDULED_RETRAIN,
+            "schedule": crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                                month_of_year=month, day_of_week=day_of_week),
+        }  # fmt: skip
+    return plan

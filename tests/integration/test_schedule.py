@@ -15,8 +15,8 @@ def test_every_scheduled_task_is_registered_on_the_worker():
     from services.worker.celery_app import app
 
     app.loader.import_default_modules()
-    schedule = build_beat_schedule(Settings())
-    assert schedule
+    schedule = build_beat_schedule(Settings(retrain_cron="30 2 * * 1"))
+    assert "retrain-scheduled" in schedule and "drift-check" in schedule
     for key, entry in schedule.items():
         assert entry["task"] in app.tasks, key
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from common import alerts, drift_checks, metrics, registry
+from common import alerts, drift_checks, metrics, registry, retraining_policy
 from common import task_names as names
+from common.queue import enqueue
 from common.storage.db import session_scope
 from services.worker.celery_app import app, settings
 from services.worker.database import session_factory
@@ -35,3 +36,25 @@ def evaluate_alerts() -> dict[str, list[int]]:
     """Open, refresh or resolve alerts from the rules."""
     with session_scope(session_factory(settings)) as session:
         return alerts.evaluate_alerts(session, settings.alert_rules)
+
+
+@app.task(name=names.APPLY_RETRAINING_POLICY)
+def apply_retraining_policy() -> int | None:
+    """Start a retrain when drift or live accuracy calls for it; returns its job id."""
+    with session_scope(session_factory(settings)) as session:
+        job = retraining_policy.apply_policy(
+            session, settings, lambda job_id: enqueue(app, names.RETRAIN_MODEL, job_id)
+        )
+        return job.id if job else None
+
+
+@app.task(name=names.SCHEDULED_RETRAIN)
+def scheduled_retrain() -> int | None:
+    """The retrain of `retrain_cron`; skipped while one is queued or running."""
+    trigger = {"trigger": "schedule", "summary": f"scheduled ({settings.retrain_cron})",
+               "evidence": {"cron": settings.retrain_cron}}  # fmt: skip
+    with session_scope(session_factory(settings)) as session:
+        job = retraining_policy.start_retrain(
+            session, trigger, lambda job_id: enqueue(app, names.RETRAIN_MODEL, job_id)
+        )
+        return job.id if job else None
