@@ -181,6 +181,16 @@ class Settings:
     retrain_cooldown_minutes: int = _doc(
         "Least time between two automatic retraining jobs.", 60
     )
+    alert_webhook_url: str = _doc(
+        "Where alerts are also POSTed (JSON, HMAC-signed); empty means dashboard only.",
+        "",
+    )
+    alert_webhook_secret: str = _doc(
+        "Key of the HMAC-SHA256 signature in the X-ModelOps-Signature header.", ""
+    )
+    alert_webhook_attempts: int = _doc(
+        "Delivery attempts per alert event, with exponential backoff between them.", 6
+    )
     alert_rules: tuple[AlertRule, ...] = _doc(
         "What to alert on: `[[alert_rules]]` tables in modelops.toml (docs/alerts.md).",
         DEFAULT_ALERT_RULES,
@@ -290,6 +300,7 @@ _POSITIVE = (
     "job_stall_seconds", "drift_min_rows", "metrics_window_minutes",
     "metrics_snapshot_minutes", "drift_check_minutes", "drift_window_rows",
     "retrain_drift_k", "retrain_drift_n", "retrain_min_labels",
+    "alert_webhook_attempts",
 )  # fmt: skip
 
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from common import alerts, drift_checks, metrics, registry, retraining_policy
+from celery import Task
+
+from common import (
+    alerts,
+    drift_checks,
+    metrics,
+    registry,
+    retraining_policy,
+    webhooks,
+)
 from common import task_names as names
 from common.queue import enqueue
 from common.storage.db import session_scope
@@ -33,9 +42,15 @@ def check_drift() -> int | None:
 
 @app.task(name=names.EVALUATE_ALERTS)
 def evaluate_alerts() -> dict[str, list[int]]:
-    """Open, refresh or resolve alerts from the rules."""
+    """Open, refresh or resolve alerts; each change goes to the webhook on its own
+    task, so a failing receiver never holds up other alerts."""
     with session_scope(session_factory(settings)) as session:
-        return alerts.evaluate_alerts(session, settings.alert_rules)
+        changed = alerts.evaluate_alerts(session, settings.alert_rules)
+    if settings.alert_webhook_url:
+        for event, ids in changed.items():
+            for alert_id in ids:
+                enqueue(app, names.DELIVER_ALERT, alert_id, event)
+    return changed
 
 
 @app.task(name=names.APPLY_RETRAINING_POLICY)
@@ -58,3 +73,13 @@ def scheduled_retrain() -> int | None:
             session, trigger, lambda job_id: enqueue(app, names.RETRAIN_MODEL, job_id)
         )
         return job.id if job else None
+
+
+@app.task(name=names.DELIVER_ALERT, bind=True, max_retries=None)
+def deliver_alert(self: Task, alert_id: int, event: str) -> bool:
+    """POST one alert event to the webhook, retried with exponential backoff."""
+    with session_scope(session_factory(settings)) as session:
+        delivered = webhooks.deliver_alert(session, settings, alert_id, event)
+    if not delivered and self.request.retries + 1 < settings.alert_webhook_attempts:
+        raise self.retry(countdown=min(2 ** (self.request.retries + 1), 300))
+    return delivered
