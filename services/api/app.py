@@ -7,7 +7,7 @@ from flask import Flask
 from common.config import Settings, get_settings
 from common.queue import make_celery
 from dashboard import bp as dashboard_bp
-from services.api import database
+from services.api import database, prometheus
 from services.api.batcher import MicroBatcher
 from services.api.blueprints import (
     alerts,
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["prediction_log"] = log_writer
     app.extensions["predictor"] = Predictor(settings, cache, batcher, log_writer)
     register_error_handlers(app)
+    prometheus.instrument(app)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     return app

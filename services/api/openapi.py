@@ -133,6 +133,8 @@ OPERATIONS = (
     Operation("get", "/metrics/history", "Stored metric snapshots",
               (s.MetricsHistoryOut,), errors=(400,), tags=("monitoring",),
               query=(("hours", "number"),)),
+    Operation("get", "/metrics/prometheus", "Prometheus text format", (s.LiveOut,),
+              ok_media="text/plain", tags=("monitoring",)),
     Operation("get", "/drift", "The latest drift report", (s.DriftOut,),
               errors=(404,), tags=("monitoring",)),
     Operation("get", "/drift/history", "Recent drift checks", (s.DriftHistoryOut,),
@@ -220,7 +222,9 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
     secured = op.auth == "api_key" or (op.auth == "predict" and settings.predict_auth)
     if secured:
         errors.add(401)
-    ok_schema = {"type": "string"} if op.ok_media == "text/csv" else _one_of(op.ok)
+    ok_schema = (
+        {"type": "string"} if op.ok_media != "application/json" else _one_of(op.ok)
+    )
     responses: dict[str, Any] = {
         str(op.ok_status): {
             "description": "OK",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -121,3 +122,28 @@ def test_an_oversized_body_is_refused_before_it_is_sent(tmp_path, start_api):
         answer = (head + b"\r\n\r\n" + body).decode()
     assert answer.startswith("HTTP/1.1 413")
     assert '"code":"request_entity_too_large"' in answer.replace(" ", "")
+
+
+def test_prometheus_counts_requests_of_every_worker(tmp_path, start_api):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings = prepare_home(tmp_path / "home")
+    api = start_api(settings, MODELOPS_API_WORKERS="2")
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda _: http("POST", f"{api.url}/predict", {"features": ROW}),
+                range(60),
+            )
+        )
+    for _ in range(4):  # whichever worker answers the scrape sees all 60
+        with urllib.request.urlopen(f"{api.url}/metrics/prometheus") as response:
+            text = response.read().decode()
+        counted = sum(
+            s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "modelops_http_requests"
+            for s in f.samples
+            if s.name.endswith("_total") and s.labels["endpoint"] == "/predict"
+        )
+        assert counted == 60

@@ -242,3 +242,41 @@ def test_drift_endpoints_before_and_after_a_check(serving_app, serving_settings)
         "insufficient_data"
     ]
     assert client.get("/drift/history?limit=0").status_code == 400
+
+
+def test_prometheus_exposition_parses_and_counts(serving_app, row):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client = serving_app.test_client()
+    before = _prometheus_count(client, "/predict", "200")
+    for _ in range(3):
+        client.post("/predict", json={"features": row})
+    client.post("/predict", json={"features": {}})  # a 400
+    response = client.get("/metrics/prometheus")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain; version=0.0.4")
+    families = {
+        f.name: f for f in text_string_to_metric_families(response.data.decode())
+    }
+    assert _prometheus_count(client, "/predict", "200") - before == 3
+    assert families["modelops_model_version"].samples[0].value == 1
+    assert {s.labels["severity"] for s in families["modelops_open_alerts"].samples} == {
+        "warn",
+        "critical",
+    }
+    assert "modelops_http_request_duration_seconds" in families
+
+
+def _prometheus_count(client, endpoint, status):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics/prometheus").data.decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "modelops_http_requests"
+        for sample in family.samples
+        if sample.name == "modelops_http_requests_total"
+        and sample.labels["endpoint"] == endpoint
+        and sample.labels["status"] == status
+    )

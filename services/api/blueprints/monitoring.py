@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
 
 from common import drift_checks, metrics
 from common.errors import InvalidInputError
-from services.api.database import get_session
+from services.api import prometheus
+from services.api.database import get_session, get_session_factory
 
 bp = Blueprint("monitoring", __name__)
 
@@ -55,3 +56,11 @@ def drift_history() -> dict[str, Any]:
     """Summaries of the last `limit` drift checks (default 100), oldest first."""
     limit = int(_number("limit", 100, 1000))
     return {"checks": drift_checks.drift_history(get_session(), limit)}
+
+
+@bp.get("/metrics/prometheus")
+def prometheus_metrics() -> Response:
+    """Prometheus text format: requests by endpoint and status, the model, accuracy,
+    drift, alerts and jobs."""
+    body = prometheus.render(current_app.extensions["settings"], get_session_factory())
+    return Response(body, mimetype="text/plain", content_type=prometheus.CONTENT_TYPE)
