@@ -24,7 +24,7 @@ from common.storage.migrate import (
     migrated_session_factory,
     upgrade_database,
 )
-from services import system
+from services import simulator, system
 from services.console import ProgressBar, echo_version
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,66 @@ def generate(
     )
     synthetic.write(df, out)
     click.echo(f"wrote {len(df)} rows of {scenario} ({mode}) to {out}")
+
+
+@main.command()
+@click.option("--url", default=None, help="API to drive (default: this machine's).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(0.1, 10_000),
+    default=20.0,
+    show_default=True,
+    help="Predictions per second.",
+)
+@click.option(
+    "--scenario",
+    type=click.Choice(list(synthetic.SCENARIOS)),
+    default="baseline",
+    show_default=True,
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds to run.",
+)
+@click.option(
+    "--label-delay",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Seconds until each true label is sent as feedback.",
+)
+@click.option("--seed", type=int, default=1000, show_default=True)
+def simulate(
+    url: str | None,
+    rate: float,
+    scenario: str,
+    duration: float,
+    label_delay: float,
+    seed: int,
+) -> None:
+    """Send demo predictions, and their true labels later, to a running API."""
+    settings = _settings()
+    target = url or f"http://{settings.api_host}:{settings.api_port}"
+
+    def report(tally: simulator.Tally) -> None:
+        click.echo(
+            f"sent {tally.sent} answered {tally.answered} failed {tally.failed} "
+            f"labels {tally.labels} versions {dict(tally.versions)}"
+        )
+
+    simulator.simulate(
+        target,
+        rate=rate,
+        scenario=scenario,
+        duration=duration,
+        label_delay=label_delay,
+        seed=seed,
+        api_key=settings.api_key or None,
+        report=report,
+    )
 
 
 @main.command()

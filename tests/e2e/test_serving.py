@@ -147,3 +147,20 @@ def test_prometheus_counts_requests_of_every_worker(tmp_path, start_api):
             if s.name.endswith("_total") and s.labels["endpoint"] == "/predict"
         )
         assert counted == 60
+
+
+def test_simulator_sends_predictions_then_their_labels(tmp_path, start_api):
+    from services.simulator import simulate
+
+    settings = prepare_home(tmp_path / "home")
+    api = start_api(settings, MODELOPS_PREDICTION_LOG_FLUSH_MS="100")
+    tally = simulate(
+        api.url, rate=100, scenario="mean_shift", duration=2.0, label_delay=0.5, seed=7
+    )
+    assert tally.failed == 0 and tally.answered == tally.sent >= 150
+    assert 0 < tally.labels <= tally.answered
+    assert dict(tally.versions) == {1: tally.answered}
+    time.sleep(0.5)  # the log writer's flush interval
+    _, _, metrics = http("GET", f"{api.url}/metrics")
+    assert metrics["prediction_count"] == tally.answered
+    assert metrics["labeled_count"] == tally.labels
