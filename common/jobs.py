@@ -41,7 +41,7 @@ class JobState(StrEnum):
 
 
 FINISHED = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
-SINGLE_FLIGHT = {"retrain"}
+SINGLE_FLIGHT = {"retrain", "demo_reset"}
 
 
 class JobConflictError(ConflictError):

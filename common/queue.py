@@ -19,8 +19,12 @@ log = logging.getLogger(__name__)
 
 TRAINING_QUEUE = "training"
 DEFAULT_QUEUE = "default"
-QUEUE_OF = {names.RETRAIN_MODEL: TRAINING_QUEUE}
-TASK_OF_KIND = {"retrain": names.RETRAIN_MODEL, "batch_score": names.SCORE_BATCH}
+QUEUE_OF = {names.RETRAIN_MODEL: TRAINING_QUEUE, names.RESET_DEMO: TRAINING_QUEUE}
+TASK_OF_KIND = {
+    "retrain": names.RETRAIN_MODEL,
+    "batch_score": names.SCORE_BATCH,
+    "demo_reset": names.RESET_DEMO,
+}
 SOFT_LIMIT_SHARE = 0.9
 
 

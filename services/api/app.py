@@ -11,6 +11,7 @@ from services.api import database, prometheus
 from services.api.batcher import MicroBatcher
 from services.api.blueprints import (
     alerts,
+    demo,
     docs,
     feedback,
     health,
@@ -31,6 +32,7 @@ BLUEPRINTS = (
     jobs.bp,
     monitoring.bp,
     alerts.bp,
+    demo.bp,
     health.bp,
     docs.bp,
     dashboard_bp,

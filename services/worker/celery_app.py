@@ -12,6 +12,7 @@ TASK_MODULES = (
     "services.worker.tasks.scoring",
     "services.worker.tasks.maintenance",
     "services.worker.tasks.monitoring",
+    "services.worker.tasks.demo",
 )
 
 settings = get_settings()

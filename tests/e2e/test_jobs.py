@@ -210,3 +210,27 @@ def test_redis_down_then_back_without_restarting_the_api(
     finally:
         redis.terminate()
         redis.wait(10)
+
+
+def test_demo_reset_through_a_worker_is_served_without_restarts(
+    tmp_path, start_api, start_worker
+):
+    settings = prepare_home(tmp_path / "home")
+    api = start_api(settings, MODELOPS_MODEL_POLL_MS="200")
+    start_worker(settings)
+    for _ in range(5):
+        http("POST", f"{api.url}/predict", {"features": ROW})
+    _, _, body = http("POST", f"{api.url}/demo/reset", None, AUTH)
+    job = _wait_for(api.url, body["job_id"])
+    assert job["state"] == "succeeded", job
+    _, _, model = http("GET", f"{api.url}/model/status")
+    assert (model["version"], model["generation"]) == (1, 2)
+    assert model["reason"] == "demo reset"
+    deadline = time.monotonic() + 5
+    while (
+        http("POST", f"{api.url}/predict", {"features": ROW})[2]["model_version"] != 1
+        or http("GET", f"{api.url}/model/status")[2]["loaded_at"] is None
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert http("GET", f"{api.url}/jobs")[2]["total"] == 1

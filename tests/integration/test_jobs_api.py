@@ -109,3 +109,19 @@ def test_jobs_list_get_and_cancel(serving, queued):
     assert serving.get("/jobs/999").status_code == 404
     assert serving.get("/jobs?state=lost").status_code == 400
     assert serving.get("/jobs?page=0").status_code == 400
+
+
+def test_demo_reset_is_a_single_flight_job_behind_the_key(serving, monkeypatch):
+    from services.api.blueprints import demo as demo_blueprint
+
+    published = []
+    monkeypatch.setattr(
+        demo_blueprint,
+        "enqueue",
+        lambda app, name, job_id: published.append(name) or "t-9",
+    )
+    assert serving.post("/demo/reset").status_code == 401
+    first = serving.post("/demo/reset", headers=AUTH)
+    assert first.status_code == 202 and first.json["job"]["kind"] == "demo_reset"
+    assert serving.post("/demo/reset", headers=AUTH).status_code == 409
+    assert published == ["demo.reset_demo"]

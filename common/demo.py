@@ -1,0 +1,114 @@
+"""Back to a clean demo state without restarting anything: predictions, labels,
+metrics, drift reports, alerts, other jobs, versions and uploaded files are removed
+and a fresh demo model becomes champion. The champion's generation keeps growing, so
+every API process swaps to the new model by itself."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session, sessionmaker
+
+from common import registry, scoring
+from common.config import Settings
+from common.datasets import load_dataset
+from common.progress import ProgressCallback
+from common.storage import repositories as repo
+from common.storage.db import session_scope
+from common.storage.tables import (
+    Alert,
+    AlertDelivery,
+    Champion,
+    ChampionHistory,
+    DriftReport,
+    FeedbackLabel,
+    Job,
+    MetricSnapshot,
+    ModelVersion,
+    PredictionLog,
+)
+from common.training import ModelTrainer
+
+log = logging.getLogger(__name__)
+CLEARED = (
+    AlertDelivery,
+    Alert,
+    DriftReport,
+    MetricSnapshot,
+    FeedbackLabel,
+    PredictionLog,
+    ChampionHistory,
+)
+
+
+def reset_demo(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    job: Job,
+    progress: ProgressCallback,
+) -> dict[str, Any]:
+    """Train a fresh demo model, then clear the demo data and make it champion."""
+    dataset = load_dataset(settings, settings.demo_dataset)
+    result = ModelTrainer(settings).train_model(
+        dataset.frame,
+        dataset.target,
+        settings.demo_model_type,
+        dataset=dataset.name,
+        progress=lambda pct, stage: progress(int(pct * 0.8), stage),
+    )
+    progress(85, "clearing demo data")
+    with session_scope(session_factory) as session:
+        old_files = [
+            Path(settings.artifact_dir) / v.artifact_path
+            for v in registry.list_versions(session, settings)
+        ]
+        generation = _clear(session, settings, job.id)
+        version = registry.register_model(
+            session, settings, result, reason="demo reset"
+        )
+        version.state = "champion"
+        session.add(
+            Champion(
+                name=settings.model_name,
+                model_version_id=version.id,
+                generation=generation + 1,
+            )
+        )
+        session.add(
+            ChampionHistory(
+                name=settings.model_name,
+                model_version_id=version.id,
+                generation=generation + 1,
+                reason="demo reset",
+            )
+        )
+        repo.add_audit_event(
+            session, "demo_reset", "job", job.id, generation=generation + 1
+        )
+    for path in old_files:
+        path.unlink(missing_ok=True)
+    for folder in (scoring.UPLOADS, scoring.OUTPUTS):
+        shutil.rmtree(Path(settings.data_dir) / folder, ignore_errors=True)
+    progress(99, "done")
+    return {
+        "model_version": version.version,
+        "generation": generation + 1,
+        "message": f"demo reset: version {version.version} is champion",
+    }
+
+
+def _clear(session: Session, settings: Settings, keep_job: int) -> int:
+    """Delete the demo data; return the champion generation it had."""
+    champion = registry.find_champion(session, settings)
+    generation = champion.generation if champion else 0
+    for table in CLEARED:
+        session.execute(delete(table))
+    session.execute(delete(Champion))
+    session.execute(delete(Job).where(Job.id != keep_job))
+    session.execute(delete(ModelVersion))
+    session.flush()
+    return generation

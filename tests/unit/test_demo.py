@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from common import jobs, registry
+from common.datasets import load_dataset
+from common.demo import reset_demo
+from common.lifecycle import train_version
+from common.storage.db import session_scope
+from common.storage.tables import (
+    Alert,
+    AuditEvent,
+    FeedbackLabel,
+    Job,
+    ModelVersion,
+    PredictionLog,
+)
+
+
+def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_settings):
+    settings = db_settings.with_overrides(demo_rows=800)
+    with session_scope(session_factory) as session:
+        for _ in range(2):
+            train_version(
+                session,
+                settings,
+                load_dataset(settings, "synthetic"),
+                model_type="logistic_regression",
+                reason="t",
+                promote=True,
+            )
+        assert registry.get_champion(session, settings).generation == 2
+        pid = uuid.uuid4().hex
+        session.add(
+            PredictionLog(
+                prediction_id=pid,
+                model_version=2,
+                features={},
+                prediction="1",
+                latency_ms=1.0,
+            )
+        )
+        session.add(FeedbackLabel(prediction_id=pid, label="1"))
+        session.add(Alert(rule="r", subject="s", severity="warn", message="m"))
+        jobs.create_job(session, "batch_score", {"source": "x.csv"}, "old")
+        reset_id = jobs.create_job(session, "demo_reset", {}, "reset").id
+    old_files = list(Path(settings.artifact_dir).rglob("*.joblib"))
+    assert len(old_files) == 2
+
+    result = jobs.run_job(
+        session_factory,
+        reset_id,
+        "t",
+        lambda job, progress: reset_demo(session_factory, settings, job, progress),
+    )
+    assert result["model_version"] == 1 and result["generation"] == 3
+    with session_scope(session_factory) as session:
+
+        def count(table):
+            return session.scalar(select(func.count()).select_from(table))
+
+        assert (count(PredictionLog), count(FeedbackLabel), count(Alert)) == (0, 0, 0)
+        assert session.scalars(select(Job.kind)).all() == ["demo_reset"]
+        assert count(ModelVersion) == 1
+        champion = registry.get_champion(session, settings)
+        assert (champion.model_version.version, champion.generation) == (1, 3)
+        assert "demo_reset" in session.scalars(select(AuditEvent.action)).all()
+    assert not any(path.exists() for path in old_files)
+    assert len(list(Path(settings.artifact_dir).rglob("*.joblib"))) == 1
