@@ -10,18 +10,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common import registry, scoring
+from common import registry, scoring, synthetic
 from common.config import Settings
 from common.datasets import load_dataset
+from common.errors import InvalidInputError
 from common.progress import ProgressCallback
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import (
     Alert,
     AlertDelivery,
+    AuditEvent,
     Champion,
     ChampionHistory,
     DriftReport,
@@ -112,3 +114,34 @@ def _clear(session: Session, settings: Settings, keep_job: int) -> int:
     session.execute(delete(ModelVersion))
     session.flush()
     return generation
+
+
+def set_demo_scenario(session: Session, scenario: str, actor: str) -> str:
+    """Ask demo traffic to switch to `scenario` (a synthetic scenario name).
+
+    Raises
+    ------
+    InvalidInputError
+        For an unknown scenario.
+    """
+    if scenario not in synthetic.SCENARIOS:
+        raise InvalidInputError(
+            f"unknown scenario {scenario!r}; "
+            f"choose one of {', '.join(synthetic.SCENARIOS)}",
+            field="scenario",
+        )
+    repo.add_audit_event(session, "demo_scenario", "demo", scenario, actor=actor)
+    return scenario
+
+
+def current_demo_scenario(session: Session) -> str:
+    """The scenario demo traffic follows: the last one set since the last reset."""
+    event = session.scalar(
+        select(AuditEvent)
+        .where(AuditEvent.action.in_(("demo_scenario", "demo_reset")))
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    if event is None or event.action == "demo_reset":
+        return "baseline"
+    return event.subject_id

@@ -210,8 +210,8 @@ def generate(
 @click.option(
     "--scenario",
     type=click.Choice(list(synthetic.SCENARIOS)),
-    default="baseline",
-    show_default=True,
+    default=None,
+    help="A fixed scenario; without it, follow the API's (POST /demo/drift).",
 )
 @click.option(
     "--duration",
@@ -231,7 +231,7 @@ def generate(
 def simulate(
     url: str | None,
     rate: float,
-    scenario: str,
+    scenario: str | None,
     duration: float,
     label_delay: float,
     seed: int,

@@ -18,6 +18,7 @@ from common import synthetic
 log = logging.getLogger(__name__)
 BLOCK_ROWS = 1000
 FEEDBACK_BATCH = 200
+FOLLOW_SECONDS = 2.0
 
 
 @dataclass
@@ -43,6 +44,11 @@ class ApiClient:
     def close(self) -> None:
         self.connection.close()
 
+    def get(self, path: str) -> tuple[int, Any]:
+        self.connection.request("GET", path, headers=self.headers)
+        response = self.connection.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+
     def post(self, path: str, body: Any) -> tuple[int, Any]:
         for attempt in (1, 2):  # one reconnect: the server may close idle connections
             try:
@@ -62,7 +68,7 @@ def simulate(
     url: str,
     *,
     rate: float,
-    scenario: str,
+    scenario: str | None,
     duration: float,
     label_delay: float,
     seed: int,
@@ -70,7 +76,8 @@ def simulate(
     report: Callable[[Tally], None] = lambda tally: None,
 ) -> Tally:
     """Send about `rate` predictions a second for `duration` seconds; post each true
-    label `label_delay` seconds after its prediction."""
+    label `label_delay` seconds after its prediction. Without a `scenario`, follow
+    the demo scenario the API names (`POST /demo/drift` switches it)."""
     client = ApiClient(url, api_key)
     try:
         return _run(client, rate, scenario, duration, label_delay, seed, report)
@@ -81,7 +88,7 @@ def simulate(
 def _run(
     client: ApiClient,
     rate: float,
-    scenario: str,
+    scenario: str | None,
     duration: float,
     label_delay: float,
     seed: int,
@@ -89,10 +96,17 @@ def _run(
 ) -> Tally:
     tally = Tally()
     pending: collections.deque[tuple[float, str, Any]] = collections.deque()
-    rows = _rows(scenario, seed)
+    following = scenario is None
+    current = scenario or _demo_scenario(client)
+    rows = _rows(current, seed)
     started = time.monotonic()
-    next_report = started + 5
+    next_report, next_check = started + 5, started + FOLLOW_SECONDS
     while (now := time.monotonic()) - started < duration:
+        if following and now >= next_check:
+            wanted, next_check = _demo_scenario(client), now + FOLLOW_SECONDS
+            if wanted != current:
+                log.info("demo scenario %s -> %s", current, wanted)
+                current, rows = wanted, _rows(wanted, seed + tally.sent)
         features, label = next(rows)
         tally.sent += 1
         try:
@@ -113,6 +127,14 @@ def _run(
     _send_due_labels(client, pending, tally, time.monotonic())
     report(tally)
     return tally
+
+
+def _demo_scenario(client: ApiClient) -> str:
+    try:
+        status, body = client.get("/demo/scenario")
+    except (OSError, http.client.HTTPException):
+        return "baseline"
+    return str(body["scenario"]) if status == 200 else "baseline"
 
 
 def _rows(scenario: str, seed: int) -> Any:

@@ -82,6 +82,17 @@ class BatchScoreUpload(BaseModel):
     reason: str | None = Field(None, max_length=500)
 
 
+class DemoDriftRequest(Strict):
+    scenario: Literal[
+        "baseline", "mean_shift", "variance_change", "new_category", "missing_spike",
+        "label_shift", "concept_drift",
+    ] = "mean_shift"  # fmt: skip
+
+
+class DemoScenarioOut(BaseModel):
+    scenario: str
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

@@ -164,3 +164,34 @@ def test_simulator_sends_predictions_then_their_labels(tmp_path, start_api):
     _, _, metrics = http("GET", f"{api.url}/metrics")
     assert metrics["prediction_count"] == tally.answered
     assert metrics["labeled_count"] == tally.labels
+
+
+def test_simulator_follows_the_demo_drift_switch(tmp_path, start_api):
+    import threading as _threading
+
+    from services.simulator import simulate
+
+    settings = prepare_home(tmp_path / "home")
+    api = start_api(settings)
+    assert http("GET", f"{api.url}/demo/scenario")[2] == {"scenario": "baseline"}
+    result = {}
+    runner = _threading.Thread(
+        target=lambda: result.update(
+            tally=simulate(
+                api.url, rate=50, scenario=None, duration=5.0, label_delay=0.2, seed=3
+            )
+        )
+    )
+    runner.start()
+    time.sleep(1.0)
+    status, _, body = http(
+        "POST", f"{api.url}/demo/drift", {"scenario": "new_category"}, AUTH
+    )
+    assert status == 200 and body == {"scenario": "new_category"}
+    runner.join(30)
+    assert result["tally"].failed == 0
+    _, _, metrics = http("GET", f"{api.url}/metrics")
+    assert metrics["data_quality"].get("unseen_category", 0) > 10  # the switch took
+    assert (
+        http("POST", f"{api.url}/demo/drift", {"scenario": "tsunami"}, AUTH)[0] == 400
+    )

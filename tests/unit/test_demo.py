@@ -70,3 +70,22 @@ def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_set
         assert "demo_reset" in session.scalars(select(AuditEvent.action)).all()
     assert not any(path.exists() for path in old_files)
     assert len(list(Path(settings.artifact_dir).rglob("*.joblib"))) == 1
+
+
+def test_demo_scenario_is_set_and_a_reset_returns_to_baseline(session_factory):
+    import pytest
+
+    from common.demo import current_demo_scenario, set_demo_scenario
+    from common.errors import InvalidInputError
+    from common.storage import repositories
+
+    with session_scope(session_factory) as session:
+        assert current_demo_scenario(session) == "baseline"
+        set_demo_scenario(session, "mean_shift", "me")
+        session.flush()
+        assert current_demo_scenario(session) == "mean_shift"
+        repositories.add_audit_event(session, "demo_reset", "job", 1)
+        session.flush()
+        assert current_demo_scenario(session) == "baseline"
+        with pytest.raises(InvalidInputError, match="unknown scenario"):
+            set_demo_scenario(session, "tsunami", "me")
