@@ -18,6 +18,8 @@ METRICS = {
     "latency_p99_ms": "p99 latency of /predict (samples: requests)",
     "drift_share": "share of drifted features in the latest check (samples: window)",
     "feature_psi": "PSI of each drifted feature in the latest check (one alert each)",
+    "volume_drop": "1 - requests now / requests in the window before "
+    "(samples: requests before)",
 }
 SEVERITIES = ("warn", "critical")
 
@@ -45,6 +47,7 @@ DEFAULT_ALERT_RULES = (
     AlertRule("p99-latency", "latency_p99_ms", ">", 500.0, "warn", min_samples=20),
     AlertRule("dataset-drift", "drift_share", ">=", 0.3, "critical"),
     AlertRule("feature-drift", "feature_psi", ">=", 0.1, "warn"),
+    AlertRule("volume-drop", "volume_drop", ">=", 0.8, "warn", min_samples=100),
 )
 
 

@@ -42,6 +42,8 @@ def observe(
     """The rule's current values (one per subject)."""
     if rule.metric in ("drift_share", "feature_psi"):
         return _drift_observations(session, rule)
+    if rule.metric == "volume_drop":
+        return [_volume_drop(session, rule)]
     if rule.window_minutes not in cache:
         cache[rule.window_minutes] = compute_window_metrics(
             session, minutes=rule.window_minutes
@@ -53,6 +55,19 @@ def observe(
         "latency_p99_ms": (m["latency_ms"]["p99"], m["request_count"]),
     }[rule.metric]
     return [Observation("model", value, samples)]
+
+
+def _volume_drop(session: Session, rule: AlertRule) -> Observation:
+    """How far requests fell against the window just before (1.0: none at all)."""
+    now = utcnow()
+    window = timedelta(minutes=rule.window_minutes)
+    current = compute_window_metrics(session, minutes=rule.window_minutes, until=now)
+    before = compute_window_metrics(
+        session, minutes=rule.window_minutes, until=now - window
+    )
+    previous = before["request_count"]
+    drop = 1 - current["request_count"] / previous if previous else None
+    return Observation("traffic", drop, previous)
 
 
 def _drift_observations(session: Session, rule: AlertRule) -> list[Observation]:

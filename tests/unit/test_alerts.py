@@ -151,3 +151,25 @@ def test_rules_from_toml_are_checked_and_named(tmp_path):
             ],
             "test",
         )
+
+
+def test_a_collapse_in_request_volume_opens_an_alert(session_factory):
+    rule = AlertRule("volume-drop", "volume_drop", ">=", 0.8, "warn", min_samples=20)
+    with session_scope(session_factory) as session:
+        for index in range(30):  # 30 requests 20 minutes ago, 2 in the last window
+            session.add(
+                PredictionLog(
+                    prediction_id=uuid.uuid4().hex,
+                    model_version=1,
+                    features={},
+                    prediction="1",
+                    latency_ms=1.0,
+                    created_at=utcnow() - timedelta(minutes=20 if index >= 2 else 1),
+                )
+            )
+        session.flush()
+        (alert_id,) = alerts.evaluate_alerts(session, [rule])["opened"]
+        alert = session.get(Alert, alert_id)
+        assert alert.subject == "traffic" and alert.value == pytest.approx(1 - 2 / 28)
+        quiet = AlertRule("volume-drop", "volume_drop", ">=", 0.8, min_samples=100)
+        assert alerts.evaluate_alerts(session, [quiet])["resolved"] == []  # too few
