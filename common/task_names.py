@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-PING = "system.ping"
 RETRAIN_MODEL = "training.retrain_model"
 SCORE_BATCH = "scoring.batch_score"
 REMOVE_OLD_FILES = "maintenance.remove_old_files"

@@ -167,7 +167,6 @@ STATUS_TEXT = {
     400: "Invalid input; `details.problems` lists every problem with its field",
     401: "Missing or wrong API key",
     404: "Unknown resource",
-    202: "Accepted",
     408: "The prediction exceeded its time budget",
     409: "The current state forbids it",
     413: "Body too large",

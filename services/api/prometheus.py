@@ -49,13 +49,13 @@ def instrument(app: Flask) -> None:
 
     @app.before_request
     def _start() -> None:
-        g.prometheus_started = time.perf_counter()
+        g.request_started = time.perf_counter()  # also the /predict latency's start
 
     @app.after_request
     def _count(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        started = g.get("prometheus_started")
+        started = g.get("request_started")
         if started is not None:
             LATENCY.labels(endpoint).observe(time.perf_counter() - started)
         return response

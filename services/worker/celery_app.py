@@ -7,7 +7,6 @@ from common.logging import configure_logging
 from common.queue import make_celery
 
 TASK_MODULES = (
-    "services.worker.tasks.system",
     "services.worker.tasks.training",
     "services.worker.tasks.scoring",
     "services.worker.tasks.maintenance",

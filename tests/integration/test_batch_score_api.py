@@ -7,7 +7,7 @@ import pytest
 
 from common import jobs, synthetic
 from common.storage.db import make_engine, make_session_factory, session_scope
-from services.api.blueprints import jobs as jobs_blueprint
+from services.api import job_submission
 from tests.integration.conftest import AUTH
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def queued(monkeypatch):
     published = []
     monkeypatch.setattr(
-        jobs_blueprint,
+        job_submission,
         "enqueue",
         lambda app, name, job_id: published.append(job_id) or "t-1",
     )

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services.api.blueprints import models as models_blueprint
+from services.api import job_submission
 from tests.integration.conftest import AUTH
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ def queued(monkeypatch):
         published.append((name, job_id))
         return f"task-{job_id}"
 
-    monkeypatch.setattr(models_blueprint, "enqueue", fake_enqueue)
+    monkeypatch.setattr(job_submission, "enqueue", fake_enqueue)
     return published
 
 
@@ -112,11 +112,10 @@ def test_jobs_list_get_and_cancel(serving, queued):
 
 
 def test_demo_reset_is_a_single_flight_job_behind_the_key(serving, monkeypatch):
-    from services.api.blueprints import demo as demo_blueprint
 
     published = []
     monkeypatch.setattr(
-        demo_blueprint,
+        job_submission,
         "enqueue",
         lambda app, name, job_id: published.append(name) or "t-9",
     )

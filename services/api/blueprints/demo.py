@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
-from common import demo, jobs
-from common import task_names as names
-from common.queue import enqueue
-from services.api import schemas
+from common import demo
 from services.api.auth import require_api_key
 from services.api.database import get_session
+from services.api.job_submission import submit
 from services.api.requests import parse_body
 from services.api.schemas import DemoDriftRequest
 
@@ -22,17 +20,7 @@ bp = Blueprint("demo", __name__)
 @require_api_key
 def reset() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue a reset to a clean demo state; API processes swap to the new model."""
-    job = jobs.submit_job(
-        get_session(), "demo_reset", {}, "demo reset via API",
-        lambda job_id: enqueue(current_app.extensions["celery"], names.RESET_DEMO,
-                               job_id),
-    )  # fmt: skip
-    out = schemas.job_out(job, current_app.extensions["flower_url"])
-    return (
-        {"job_id": job.id, "status_url": out["status_url"], "job": out},
-        202,
-        {"Location": out["status_url"]},
-    )
+    return submit("demo_reset", {}, "demo reset via API")
 
 
 @bp.post("/demo/drift")

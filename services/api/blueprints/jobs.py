@@ -7,12 +7,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request, send_file
 
 from common import jobs, registry, scoring
-from common import task_names as names
 from common.errors import InvalidInputError
-from common.queue import enqueue
 from services.api import schemas
 from services.api.auth import require_api_key
 from services.api.database import get_session
+from services.api.job_submission import submit
 from services.api.uploads import read_batch_source
 
 bp = Blueprint("jobs", __name__)
@@ -62,14 +61,7 @@ def batch_score() -> tuple[dict[str, Any], int, dict[str, str]]:
     session = get_session()
     registry.get_champion(session, settings)  # 503 before anything is stored
     params, reason = read_batch_source(settings)
-    job = jobs.submit_job(
-        session, "batch_score", params, reason,
-        lambda job_id: enqueue(current_app.extensions["celery"], names.SCORE_BATCH,
-                               job_id),
-    )  # fmt: skip
-    out = schemas.job_out(job, _flower())
-    accepted = {"job_id": job.id, "status_url": out["status_url"], "job": out}
-    return accepted, 202, {"Location": out["status_url"]}
+    return submit("batch_score", params, reason)
 
 
 @bp.get("/jobs/<int(max=2147483647):job_id>/result")

@@ -6,13 +6,12 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
-from common import jobs, registry
-from common import task_names as names
-from common.queue import enqueue
+from common import registry
 from common.retraining import check_retrain_params
 from services.api import schemas
 from services.api.auth import require_api_key
 from services.api.database import get_session
+from services.api.job_submission import submit
 from services.api.requests import parse_body
 from services.api.schemas import ActionRequest, RetrainRequest
 
@@ -43,14 +42,7 @@ def retrain() -> tuple[dict[str, Any], int, dict[str, str]]:
     params = check_retrain_params(
         session, _settings(), body.model_dump(exclude_none=True)
     )
-    job = jobs.submit_job(
-        session, "retrain", params, body.reason or "manual retrain via API",
-        lambda job_id: enqueue(current_app.extensions["celery"], names.RETRAIN_MODEL,
-                               job_id),
-    )  # fmt: skip
-    out = schemas.job_out(job, current_app.extensions["flower_url"])
-    accepted = {"job_id": job.id, "status_url": out["status_url"], "job": out}
-    return accepted, 202, {"Location": out["status_url"]}
+    return submit("retrain", params, body.reason or "manual retrain via API")
 
 
 @bp.post("/model/rollback")

@@ -14,16 +14,11 @@ from services.api.schemas import PredictRequest
 bp = Blueprint("predict", __name__)
 
 
-@bp.before_request
-def _start_clock() -> None:
-    g.predict_started = time.perf_counter()
-
-
 @bp.after_request
 def _log_failure(response: Response) -> Response:
     """A refused or failed /predict is logged too, so the error rate is real."""
     if response.status_code >= 400:
-        started = g.get("predict_started", time.perf_counter())
+        started = g.get("request_started", time.perf_counter())
         current_app.extensions["predictor"].log_failure(
             response.status_code, (time.perf_counter() - started) * 1000
         )
@@ -34,7 +29,7 @@ def _log_failure(response: Response) -> Response:
 @require_predict_key
 def predict() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Validate against the champion's schema and answer with its prediction."""
-    started = g.predict_started
+    started = g.request_started
     body = parse_body(PredictRequest)
     answer, version = current_app.extensions["predictor"].predict(body, started)
     return answer, 200, {"X-Model-Version": str(version)}
