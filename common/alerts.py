@@ -42,13 +42,13 @@ def observe(
     """The rule's current values (one per subject)."""
     if rule.metric in ("drift_share", "feature_psi"):
         return _drift_observations(session, rule)
-    if rule.metric == "volume_drop":
-        return [_volume_drop(session, rule)]
     if rule.window_minutes not in cache:
         cache[rule.window_minutes] = compute_window_metrics(
             session, minutes=rule.window_minutes
         )
     m = cache[rule.window_minutes]
+    if rule.metric == "volume_drop":
+        return [_volume_drop(session, rule, m)]
     value, samples = {
         "accuracy": (m["accuracy"], m["labeled_count"]),
         "error_rate": (m["error_rate"], m["request_count"]),
@@ -57,14 +57,12 @@ def observe(
     return [Observation("model", value, samples)]
 
 
-def _volume_drop(session: Session, rule: AlertRule) -> Observation:
+def _volume_drop(
+    session: Session, rule: AlertRule, current: dict[str, Any]
+) -> Observation:
     """How far requests fell against the window just before (1.0: none at all)."""
-    now = utcnow()
-    window = timedelta(minutes=rule.window_minutes)
-    current = compute_window_metrics(session, minutes=rule.window_minutes, until=now)
-    before = compute_window_metrics(
-        session, minutes=rule.window_minutes, until=now - window
-    )
+    end = datetime.fromisoformat(current["window_start"].replace("Z", "+00:00"))
+    before = compute_window_metrics(session, minutes=rule.window_minutes, until=end)
     previous = before["request_count"]
     drop = 1 - current["request_count"] / previous if previous else None
     return Observation("traffic", drop, previous)
