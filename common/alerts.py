@@ -17,11 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.alert_rules import AlertRule
-from common.clock import to_iso, utcnow
+from common.clock import from_iso, to_iso, utcnow
 from common.errors import ConflictError, NotFoundError
 from common.metrics import compute_window_metrics
 from common.storage import repositories as repo
-from common.storage.tables import Alert, AlertDelivery, DriftReport
+from common.storage.tables import Alert, AlertDelivery, DriftReport, ModelVersion
 
 log = logging.getLogger(__name__)
 ACTIVE = ("open", "acknowledged")
@@ -37,16 +37,23 @@ class Observation:
 
 
 def observe(
-    session: Session, rule: AlertRule, cache: dict[int, dict[str, Any]]
+    session: Session,
+    rule: AlertRule,
+    cache: dict[tuple[int, int | None], dict[str, Any]],
+    champion_id: int | None = None,
 ) -> list[Observation]:
-    """The rule's current values (one per subject)."""
+    """The rule's current values (one per subject). Accuracy and drift are those of
+    the champion when it is given: a new champion is not blamed for its predecessor."""
     if rule.metric in ("drift_share", "feature_psi"):
-        return _drift_observations(session, rule)
-    if rule.window_minutes not in cache:
-        cache[rule.window_minutes] = compute_window_metrics(
-            session, minutes=rule.window_minutes
+        return _drift_observations(session, rule, champion_id)
+    scope = champion_id if rule.metric == "accuracy" else None
+    key = (rule.window_minutes, scope)
+    if key not in cache:
+        version = session.get(ModelVersion, scope) if scope is not None else None
+        cache[key] = compute_window_metrics(
+            session, minutes=rule.window_minutes, version=version
         )
-    m = cache[rule.window_minutes]
+    m = cache[key]
     if rule.metric == "volume_drop":
         return [_volume_drop(session, rule, m)]
     value, samples = {
@@ -61,17 +68,20 @@ def _volume_drop(
     session: Session, rule: AlertRule, current: dict[str, Any]
 ) -> Observation:
     """How far requests fell against the window just before (1.0: none at all)."""
-    end = datetime.fromisoformat(current["window_start"].replace("Z", "+00:00"))
+    end = from_iso(current["window_start"])
     before = compute_window_metrics(session, minutes=rule.window_minutes, until=end)
     previous = before["request_count"]
     drop = 1 - current["request_count"] / previous if previous else None
     return Observation("traffic", drop, previous)
 
 
-def _drift_observations(session: Session, rule: AlertRule) -> list[Observation]:
-    report = session.scalar(
-        select(DriftReport).order_by(DriftReport.id.desc()).limit(1)
-    )
+def _drift_observations(
+    session: Session, rule: AlertRule, champion_id: int | None
+) -> list[Observation]:
+    query = select(DriftReport).order_by(DriftReport.id.desc()).limit(1)
+    if champion_id is not None:
+        query = query.where(DriftReport.model_version_id == champion_id)
+    report = session.scalar(query)
     if report is None or report.status == "insufficient_data":
         return []
     if rule.metric == "drift_share":
@@ -84,14 +94,17 @@ def _drift_observations(session: Session, rule: AlertRule) -> list[Observation]:
 
 
 def evaluate_alerts(
-    session: Session, rules: Sequence[AlertRule], now: datetime | None = None
+    session: Session,
+    rules: Sequence[AlertRule],
+    now: datetime | None = None,
+    champion_id: int | None = None,
 ) -> dict[str, list[int]]:
     """Open, refresh or resolve alerts for every rule; returns the ids it changed."""
     now = now or utcnow()
     changed: dict[str, list[int]] = {"opened": [], "resolved": []}
-    cache: dict[int, dict[str, Any]] = {}
+    cache: dict[tuple[int, int | None], dict[str, Any]] = {}
     for rule in rules:
-        for seen in observe(session, rule, cache):
+        for seen in observe(session, rule, cache, champion_id):
             if seen.value is None or seen.samples < rule.min_samples:
                 continue  # not enough evidence either way: nothing changes
             active = _active(session, rule.name, seen.subject)

@@ -17,3 +17,11 @@ def to_iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def from_iso(value: str) -> datetime:
+    """Parse ISO-8601 (a trailing Z allowed); naive values are taken as UTC.
+
+    Raises ValueError for text that is not a timestamp."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -144,10 +144,15 @@ class Settings:
     metrics_window_minutes: int = _doc(
         "The window GET /metrics reports on, and each snapshot covers.", 15
     )
-    metrics_snapshot_minutes: int = _doc(
-        "How often beat stores a metrics snapshot for the history charts.", 1
+    metrics_snapshot_seconds: int = _doc(
+        "How often beat stores a metrics snapshot for the history charts.", 60
     )
-    drift_check_minutes: int = _doc("How often beat checks recent inputs for drift.", 5)
+    drift_check_seconds: int = _doc(
+        "How often beat checks the champion's recent inputs for drift.", 300
+    )
+    monitor_interval_seconds: int = _doc(
+        "How often beat evaluates the alert rules and the retraining policy.", 60
+    )
     drift_window_rows: int = _doc(
         "How many of the champion's most recent inputs a drift check reads.", 1000
     )
@@ -298,7 +303,8 @@ _POSITIVE = (
     "jobs_page_size", "score_time_limit_seconds", "score_chunk_rows",
     "upload_max_bytes", "file_retention_hours", "job_heartbeat_seconds",
     "job_stall_seconds", "drift_min_rows", "metrics_window_minutes",
-    "metrics_snapshot_minutes", "drift_check_minutes", "drift_window_rows",
+    "metrics_snapshot_seconds", "drift_check_seconds", "monitor_interval_seconds",
+    "drift_window_rows",
     "retrain_drift_k", "retrain_drift_n", "retrain_min_labels",
     "alert_webhook_attempts",
 )  # fmt: skip

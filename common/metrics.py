@@ -21,6 +21,7 @@ from common.storage.tables import (
     DriftReport,
     FeedbackLabel,
     MetricSnapshot,
+    ModelVersion,
     PredictionLog,
 )
 
@@ -39,14 +40,21 @@ def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float,
 
 
 def compute_window_metrics(
-    session: Session, *, minutes: float, until: datetime | None = None
+    session: Session,
+    *,
+    minutes: float,
+    until: datetime | None = None,
+    version: ModelVersion | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the predictions answered in the last `minutes` (all versions)."""
+    """Metrics of the predictions answered in the last `minutes`, of every version or
+    of one (a new champion is judged on its own answers, not its predecessor's)."""
     until = until or utcnow()
     since = until - timedelta(minutes=minutes)
     in_window = (PredictionLog.created_at >= since) & (
         PredictionLog.created_at <= until
     )
+    if version is not None:
+        in_window &= PredictionLog.model_version_id == version.id
     rows = session.execute(
         select(PredictionLog.status_code, PredictionLog.latency_ms,
                PredictionLog.confidence, PredictionLog.data_quality)
@@ -66,6 +74,7 @@ def compute_window_metrics(
         "window_start": to_iso(since),
         "window_end": to_iso(until),
         "window_minutes": minutes,
+        "model_version": version.version if version else None,
         "timestamp": to_iso(until),
         "prediction_count": len(answered),
         "request_count": len(rows),

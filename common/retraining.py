@@ -1,4 +1,9 @@
-"""Retraining: base data plus labelled production data, train, gate, register.
+"""Retraining: train a challenger, gate it against the champion, register it.
+
+The training set is either the base dataset plus the labelled predictions of the last
+`retrain_feedback_days`, or, when the job names `since`, only the labelled predictions
+logged since then: after drift the recent data is the world the model must fit, and
+its reference profile must describe that world, or the drift alert never clears.
 
 The challenger is promoted only if its F1 on its holdout is not below the champion's
 F1 on the same holdout by more than `gate_f1_tolerance`; either way the version is
@@ -9,17 +14,18 @@ the job and in the audit trail.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import registry
-from common.clock import utcnow
+from common.clock import from_iso, to_iso, utcnow
 from common.config import Settings
 from common.datasets import BUILTIN, load_dataset, resolve_data_file
+from common.errors import InvalidInputError, UnprocessableDataError
 from common.evaluation import ModelEvaluator
 from common.progress import ProgressCallback
 from common.storage import repositories as repo
@@ -31,23 +37,33 @@ log = logging.getLogger(__name__)
 
 
 def labelled_production_data(
-    session: Session, target: str, since_days: int
+    session: Session, target: str, since: datetime
 ) -> pd.DataFrame:
-    """Logged inputs of recent predictions joined with their feedback labels."""
-    since = utcnow() - timedelta(days=since_days)
+    """Logged inputs of predictions answered since `since`, with their labels."""
     rows = session.execute(
         select(PredictionLog.features, FeedbackLabel.label)
         .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
-        .where(PredictionLog.created_at >= since)
+        .where(PredictionLog.created_at >= since, PredictionLog.status_code == 200)
     ).all()
     return pd.DataFrame([{**features, target: label} for features, label in rows])
+
+
+def count_labelled_since(session: Session, since: datetime) -> int:
+    query = (
+        select(func.count())
+        .select_from(PredictionLog)
+        .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
+        .where(PredictionLog.created_at >= since, PredictionLog.status_code == 200)
+    )
+    return session.scalar(query) or 0
 
 
 def check_retrain_params(
     session: Session, settings: Settings, params: dict[str, Any]
 ) -> dict[str, Any]:
     """Refuse a bad request before a job exists: unknown dataset, model type or
-    estimator parameter (400/404), or no champion to retrain (503)."""
+    estimator parameter (400/404), too few labels since `since` (422), or no
+    champion to retrain (503)."""
     champion = registry.get_champion(session, settings).model_version
     if params.get("dataset"):
         load_dataset_check(settings, params["dataset"])
@@ -56,13 +72,43 @@ def check_retrain_params(
         params.get("params") or {},
         settings.random_state,
     )
+    if params.get("since"):
+        since = _parse_since(params["since"])
+        check_enough_labels(settings, since, count_labelled_since(session, since))
+        params["since"] = to_iso(since)
     params.pop("reason", None)
     return params
 
 
-def _align_labels(labels: pd.Series, like: pd.Series) -> pd.Series:
-    """Feedback labels are text; give them the base target's type (0/1, not "0")."""
-    if pd.api.types.is_numeric_dtype(like):
+def check_enough_labels(settings: Settings, since: datetime, labelled: int) -> None:
+    """Raises `UnprocessableDataError` when a retrain on recent data has too few."""
+    if labelled < settings.retrain_min_labels:
+        raise UnprocessableDataError(
+            f"{labelled} labelled predictions since {to_iso(since)}; training on "
+            f"recent data needs {settings.retrain_min_labels} "
+            "(MODELOPS_RETRAIN_MIN_LABELS): send feedback or choose an earlier since",
+            labelled=labelled,
+            needed=settings.retrain_min_labels,
+        )
+
+
+def _parse_since(value: Any) -> datetime:
+    try:
+        since = from_iso(str(value))
+    except ValueError:
+        since = None
+    if since is None or since > utcnow():
+        raise InvalidInputError(
+            "since must be an ISO-8601 time in the past",
+            problems=[{"field": "since", "code": "invalid_time",
+                       "message": str(value)[:50]}],
+        )  # fmt: skip
+    return since
+
+
+def _align_labels(labels: pd.Series, classes: list[Any]) -> pd.Series:
+    """Feedback labels are text; give them the classes' type (0/1, not "0")."""
+    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in classes):
         return pd.to_numeric(labels, errors="coerce")
     return labels.astype(str)
 
@@ -71,6 +117,36 @@ def load_dataset_check(settings: Settings, name: str) -> None:
     """Raise unless `name` is a built-in dataset or a file in the data directory."""
     if name not in BUILTIN:
         resolve_data_file(settings, name)
+
+
+def _training_set(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    current: ModelVersion,
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, str, int, str]:
+    """The frame to train on, its dataset name, its labelled rows and a description."""
+    recent = bool(params.get("since"))
+    since = (
+        _parse_since(params["since"])
+        if recent
+        else utcnow() - timedelta(days=settings.retrain_feedback_days)
+    )
+    with session_scope(session_factory) as session:
+        production = labelled_production_data(session, current.target, since)
+    if not production.empty:
+        production[current.target] = _align_labels(
+            production[current.target], list(current.classes)
+        )
+    name = params.get("dataset") or current.dataset or settings.demo_dataset
+    if recent:
+        check_enough_labels(settings, since, len(production))
+        described = f"{len(production)} labelled predictions since {to_iso(since)}"
+        return production, name, len(production), described
+    base = load_dataset(settings, name, target=current.target)
+    frame = pd.concat([base.frame, production], ignore_index=True)
+    described = f"{base.name} plus {len(production)} labelled predictions"
+    return frame, base.name, len(production), described
 
 
 def run_retrain(
@@ -90,28 +166,19 @@ def run_retrain(
     """
     params = job.params or {}
     with session_scope(session_factory) as session:
-        champion = registry.get_champion(session, settings)
-        current = champion.model_version
+        current = registry.get_champion(session, settings).model_version
         session.expunge(current)
-        production = labelled_production_data(
-            session, current.target, settings.retrain_feedback_days
-        )
     progress(5, "building the training set")
-    base = load_dataset(settings, params.get("dataset") or current.dataset or
-                        settings.demo_dataset, target=current.target)  # fmt: skip
-    frame = base.frame
-    if not production.empty:
-        production[current.target] = _align_labels(
-            production[current.target], frame[current.target]
-        )
-        frame = pd.concat([frame, production], ignore_index=True)
+    frame, dataset, labelled, described = _training_set(
+        session_factory, settings, current, params
+    )
     model_type = params.get("model_type") or current.model_type
     result = ModelTrainer(settings).train_model(
         frame,
         current.target,
         model_type,
         params.get("params") or {},
-        dataset=base.name,
+        dataset=dataset,
         schema=registry.input_schema(current),
         progress=lambda pct, stage: progress(10 + int(pct * 0.7), stage),
     )
@@ -136,7 +203,8 @@ def run_retrain(
             "tolerance": settings.gate_f1_tolerance,
             "model_type": model_type,
             "training_rows": result.training_data_size,
-            "labelled_rows": len(production),
+            "labelled_rows": labelled,
+            "training_data": described,
             "reason": job.reason,
         }
         outcome["message"] = _summary(outcome)

@@ -50,6 +50,10 @@ DRIFTED_COEFFICIENTS = {
 }
 PLAN_EFFECT = {"basic": 0.7, "standard": 0.0, "premium": -0.9}
 INTERCEPT = -0.9
+# "regime_change": a new market where churn follows another, strong relation.
+REGIME_COEFFICIENTS = {name: 2.0 * w for name, w in DRIFTED_COEFFICIENTS.items()}
+REGIME_PLAN_EFFECT = {plan: -effect for plan, effect in PLAN_EFFECT.items()}
+REGIME_INTERCEPT = -0.4
 
 
 def _baseline(rng: np.random.Generator, rows: int) -> pd.DataFrame:
@@ -134,6 +138,21 @@ def _concept_drift(df: pd.DataFrame, drift: Drift) -> np.ndarray:
     return (1 - mix) * _logit(df, COEFFICIENTS) + mix * _logit(df, DRIFTED_COEFFICIENTS)
 
 
+def _regime_change(df: pd.DataFrame, drift: Drift) -> np.ndarray:
+    """Churn follows the new relation, measured against the new population, whose
+    inputs have moved: the old model is mostly wrong, one retrained on recent
+    labelled data is right again."""
+    old = _logit(df, COEFFICIENTS)
+    new = np.full(len(df), REGIME_INTERCEPT)
+    for name, weight in REGIME_COEFFICIENTS.items():
+        mean, std = NUMERIC[name]
+        new += weight * (df[name].to_numpy(dtype=float) - mean) / std
+    new += df["plan"].map(REGIME_PLAN_EFFECT).fillna(0.0).to_numpy(dtype=float)
+    for name in drift.features:
+        df[name] = df[name] + drift.weight * drift.magnitude * NUMERIC[name][1]
+    return (1 - drift.weight) * old + drift.weight * new
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A drift scenario: how it changes data, its defaults, what it may change."""
@@ -180,6 +199,14 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "concept_drift": Scenario(
         _concept_drift, (), 1.0, "the feature-to-churn relation changes"
+    ),
+    "regime_change": Scenario(
+        _regime_change,
+        ("monthly_spend", "usage_hours", "tenure_months"),
+        0.75,
+        "inputs move by `magnitude` std and churn follows a new relation; "
+        "a retrain on recent labelled data fixes it",
+        tuple(NUMERIC),
     ),
 }
 

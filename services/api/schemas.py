@@ -3,6 +3,7 @@ OpenAPI document, so the two cannot disagree. Shaping functions build the dicts.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
@@ -65,6 +66,12 @@ class RetrainRequest(Strict):
         Literal["logistic_regression", "random_forest", "hist_gradient_boosting"] | None
     ) = None
     params: dict[str, Any] | None = Field(None, description="Estimator parameters")
+    since: datetime | None = Field(
+        None,
+        description="Train only on the labelled predictions logged since this time "
+        "(needs MODELOPS_RETRAIN_MIN_LABELS of them); without it, the base dataset "
+        "plus the labelled predictions of the last MODELOPS_RETRAIN_FEEDBACK_DAYS",
+    )
     reason: str | None = Field(None, max_length=500)
 
 
@@ -85,7 +92,7 @@ class BatchScoreUpload(BaseModel):
 class DemoDriftRequest(Strict):
     scenario: Literal[
         "baseline", "mean_shift", "variance_change", "new_category", "missing_spike",
-        "label_shift", "concept_drift",
+        "label_shift", "concept_drift", "regime_change",
     ] = "mean_shift"  # fmt: skip
 
 
@@ -234,6 +241,9 @@ class MetricsOut(BaseModel):
     window_start: str
     window_end: str
     window_minutes: float
+    model_version: int | None = Field(
+        description="The version these figures are of; null: every version"
+    )
     timestamp: str
     prediction_count: int
     request_count: int

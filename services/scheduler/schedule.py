@@ -14,18 +14,20 @@ from common.config import Settings
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Return beat's schedule for `settings`."""
     stall_check = timedelta(seconds=max(5, settings.job_stall_seconds // 3))
-    snapshot_every = timedelta(minutes=settings.metrics_snapshot_minutes)
-    drift_every = timedelta(minutes=settings.drift_check_minutes)
+    snapshot_every = timedelta(seconds=settings.metrics_snapshot_seconds)
+    drift_every = timedelta(seconds=settings.drift_check_seconds)
+    monitor_every = timedelta(seconds=settings.monitor_interval_seconds)
     plan: dict[str, dict[str, Any]] = {
         "retraining-policy": {
             "task": names.APPLY_RETRAINING_POLICY,
-            "schedule": timedelta(minutes=1),
-            "options": {"expires": 50},
+            "schedule": monitor_every,
+            "options": {"expires": monitor_every.total_seconds()},
         },
         "alerts-evaluate": {
             "task": names.EVALUATE_ALERTS,
-            "schedule": timedelta(minutes=1),
-            "options": {"expires": 50},  # not started in 50 s: discarded
+            "schedule": monitor_every,
+            # not started before the next one is due: discarded, the next one counts
+            "options": {"expires": monitor_every.total_seconds()},
         },
         "drift-check": {
             "task": names.CHECK_DRIFT,

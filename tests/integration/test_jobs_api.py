@@ -82,6 +82,9 @@ def test_retrain_with_redis_down_is_503_fast_and_leaves_no_queued_job(serving):
         ({"dataset": "../secrets.csv"}, 400),
         ({"dataset": "nothing-here.csv"}, 404),
         ({"surprise": True}, 400),
+        ({"since": "last tuesday"}, 400),
+        ({"since": "2999-01-01T00:00:00Z"}, 400),
+        ({"since": "2026-01-01T00:00:00Z"}, 422),  # no labelled predictions since
     ],
 )
 def test_bad_retrain_requests_are_refused_before_a_job_exists(

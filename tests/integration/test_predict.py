@@ -220,6 +220,13 @@ def test_metrics_count_answers_failures_and_labels(serving_app, row):
     assert m["latency_ms"]["p99"] > 0
     assert client.get("/metrics?window_minutes=0").status_code == 400
     assert client.get("/metrics/history").json["snapshots"] == []
+    one = client.get("/metrics?model_version=1").json
+    assert one["model_version"] == 1 and one["prediction_count"] == 4
+    assert m["model_version"] is None
+    assert client.get("/metrics?model_version=9").status_code == 404
+    bad = client.get("/metrics?model_version=1.5")
+    assert bad.status_code == 400
+    assert bad.json["error"]["details"]["problems"][0]["field"] == "model_version"
 
 
 def test_drift_endpoints_before_and_after_a_check(serving_app, serving_settings):

@@ -9,7 +9,9 @@ from common import alerts
 from common.alert_rules import DEFAULT_ALERT_RULES, AlertRule, parse_alert_rules
 from common.clock import utcnow
 from common.config import Settings
+from common.datasets import load_dataset
 from common.errors import ConfigError, ConflictError
+from common.lifecycle import train_version
 from common.storage.db import session_scope
 from common.storage.tables import (
     Alert,
@@ -173,3 +175,32 @@ def test_a_collapse_in_request_volume_opens_an_alert(session_factory):
         assert alert.subject == "traffic" and alert.value == pytest.approx(1 - 2 / 28)
         quiet = AlertRule("volume-drop", "volume_drop", ">=", 0.8, min_samples=100)
         assert alerts.evaluate_alerts(session, [quiet])["resolved"] == []  # too few
+
+
+def test_a_new_champion_is_judged_on_its_own_drift_checks(session_factory, db_settings):
+    def check(version_id, status, share):
+        session.add(
+            DriftReport(model_version_id=version_id, status=status, window_size=500,
+                        dataset_drift=share >= 0.3, drift_share=share,
+                        report={"features": {}, "drifted_features": []})
+        )  # fmt: skip
+        session.flush()
+
+    rule = AlertRule("dataset-drift", "drift_share", ">=", 0.3, "critical")
+    with session_scope(session_factory) as session:
+        old, new = (
+            train_version(session, db_settings, load_dataset(db_settings, "synthetic"),
+                          model_type="logistic_regression", reason="t",
+                          promote=True).version.id
+            for _ in range(2)
+        )  # fmt: skip
+        check(old, "drift", 0.5)
+        (opened,) = alerts.evaluate_alerts(session, [rule], champion_id=old)["opened"]
+        check(new, "insufficient_data", 0.0)  # the new champion has seen too little
+        check(old, "drift", 0.5)  # a late check of the old one counts no more
+        unchanged = alerts.evaluate_alerts(session, [rule], champion_id=new)
+        assert unchanged == {"opened": [], "resolved": []}
+        check(new, "ok", 0.0)
+        assert alerts.evaluate_alerts(session, [rule], champion_id=new)["resolved"] == [
+            opened
+        ]

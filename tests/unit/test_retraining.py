@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from common import jobs, registry
-from common.clock import utcnow
+from common import jobs, registry, synthetic
+from common.clock import to_iso, utcnow
 from common.datasets import load_dataset
-from common.errors import InvalidInputError
+from common.drift import check_drift
+from common.errors import InvalidInputError, UnprocessableDataError
 from common.lifecycle import train_version
 from common.retraining import check_retrain_params, run_retrain
 from common.storage.db import session_scope
@@ -143,3 +145,53 @@ def test_bad_requests_are_refused_before_a_job_exists(session_factory, with_cham
         assert check_retrain_params(
             session, with_champion, {"dataset": "iris", "reason": "r"}
         ) == {"dataset": "iris"}
+
+
+def _log_regime(session, version_id, rows, seed):
+    """Answered predictions of `rows` regime_change inputs, with their true labels."""
+    frame = synthetic.generate("regime_change", rows, seed)
+    for record in frame.to_dict(orient="records"):
+        pid = uuid.uuid4().hex
+        label = record.pop("churned")
+        session.add(
+            PredictionLog(prediction_id=pid, model_version_id=version_id,
+                          model_version=1, features=record, prediction="0",
+                          latency_ms=1.0)
+        )  # fmt: skip
+        session.add(FeedbackLabel(prediction_id=pid, label=str(label)))
+
+
+def test_a_retrain_since_a_time_learns_only_the_recent_world(
+    session_factory, with_champion
+):
+    settings = with_champion.with_overrides(retrain_min_labels=300)
+    with session_scope(session_factory) as session:
+        champion = registry.get_champion(session, settings)
+        _log_regime(session, champion.model_version_id, 100, 1)
+        session.flush()
+        since = to_iso(utcnow())
+        with pytest.raises(UnprocessableDataError, match="0 labelled predictions"):
+            check_retrain_params(session, settings, {"since": since})
+        _log_regime(session, champion.model_version_id, 600, 2)
+    job, result, _ = _run(session_factory, settings, since=since)
+    assert job.state == "succeeded", job.error
+    assert result["labelled_rows"] == 600 and result["outcome"] == "promoted"
+    assert result["training_data"] == f"600 labelled predictions since {since}"
+    assert result["challenger_f1"] > result["champion_f1"] + 0.2
+    live = synthetic.generate("regime_change", 2000, 3)
+    with session_scope(session_factory) as session:
+        new = registry.get_champion(session, settings).model_version
+        model = registry.load_model(settings, new)
+        profile = new.reference_profile
+    accuracy = (model.predict(live.drop(columns="churned")) == live["churned"]).mean()
+    assert accuracy > 0.75
+    # its reference profile describes the new world: the drifted inputs match it
+    report = check_drift(profile, live.drop(columns="churned"), None, settings)
+    assert report["dataset_drift"] is False, report["drifted_features"]
+
+
+def test_since_must_be_a_past_time(session_factory, with_champion):
+    with session_scope(session_factory) as session:
+        for bad in ("yesterday", to_iso(utcnow() + timedelta(hours=1))):
+            with pytest.raises(InvalidInputError, match="since must be"):
+                check_retrain_params(session, with_champion, {"since": bad})

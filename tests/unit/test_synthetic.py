@@ -84,6 +84,27 @@ def test_concept_drift_breaks_a_model_trained_on_baseline(settings):
         )
 
 
+def test_regime_change_breaks_the_old_model_and_a_retrain_on_recent_rows_fixes_it(
+    settings,
+):
+    trainer = ModelTrainer(settings)
+    old = trainer.train_model(
+        synthetic.generate("baseline", 3000, 1), "churned", "logistic_regression"
+    )
+    recent = trainer.train_model(
+        synthetic.generate("regime_change", 500, 2), "churned", "logistic_regression"
+    )
+    live = synthetic.generate("regime_change", 3000, 3)
+    X, y = live.drop(columns="churned"), live["churned"]
+    majority = max(y.mean(), 1 - y.mean())
+    assert (old.pipeline.predict(X) == y).mean() < 0.4
+    assert (recent.pipeline.predict(X) == y).mean() > majority + 0.1
+    base = synthetic.generate("baseline", 3000, 3)
+    for name in synthetic.SCENARIOS["regime_change"].features:
+        moved = (live[name].mean() - base[name].mean()) / synthetic.NUMERIC[name][1]
+        assert moved == pytest.approx(0.75, abs=0.05)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

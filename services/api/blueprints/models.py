@@ -40,7 +40,7 @@ def retrain() -> tuple[dict[str, Any], int, dict[str, str]]:
     body = parse_body(RetrainRequest, optional=True)
     session = get_session()
     params = check_retrain_params(
-        session, _settings(), body.model_dump(exclude_none=True)
+        session, _settings(), body.model_dump(exclude_none=True, mode="json")
     )
     return submit("retrain", params, body.reason or "manual retrain via API")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from common import drift_checks, metrics
+from common import drift_checks, metrics, registry
 from common.errors import InvalidInputError
 from services.api import prometheus
 from services.api.database import get_session, get_session_factory
@@ -32,10 +32,22 @@ def _number(name: str, default: float, most: float) -> float:
 
 @bp.get("/metrics")
 def current_metrics() -> dict[str, Any]:
-    """The last `window_minutes` (default from settings): volume, latency, accuracy."""
+    """The last `window_minutes` (default from settings): volume, latency, accuracy;
+    of every version, or of one `model_version`."""
     settings = current_app.extensions["settings"]
     minutes = _number("window_minutes", settings.metrics_window_minutes, 7 * 24 * 60)
-    return metrics.compute_window_metrics(get_session(), minutes=minutes)
+    session = get_session()
+    number = request.args.get("model_version")
+    version = None
+    if number is not None:
+        if not number.isdigit() or not 0 < int(number) <= 10**6:
+            raise InvalidInputError(
+                "model_version must be a version number",
+                problems=[{"field": "model_version", "code": "out_of_range",
+                           "message": number[:50]}],
+            )  # fmt: skip
+        version = registry.get_version(session, settings, int(number))
+    return metrics.compute_window_metrics(session, minutes=minutes, version=version)
 
 
 @bp.get("/metrics/history")

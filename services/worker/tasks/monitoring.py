@@ -45,7 +45,12 @@ def evaluate_alerts() -> dict[str, list[int]]:
     """Open, refresh or resolve alerts; each change goes to the webhook on its own
     task, so a failing receiver never holds up other alerts."""
     with session_scope(session_factory(settings)) as session:
-        changed = alerts.evaluate_alerts(session, settings.alert_rules)
+        champion = registry.find_champion(session, settings)
+        changed = alerts.evaluate_alerts(
+            session,
+            settings.alert_rules,
+            champion_id=champion.model_version_id if champion else None,
+        )
     if settings.alert_webhook_url:
         for event, ids in changed.items():
             for alert_id in ids:
