@@ -157,7 +157,8 @@ def test_simulator_sends_predictions_then_their_labels(tmp_path, start_api):
     tally = simulate(
         api.url, rate=100, scenario="mean_shift", duration=2.0, label_delay=0.5, seed=7
     )
-    assert tally.failed == 0 and tally.answered == tally.sent >= 150
+    # paced, never faster than asked (a slow machine may send fewer: no lower bound)
+    assert tally.failed == 0 and 0 < tally.answered == tally.sent <= 100 * 2.0 + 1
     assert 0 < tally.labels <= tally.answered
     assert dict(tally.versions) == {1: tally.answered}
     time.sleep(0.5)  # the log writer's flush interval
