@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 NPM_STAMP := dashboard/node_modules/.installed
 
-.PHONY: run test lint format bench clean install
+.PHONY: run test lint format bench clean install chromium
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,18 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+# Browser tests drive Debian's Chromium (never a downloaded browser); as root, install it.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+			|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null); \
+		else \
+			echo "Debian's chromium is missing: sudo apt-get install chromium (browser tests skip without it, and fail under CI=true)"; \
+		fi; \
+	fi
+
+test: lint chromium
 	$(BIN)/pytest
 
 BENCHES := training_time predict batch_score dispatch drift

@@ -100,6 +100,7 @@ def drift_history(session: Session, limit: int) -> list[dict[str, Any]]:
             "dataset_drift": r.dataset_drift,
             "drifted_features": r.report.get("drifted_features", []),
             "psi": {n: f["psi"] for n, f in r.report.get("features", {}).items()},
+            "thresholds": r.report.get("thresholds"),
         }
         for r in reversed(rows)
     ]

@@ -91,39 +91,96 @@ def prepare_home(
     return settings
 
 
+def launch_api(
+    settings: Settings,
+    redis_url: str,
+    log_dir: Path,
+    port: int | None = None,
+    **env_overrides: str,
+) -> Api:
+    """Start gunicorn on a prepared home and wait until it is ready."""
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    env.update({
+        "MODELOPS_HOME": settings.home, "MODELOPS_API_PORT": str(port),
+        "MODELOPS_REDIS_URL": redis_url, "MODELOPS_API_KEY": API_KEY,
+        "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "WARNING",
+        **env_overrides,
+    })  # fmt: skip
+    log_path = log_dir / f"gunicorn-{port}.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
+             "services.api.wsgi:app"],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    api = Api(f"http://127.0.0.1:{port}", process, settings, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(log_path.read_text())
+        try:
+            if http("GET", f"{api.url}/readyz", timeout=2)[0] == 200:
+                return api
+        except OSError:
+            pass
+        time.sleep(0.2)
+    api.stop()
+    raise AssertionError(f"API not ready: {log_path.read_text()[-2000:]}")
+
+
+def launch_worker(
+    settings: Settings,
+    redis_url: str,
+    log_dir: Path,
+    name: str = "w1",
+    *,
+    beat: bool = False,
+    **env_overrides: str,
+) -> subprocess.Popen[bytes]:
+    """Start `celery worker` (or `beat`) in its own process group, so a test can kill
+    it whole."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    env.update({"MODELOPS_HOME": settings.home, "MODELOPS_REDIS_URL": redis_url,
+                "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "INFO",
+                **env_overrides})  # fmt: skip
+    celery = [sys.executable, "-m", "celery", "-A"]
+    argv = (
+        [*celery, "services.scheduler.beat", "beat",
+         "--schedule", str(log_dir / f"{name}-schedule")]
+        if beat else
+        [*celery, "services.worker.celery_app", "worker", "-Q", "training,default",
+         "--pool", "solo", "--hostname", f"{name}@%h", "--without-mingle",
+         "--without-gossip"]
+    )  # fmt: skip
+    with (log_dir / f"{name}.log").open("ab") as log_file:
+        return subprocess.Popen(
+            argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop what a test started (by PID), the whole group if it will not stop."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
 @pytest.fixture
 def start_api(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Api]]:
     """Start gunicorn on a prepared home; every server is stopped at the end."""
     started: list[Api] = []
 
     def start(settings: Settings, **env_overrides: str) -> Api:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
-        env.update({
-            "MODELOPS_HOME": settings.home, "MODELOPS_API_PORT": str(port),
-            "MODELOPS_REDIS_URL": redis_url, "MODELOPS_API_KEY": API_KEY,
-            "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "WARNING",
-            **env_overrides,
-        })  # fmt: skip
-        log_path = tmp_path / f"gunicorn-{port}.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
-                 "services.api.wsgi:app"],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        api = Api(f"http://127.0.0.1:{port}", process, settings, log_path)
+        api = launch_api(settings, redis_url, tmp_path, **env_overrides)
         started.append(api)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if http("GET", f"{api.url}/readyz", timeout=2)[0] == 200:
-                    return api
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"API not ready: {log_path.read_text()[-2000:]}")
+        return api
 
     yield start
     for api in started:
@@ -135,7 +192,7 @@ def start_worker(
     tmp_path: Path, redis_url: str
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start `celery worker` (or `beat`) processes on a prepared home; all stopped at
-    the end. Each runs in its own process group, so a test can kill it whole."""
+    the end."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(
@@ -145,33 +202,11 @@ def start_worker(
         beat: bool = False,
         **env_overrides: str,
     ) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
-        env.update({"MODELOPS_HOME": settings.home, "MODELOPS_REDIS_URL": redis_url,
-                    "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "INFO",
-                    **env_overrides})  # fmt: skip
-        celery = [sys.executable, "-m", "celery", "-A"]
-        argv = (
-            [*celery, "services.scheduler.beat", "beat",
-             "--schedule", str(tmp_path / f"{name}-schedule")]
-            if beat else
-            [*celery, "services.worker.celery_app", "worker", "-Q", "training,default",
-             "--pool", "solo", "--hostname", f"{name}@%h", "--without-mingle",
-             "--without-gossip"]
-        )  # fmt: skip
-        with (tmp_path / f"{name}.log").open("wb") as log_file:
-            process = subprocess.Popen(
-                argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        process = launch_worker(
+            settings, redis_url, tmp_path, name, beat=beat, **env_overrides
+        )
         started.append(process)
         return process
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+    stop_processes(started)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -106,9 +107,20 @@ def test_unknown_path_and_method_use_the_json_error_shape(client):
     assert "GET" in wrong.headers["Allow"]
 
 
-def test_dashboard_page_is_served(client):
+def test_dashboard_page_is_served_with_a_strict_policy(client):
     response = client.get("/")
     assert response.status_code == 200
-    assert b"Serving model" in response.data
-    with client.get("/dashboard/static/status.js") as script:
-        assert script.status_code == 200
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    page = response.data.decode()
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    assert scripts and all(
+        "src=" in attrs and not body.strip() for attrs, body in scripts
+    )
+    assert not re.search(r"<[^>]*\son[a-z]+\s*=", page), "an inline event handler"
+    for path in ("/dashboard/static/js/app.js", "/dashboard/static/dashboard.css"):
+        with client.get(path) as asset:
+            assert asset.status_code == 200, path
+    with client.get("/dashboard/vendor/chart.umd.js") as chart:
+        assert chart.status_code == 200 and b"Chart" in chart.data[:2000]
+    assert client.get("/dashboard/vendor/evil.js").status_code == 404

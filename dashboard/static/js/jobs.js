@@ -1,0 +1,74 @@
+// Jobs: live progress, a retrain button, batch scoring with upload and job progress,
+// the result download, and each task in Flower.
+import { get, send, upload } from "./api.js";
+import { $, fill, fmtTime, h, safeUrl } from "./dom.js";
+import { askKey, changed, confirmAction, describeError, notice, progressBar } from "./ui.js";
+
+function summary(job) {
+  if (job.error) return `${job.error.type || "error"}: ${job.error.message}`;
+  return job.message || (job.result && job.result.message) || "";
+}
+
+function links(job) {
+  const items = [];
+  if (job.kind === "batch_score" && job.state === "succeeded") {
+    items.push(h("a", { href: `/jobs/${job.id}/result`, download: `scores-${job.id}.csv` }, "download"));
+  }
+  const flower = safeUrl(job.flower_url);
+  if (flower) items.push(" ", h("a", { href: flower, target: "_blank", rel: "noopener" }, "Flower"));
+  return items;
+}
+
+export async function refresh(state) {
+  const jobs = await get("/jobs?page_size=50");
+  state.busy = jobs.data.jobs.some((job) => job.state === "queued" || job.state === "running");
+  fill($("#jobs-table tbody"), jobs.data.jobs.map((job) => h("tr", { "data-job": String(job.id), class: job.state },
+    h("td", {}, String(job.id)), h("td", {}, job.kind), h("td", {}, job.state),
+    h("td", {}, progressBar(job.progress, `${job.progress}% ${job.stage || ""}`)),
+    h("td", {}, job.reason || ""), h("td", {}, summary(job)), h("td", {}, fmtTime(job.created_at)),
+    h("td", {}, links(job)))));
+  return [jobs];
+}
+
+async function retrain() {
+  if (!(await confirmAction("Start a retrain of the champion now?"))) return;
+  try {
+    const accepted = await send("POST", "/model/retrain", { body: { reason: "retrain from the dashboard" } }, askKey);
+    notice(`Retrain queued as job ${accepted.job_id}.`, "ok");
+    changed();
+  } catch (error) {
+    notice(describeError(error), "error");
+  }
+}
+
+async function score(event) {
+  event.preventDefault();
+  const file = $("#score-file").files[0];
+  if (!file) return notice("Choose a CSV file first.", "error");
+  const bar = $("#upload-progress");
+  bar.hidden = false;
+  bar.value = 0;
+  const form = new FormData();
+  form.append("file", file);
+  form.append("reason", `batch score of ${file.name} from the dashboard`);
+  try {
+    if (!sessionStorage.getItem("modelops:api-key")) {
+      const key = await askKey(false);
+      if (!key) return;
+      sessionStorage.setItem("modelops:api-key", key);
+    }
+    const accepted = await upload("/jobs/batch-score", form, (pct) => { bar.value = pct; });
+    notice(`Scoring ${file.name} as job ${accepted.job_id}.`, "ok");
+    changed();
+  } catch (error) {
+    if (error.status === 401) sessionStorage.removeItem("modelops:api-key");
+    notice(describeError(error), "error");
+  } finally {
+    bar.hidden = true;
+  }
+}
+
+export function setup() {
+  $("#retrain").addEventListener("click", retrain);
+  $("#score-form").addEventListener("submit", score);
+}

@@ -1,0 +1,85 @@
+// Overview: cards for the serving model and the live window, charts over time, and
+// per-feature drift against its threshold.
+import { get } from "./api.js";
+import { $, fill, fmtNumber, fmtPercent, h } from "./dom.js";
+
+const charts = {};
+
+function card(label, value, sub) {
+  return h("div", { class: "card" }, h("div", { class: "label" }, label),
+    h("div", { class: "value" }, value), sub ? h("div", { class: "sub" }, sub) : null);
+}
+
+function lineChart(id, datasets, options = {}) {
+  if (!window.Chart) return null;
+  if (!charts[id]) {
+    charts[id] = new window.Chart($(`#${id}`), {
+      type: "line",
+      data: { labels: [], datasets: datasets.map((label) => ({ label, data: [], tension: 0.2, pointRadius: 0 })) },
+      options: { animation: false, responsive: true, maintainAspectRatio: false,
+        interaction: { mode: "index", intersect: false }, scales: { y: { beginAtZero: true, ...options.y } } },
+    });
+  }
+  return charts[id];
+}
+
+function setSeries(chart, labels, series) {
+  if (!chart) return;
+  chart.data.labels = labels;
+  series.forEach((values, index) => { chart.data.datasets[index].data = values; });
+  chart.update();
+}
+
+function psiChart(check) {
+  if (!window.Chart) return;
+  const drifted = new Set((check && check.drifted_features) || []);
+  const features = Object.entries((check && check.psi) || {}).map(([name, psi]) => [name, { psi, drifted: drifted.has(name) }]);
+  const threshold = check && check.thresholds ? check.thresholds.psi : null;
+  if (!charts.psi) {
+    charts.psi = new window.Chart($("#chart-psi"), {
+      type: "bar",
+      data: { labels: [], datasets: [{ label: "PSI", data: [] }, { type: "line", label: "threshold", data: [], pointRadius: 0 }] },
+      options: { animation: false, responsive: true, maintainAspectRatio: false, scales: { y: { beginAtZero: true } } },
+    });
+  }
+  charts.psi.data.labels = features.map(([name]) => name);
+  charts.psi.data.datasets[0].data = features.map(([, f]) => f.psi);
+  charts.psi.data.datasets[0].backgroundColor = features.map(([, f]) => (f.drifted ? "#c0392b" : "#2e86c1"));
+  charts.psi.data.datasets[1].data = features.map(() => threshold);
+  charts.psi.update();
+}
+
+const clock = (iso) => new Date(iso).toLocaleTimeString();
+
+export async function refresh(state) {
+  const [metrics, history, drift] = await Promise.all([
+    get("/metrics"),
+    get("/metrics/history?hours=6"),
+    get("/drift/history?limit=100"),
+  ]);
+  const m = metrics.data;
+  const ci = m.accuracy_ci;
+  const serving = state.model;
+  fill($("#cards"),
+    card("Serving version", serving ? `v${serving.version}` : "–", serving ? serving.model_type : null),
+    card("Predictions", fmtNumber(m.prediction_count, 0), `last ${m.window_minutes} min`),
+    card("Request rate", `${fmtNumber(m.request_rate_per_min, 1)}/min`, `error rate ${fmtPercent(m.error_rate)}`),
+    card("p99 latency", m.latency_ms.p99 === null ? "–" : `${fmtNumber(m.latency_ms.p99, 1)} ms`, `p50 ${fmtNumber(m.latency_ms.p50, 1)} ms`),
+    card("Accuracy", fmtPercent(m.accuracy), ci ? `95% CI ${fmtPercent(ci.low)}–${fmtPercent(ci.high)}` : "no labels yet"),
+    card("Label coverage", fmtPercent(m.label_coverage), `${fmtNumber(m.labeled_count, 0)} labelled`),
+    card("Open alerts", String(m.open_alerts), m.drift ? `drift: ${m.drift.status}` : "no drift check yet"),
+  );
+  const snaps = history.data.snapshots;
+  const labels = snaps.map((s) => clock(s.at));
+  setSeries(lineChart("chart-volume", ["requests/min"]), labels, [snaps.map((s) => s.request_rate_per_min)]);
+  setSeries(lineChart("chart-latency", ["p50", "p99"]), labels,
+    [snaps.map((s) => s.latency_ms.p50), snaps.map((s) => s.latency_ms.p99)]);
+  setSeries(lineChart("chart-accuracy", ["realised", "estimated"], { y: { max: 1 } }), labels,
+    [snaps.map((s) => s.accuracy), snaps.map((s) => s.estimated_accuracy)]);
+  const checks = drift.data.checks;
+  setSeries(lineChart("chart-drift", ["drift share"], { y: { max: 1 } }),
+    checks.map((c) => clock(c.checked_at)), [checks.map((c) => c.drift_share)]);
+  const measured = checks.filter((c) => c.status !== "insufficient_data");
+  psiChart(measured[measured.length - 1]);
+  return [metrics, history, drift];
+}

@@ -1,0 +1,150 @@
+"""The dashboard in Debian's Chromium against a real API, worker, beat and Redis,
+with demo traffic flowing. Tests run in file order on one system."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import XSS, System, Tab
+from tests.e2e.conftest import API_KEY
+
+pytestmark = pytest.mark.browser
+CHARTS = ["chart-volume", "chart-latency", "chart-accuracy", "chart-drift", "chart-psi"]
+CHARTS_HAVE_DATA = """ids => ids.every(id => {
+  const chart = Chart.getChart(document.getElementById(id));
+  return chart && chart.data.datasets[0].data.some(v => v !== null && v !== undefined);
+})"""
+
+
+def _give_key(tab: Tab) -> None:
+    tab.page.fill("#key-input", API_KEY)
+    tab.page.click("#key-form button[value=ok]")
+
+
+def test_overview_shows_cards_and_live_charts_after_traffic(tab: Tab) -> None:
+    page = tab.page
+    page.goto("/")
+    page.wait_for_function(CHARTS_HAVE_DATA, arg=CHARTS, timeout=60_000)
+    expect(page.locator("#cards .card")).to_have_count(7)
+    expect(page.locator("#serving")).to_contain_text("serving v1")
+    expect(page.locator("#cards")).to_contain_text("95% CI")
+    before = page.evaluate("Chart.getChart(document.getElementById('chart-volume'))"
+                           ".data.labels.length")  # fmt: skip
+    page.wait_for_function(
+        "n => Chart.getChart(document.getElementById('chart-volume'))"
+        ".data.labels.length > n",
+        arg=before,
+        timeout=30_000,
+    )  # new snapshots arrive without a reload
+    tab.screenshot("overview")
+    assert tab.errors == []
+
+
+def test_tester_answers_and_shows_the_field_at_fault(tab: Tab) -> None:
+    page = tab.page
+    page.goto("/#try")
+    expect(page.locator("#try-fields .field")).to_have_count(8)
+    assert '"features"' in page.input_value("#try-json")
+    page.click("#try-form button[type=submit]")
+    expect(page.locator("#try-status")).to_have_text("HTTP 200")
+    expect(page.locator("#try-response")).to_contain_text('"prediction"')
+    expect(page.locator("#try-latency")).to_contain_text("ms")
+    page.fill("[data-field=age] input", "forty")
+    page.click("#try-form button[type=submit]")
+    expect(page.locator("#try-status")).to_have_text("HTTP 400")
+    expect(page.locator("#try-problems li").first).to_contain_text("age")
+    expect(page.locator(".field[data-field=age]")).to_have_class(re.compile("invalid"))
+    tab.screenshot("try-it")
+    # the browser reports the 400 it was asked to provoke; nothing else
+    assert [e for e in tab.errors if "status of 400" not in e] == []
+
+
+def test_retrain_shows_progress_and_then_the_new_version(tab: Tab) -> None:
+    page = tab.page
+    page.goto("/#jobs")
+    page.click("#retrain")
+    page.click("#confirm-ok")
+    _give_key(tab)
+    expect(page.locator("#notice")).to_contain_text("Retrain queued")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#jobs-table progress')]
+                 .some(p => p.value > 0 && p.value < 100)""",
+        timeout=60_000,
+    )
+    tab.screenshot("jobs")
+    newest = page.locator("#jobs-table tbody tr").first
+    expect(newest).to_have_class(re.compile("succeeded"), timeout=180_000)
+    expect(newest.locator("a", has_text="Flower")).to_have_attribute(
+        "href", re.compile(r"^http://.+/task/")
+    )
+    page.click("#nav a[data-page=models]")
+    champion = page.locator("#models-table tr.champion")
+    expect(champion).to_have_attribute("data-version", "2")
+    expect(champion).to_contain_text("promoted: F1")
+    expect(page.locator("#serving")).to_contain_text("serving v2")
+    tab.screenshot("models")
+    assert tab.errors == []
+
+
+def test_a_drift_scenario_raises_an_alert_that_can_be_acknowledged(tab: Tab) -> None:
+    page = tab.page
+    page.goto("/#demo")
+    expect(page.locator("#demo-scenario")).to_have_text("baseline")
+    page.select_option("#drift-scenario", "regime_change")
+    page.click("#drift-form button[type=submit]")
+    page.click("#confirm-ok")
+    _give_key(tab)
+    expect(page.locator("#demo-scenario")).to_have_text("regime_change")
+    tab.screenshot("demo")
+    # a notification while the page is open
+    expect(page.locator(".toast", has_text="dataset-drift")).to_be_visible(
+        timeout=60_000
+    )
+    page.click("#nav a[data-page=alerts]")
+    open_alert = page.locator("[data-state=open] li.alert", has_text="dataset-drift")
+    expect(open_alert).to_contain_text("critical")
+    open_alert.get_by_role("button", name="Acknowledge").click()  # key kept
+    expect(
+        page.locator("[data-state=acknowledged] li.alert", has_text="dataset-drift")
+    ).to_be_visible()
+    expect(page.locator("#alert-badge")).to_be_visible()
+    tab.screenshot("alerts")
+    assert tab.errors == []
+
+
+def test_markup_in_alert_text_is_shown_as_text(tab: Tab) -> None:
+    page = tab.page
+    page.goto("/#alerts")
+    shown = page.locator("li.alert", has_text=XSS).first
+    expect(shown).to_be_visible(timeout=30_000)
+    assert XSS in shown.text_content()
+    assert page.locator("#alert-lists img, #toasts img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert tab.errors == []
+
+
+def test_offline_banner_keeps_the_last_data_and_recovers(
+    tab: Tab, system: System
+) -> None:
+    page = tab.page
+    page.goto("/#models")
+    expect(page.locator("#models-table tbody tr")).to_have_count(2)
+    page.click("#nav a[data-page=overview]")
+    page.wait_for_function(CHARTS_HAVE_DATA, arg=CHARTS, timeout=30_000)
+    system.api.stop()
+    banner = page.locator("#offline")
+    expect(banner).to_be_visible(timeout=15_000)
+    expect(banner).to_contain_text("The API cannot be reached")
+    expect(banner).to_contain_text("Showing the data kept in this browser from")
+    expect(page.locator("#cards .card")).to_have_count(7)
+    page.click("#nav a[data-page=models]")  # rendered from the browser's copy
+    expect(page.locator("#models-table tbody tr")).to_have_count(2)
+    tab.screenshot("offline")
+    system.restart_api()
+    expect(banner).to_be_hidden(timeout=30_000)
+    expect(page.locator("#serving")).to_contain_text("serving v2")
+    refused = "ERR_CONNECTION_REFUSED"
+    assert [e for e in tab.errors if refused not in e] == []
