@@ -4,10 +4,12 @@ with demo traffic flowing. Tests run in file order on one system."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
+from common import synthetic
 from tests.browser.conftest import XSS, System, Tab
 from tests.e2e.conftest import API_KEY
 
@@ -126,6 +128,33 @@ def test_markup_in_alert_text_is_shown_as_text(tab: Tab) -> None:
     assert tab.errors == []
 
 
+def test_batch_scoring_upload_then_rollback(tab: Tab, tmp_path: Path) -> None:
+    page = tab.page
+    rows = synthetic.generate("baseline", 50, 5).drop(columns=synthetic.TARGET)
+    upload = tmp_path / "customers.csv"
+    rows.to_csv(upload, index=False)
+    page.goto("/#jobs")
+    page.set_input_files("#score-file", str(upload))
+    page.click("#score-form button[type=submit]")
+    _give_key(tab)
+    expect(page.locator("#notice")).to_contain_text("Scoring customers.csv")
+    newest = page.locator("#jobs-table tbody tr").first
+    expect(newest).to_contain_text("batch_score")
+    expect(newest).to_have_class(re.compile("succeeded"), timeout=60_000)
+    link = newest.locator("a", has_text="download")
+    scores = page.request.get(link.get_attribute("href"))
+    assert scores.ok and len(scores.text().strip().splitlines()) == 1 + 50
+    page.click("#nav a[data-page=models]")
+    page.click("#rollback")
+    expect(page.locator("#confirm-text")).to_contain_text("Roll back")
+    page.click("#confirm-ok")  # the key is kept for the session
+    expect(page.locator("#models-table tr.champion")).to_have_attribute(
+        "data-version", "1"
+    )
+    expect(page.locator("#serving")).to_contain_text("serving v1", timeout=15_000)
+    assert tab.errors == []
+
+
 def test_offline_banner_keeps_the_last_data_and_recovers(
     tab: Tab, system: System
 ) -> None:
@@ -145,6 +174,6 @@ def test_offline_banner_keeps_the_last_data_and_recovers(
     tab.screenshot("offline")
     system.restart_api()
     expect(banner).to_be_hidden(timeout=30_000)
-    expect(page.locator("#serving")).to_contain_text("serving v2")
+    expect(page.locator("#serving")).to_contain_text("serving v1")
     refused = "ERR_CONNECTION_REFUSED"
     assert [e for e in tab.errors if refused not in e] == []
