@@ -47,7 +47,9 @@ def _api_key(settings: Settings) -> str:
 def run_system(settings: Settings) -> int:
     """Bring everything up, wait for Ctrl-C or SIGTERM, stop everything. Exit code."""
     home = Path(settings.home)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    # The children read the same MODELOPS_* settings as this process (intervals,
+    # webhook, thresholds...), with the values it resolved (ports, paths, Redis).
+    env = dict(os.environ)
     env.update(
         {f"MODELOPS_{k.upper()}": str(v) for k, v in _child_settings(settings).items()}
     )
@@ -101,6 +103,7 @@ def _child_settings(settings: Settings) -> dict[str, Any]:
         "artifact_dir": settings.artifact_dir,
         "data_dir": settings.data_dir,
         "log_level": settings.log_level,
+        "config_file": str(Path(settings.config_file).resolve()),
     }
 
 

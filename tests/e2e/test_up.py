@@ -59,6 +59,7 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path):
         MODELOPS_DEMO_ROWS="1000",
         MODELOPS_API_WORKERS="1",
         MODELOPS_WORKER_CONCURRENCY="1",
+        MODELOPS_DRIFT_CHECK_SECONDS="2",  # must reach beat and the worker
     )
     output = (tmp_path / "up.out").open("wb")
     process = subprocess.Popen(
@@ -89,6 +90,11 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path):
             "synthetic",
         )
         assert model["reason"] == "demo model for an empty registry"
+
+        deadline = time.monotonic() + 30  # a drift check every 2 s, as configured
+        while not _get(f"{api}/drift/history")[1]["checks"]:
+            assert time.monotonic() < deadline, "the children ignored the settings"
+            time.sleep(0.5)
 
         flower_status, _ = _get(f"http://127.0.0.1:{flower_port}/healthcheck")
         assert flower_status == 200
