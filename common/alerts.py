@@ -40,18 +40,17 @@ def observe(
     session: Session,
     rule: AlertRule,
     cache: dict[tuple[int, int | None], dict[str, Any]],
-    champion_id: int | None = None,
+    champion: ModelVersion | None = None,
 ) -> list[Observation]:
     """The rule's current values (one per subject). Accuracy and drift are those of
     the champion when it is given: a new champion is not blamed for its predecessor."""
     if rule.metric in ("drift_share", "feature_psi"):
-        return _drift_observations(session, rule, champion_id)
-    scope = champion_id if rule.metric == "accuracy" else None
-    key = (rule.window_minutes, scope)
+        return _drift_observations(session, rule, champion)
+    scope = champion if rule.metric == "accuracy" else None
+    key = (rule.window_minutes, scope.id if scope else None)
     if key not in cache:
-        version = session.get(ModelVersion, scope) if scope is not None else None
         cache[key] = compute_window_metrics(
-            session, minutes=rule.window_minutes, version=version
+            session, minutes=rule.window_minutes, version=scope
         )
     m = cache[key]
     if rule.metric == "volume_drop":
@@ -76,11 +75,11 @@ def _volume_drop(
 
 
 def _drift_observations(
-    session: Session, rule: AlertRule, champion_id: int | None
+    session: Session, rule: AlertRule, champion: ModelVersion | None
 ) -> list[Observation]:
     query = select(DriftReport).order_by(DriftReport.id.desc()).limit(1)
-    if champion_id is not None:
-        query = query.where(DriftReport.model_version_id == champion_id)
+    if champion is not None:
+        query = query.where(DriftReport.model_version_id == champion.id)
     report = session.scalar(query)
     if report is None or report.status == "insufficient_data":
         return []
@@ -97,14 +96,14 @@ def evaluate_alerts(
     session: Session,
     rules: Sequence[AlertRule],
     now: datetime | None = None,
-    champion_id: int | None = None,
+    champion: ModelVersion | None = None,
 ) -> dict[str, list[int]]:
     """Open, refresh or resolve alerts for every rule; returns the ids it changed."""
     now = now or utcnow()
     changed: dict[str, list[int]] = {"opened": [], "resolved": []}
     cache: dict[tuple[int, int | None], dict[str, Any]] = {}
     for rule in rules:
-        for seen in observe(session, rule, cache, champion_id):
+        for seen in observe(session, rule, cache, champion):
             if seen.value is None or seen.samples < rule.min_samples:
                 continue  # not enough evidence either way: nothing changes
             active = _active(session, rule.name, seen.subject)

@@ -10,18 +10,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """Timezone-aware UTC; naive values (SQLite drops the zone) are taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def to_iso(value: datetime | None) -> str | None:
-    """Return ISO-8601 UTC; naive values (SQLite drops the zone) are taken as UTC."""
+    """Return ISO-8601 UTC; naive values are taken as UTC."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def from_iso(value: str) -> datetime:
     """Parse ISO-8601 (a trailing Z allowed); naive values are taken as UTC.
 
     Raises ValueError for text that is not a timestamp."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))

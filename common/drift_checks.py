@@ -4,7 +4,6 @@ stored as reports for `GET /drift` and the charts."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -23,20 +22,17 @@ log = logging.getLogger(__name__)
 
 def recent_inputs(
     session: Session, model_version_id: int, rows: int
-) -> tuple[pd.DataFrame, pd.Series, datetime | None]:
-    """The last `rows` answered inputs of one version, their predictions, and when
-    the oldest of them was logged (None for an empty window)."""
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The last `rows` answered inputs of one version, and their predictions."""
     logged = session.execute(
-        select(PredictionLog.features, PredictionLog.prediction,
-               PredictionLog.created_at)
+        select(PredictionLog.features, PredictionLog.prediction)
         .where(PredictionLog.model_version_id == model_version_id,
                PredictionLog.status_code == 200)
         .order_by(PredictionLog.id.desc())
         .limit(rows)
     ).all()  # fmt: skip
-    frame = pd.DataFrame([r.features for r in logged])
-    predictions = pd.Series([r.prediction for r in logged], dtype=object)
-    return frame, predictions, (logged[-1].created_at if logged else None)
+    frame = pd.DataFrame([features for features, _ in logged])
+    return frame, pd.Series([prediction for _, prediction in logged], dtype=object)
 
 
 def run_drift_check(session: Session, settings: Settings) -> DriftReport:
@@ -48,16 +44,13 @@ def run_drift_check(session: Session, settings: Settings) -> DriftReport:
         There is no champion yet.
     """
     version = registry.get_champion(session, settings).model_version
-    frame, predictions, oldest = recent_inputs(
-        session, version.id, settings.drift_window_rows
-    )
+    frame, predictions = recent_inputs(session, version.id, settings.drift_window_rows)
     missing = [f for f in version.feature_names if f not in frame.columns]
     for name in missing:  # an empty window has no columns at all
         frame[name] = pd.Series(dtype=object)
     report = check_drift(version.reference_profile, frame[version.feature_names],
                          predictions, settings)  # fmt: skip
     report["model_version"] = version.version
-    report["window_start"] = to_iso(oldest)
     row = DriftReport(
         model_version_id=version.id,
         status=report["status"],

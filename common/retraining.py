@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import registry
@@ -36,26 +36,28 @@ from common.training import ModelTrainer, build_estimator
 log = logging.getLogger(__name__)
 
 
+def _labelled_since(since: datetime, *columns: Any) -> Select[Any]:
+    """`columns` of the answered predictions logged since `since` that have a label."""
+    return (
+        select(*columns)
+        .select_from(PredictionLog)
+        .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
+        .where(PredictionLog.created_at >= since, PredictionLog.status_code == 200)
+    )
+
+
 def labelled_production_data(
     session: Session, target: str, since: datetime
 ) -> pd.DataFrame:
     """Logged inputs of predictions answered since `since`, with their labels."""
     rows = session.execute(
-        select(PredictionLog.features, FeedbackLabel.label)
-        .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
-        .where(PredictionLog.created_at >= since, PredictionLog.status_code == 200)
+        _labelled_since(since, PredictionLog.features, FeedbackLabel.label)
     ).all()
     return pd.DataFrame([{**features, target: label} for features, label in rows])
 
 
 def count_labelled_since(session: Session, since: datetime) -> int:
-    query = (
-        select(func.count())
-        .select_from(PredictionLog)
-        .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
-        .where(PredictionLog.created_at >= since, PredictionLog.status_code == 200)
-    )
-    return session.scalar(query) or 0
+    return session.scalar(_labelled_since(since, func.count())) or 0
 
 
 def check_retrain_params(

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common import jobs, registry
-from common.clock import from_iso, to_iso, utcnow
+from common.clock import as_utc, to_iso, utcnow
 from common.config import Settings
 from common.metrics import compute_window_metrics
 from common.retraining import count_labelled_since
@@ -64,7 +64,7 @@ def _drift_trigger(
         return None, bool(drifted)  # drift seen but not yet K times: it decides
     # From the first drifted check on, the inputs are the new world's; rows before it
     # may be the old world's (its window straddled the change), so they stay out.
-    since = from_iso(str(to_iso(min(c.created_at for c in drifted))))
+    since = as_utc(min(c.created_at for c in drifted))
     labelled = count_labelled_since(session, since)
     if labelled < settings.retrain_min_labels:
         log.info("drift seen; waiting for labels: %d of %d since %s", labelled,

@@ -191,16 +191,16 @@ def test_a_new_champion_is_judged_on_its_own_drift_checks(session_factory, db_se
         old, new = (
             train_version(session, db_settings, load_dataset(db_settings, "synthetic"),
                           model_type="logistic_regression", reason="t",
-                          promote=True).version.id
+                          promote=True).version
             for _ in range(2)
         )  # fmt: skip
-        check(old, "drift", 0.5)
-        (opened,) = alerts.evaluate_alerts(session, [rule], champion_id=old)["opened"]
-        check(new, "insufficient_data", 0.0)  # the new champion has seen too little
-        check(old, "drift", 0.5)  # a late check of the old one counts no more
-        unchanged = alerts.evaluate_alerts(session, [rule], champion_id=new)
+        check(old.id, "drift", 0.5)
+        (opened,) = alerts.evaluate_alerts(session, [rule], champion=old)["opened"]
+        check(new.id, "insufficient_data", 0.0)  # the new champion has seen too little
+        check(old.id, "drift", 0.5)  # a late check of the old one counts no more
+        unchanged = alerts.evaluate_alerts(session, [rule], champion=new)
         assert unchanged == {"opened": [], "resolved": []}
-        check(new, "ok", 0.0)
-        assert alerts.evaluate_alerts(session, [rule], champion_id=new)["resolved"] == [
+        check(new.id, "ok", 0.0)
+        assert alerts.evaluate_alerts(session, [rule], champion=new)["resolved"] == [
             opened
         ]

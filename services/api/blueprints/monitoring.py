@@ -14,7 +14,7 @@ from services.api.database import get_session, get_session_factory
 bp = Blueprint("monitoring", __name__)
 
 
-def _number(name: str, default: float, most: float) -> float:
+def _number(name: str, default: float, most: float, whole: bool = False) -> float:
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -22,9 +22,10 @@ def _number(name: str, default: float, most: float) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not 0 < value <= most:
+    if not 0 < value <= most or (whole and not value.is_integer()):
+        kind = "a whole number" if whole else "a number"
         raise InvalidInputError(
-            f"{name} must be a number in (0, {most:g}]",
+            f"{name} must be {kind} in (0, {most:g}]",
             problems=[{"field": name, "code": "out_of_range", "message": raw[:50]}],
         )
     return value
@@ -37,16 +38,8 @@ def current_metrics() -> dict[str, Any]:
     settings = current_app.extensions["settings"]
     minutes = _number("window_minutes", settings.metrics_window_minutes, 7 * 24 * 60)
     session = get_session()
-    number = request.args.get("model_version")
-    version = None
-    if number is not None:
-        if not number.isdigit() or not 0 < int(number) <= 10**6:
-            raise InvalidInputError(
-                "model_version must be a version number",
-                problems=[{"field": "model_version", "code": "out_of_range",
-                           "message": number[:50]}],
-            )  # fmt: skip
-        version = registry.get_version(session, settings, int(number))
+    number = int(_number("model_version", 0, 10**6, whole=True))
+    version = registry.get_version(session, settings, number) if number else None
     return metrics.compute_window_metrics(session, minutes=minutes, version=version)
 
 

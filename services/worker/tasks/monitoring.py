@@ -49,7 +49,7 @@ def evaluate_alerts() -> dict[str, list[int]]:
         changed = alerts.evaluate_alerts(
             session,
             settings.alert_rules,
-            champion_id=champion.model_version_id if champion else None,
+            champion=champion.model_version if champion else None,
         )
     if settings.alert_webhook_url:
         for event, ids in changed.items():
