@@ -9,6 +9,8 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, render_template, send_file
 from flask.typing import ResponseReturnValue
 
+from common.synthetic import SCENARIOS
+
 NODE_MODULES = Path(__file__).resolve().parent / "node_modules"
 VENDOR_FILES = {"chart.umd.js": NODE_MODULES / "chart.js" / "dist" / "chart.umd.js"}
 # No inline script or style, nothing from elsewhere: data shown as text cannot run.
@@ -30,7 +32,11 @@ bp = Blueprint(
 @bp.get("/")
 def index() -> Response:
     """The dashboard: overview, models, jobs, alerts, API tester, demo."""
-    page = render_template("index.html", charts=VENDOR_FILES["chart.umd.js"].is_file())
+    page = render_template(
+        "index.html",
+        charts=VENDOR_FILES["chart.umd.js"].is_file(),
+        scenarios=SCENARIOS,
+    )
     response = Response(page, mimetype="text/html")
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -93,3 +93,14 @@ def test_app_keeps_to_its_openapi_document(live_app):
             )
 
         check()
+
+
+def test_every_synthetic_scenario_can_be_chosen_for_demo_traffic(live_app):
+    from common.synthetic import SCENARIOS
+
+    document = live_app.test_client().get("/openapi.json").json
+    schema = document["components"]["schemas"]["DemoDriftRequest"]
+    assert schema["properties"]["scenario"]["enum"] == list(SCENARIOS)
+    page = live_app.test_client().get("/").data.decode()
+    for name in SCENARIOS:
+        assert f'<option value="{name}"' in page

@@ -95,18 +95,24 @@ export function forgetKey() {
   sessionStorage.removeItem(KEY);
 }
 
+/** The session's key, asking for it when there is none yet; null when not given. */
+export async function ensureKey(askKey, refused = false) {
+  let key = storedKey();
+  if (!key) {
+    key = await askKey(refused);
+    if (key) sessionStorage.setItem(KEY, key);
+  }
+  return key || null;
+}
+
 /**
  * A call that needs the API key: asks for it once (then keeps it for the session);
  * a refused key is forgotten and asked for again, once.
  */
 export async function send(method, path, options = {}, askKey) {
   for (let attempt = 0; attempt < 2; attempt += 1) {
-    let key = storedKey();
-    if (!key) {
-      key = await askKey(attempt > 0);
-      if (!key) throw new ApiError(401, { error: { message: "no API key given" } });
-      sessionStorage.setItem(KEY, key);
-    }
+    const key = await ensureKey(askKey, attempt > 0);
+    if (!key) throw new ApiError(401, { error: { message: "no API key given" } });
     try {
       return (await call(method, path, { ...options, auth: true, key })).data;
     } catch (error) {

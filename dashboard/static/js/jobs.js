@@ -1,6 +1,6 @@
 // Jobs: live progress, a retrain button, batch scoring with upload and job progress,
 // the result download, and each task in Flower.
-import { get, send, upload } from "./api.js";
+import { ensureKey, forgetKey, get, send, upload } from "./api.js";
 import { $, fill, fmtTime, h, safeUrl } from "./dom.js";
 import { askKey, changed, confirmAction, describeError, notice, progressBar } from "./ui.js";
 
@@ -52,16 +52,12 @@ async function score(event) {
   form.append("file", file);
   form.append("reason", `batch score of ${file.name} from the dashboard`);
   try {
-    if (!sessionStorage.getItem("modelops:api-key")) {
-      const key = await askKey(false);
-      if (!key) return;
-      sessionStorage.setItem("modelops:api-key", key);
-    }
+    if (!(await ensureKey(askKey))) return;
     const accepted = await upload("/jobs/batch-score", form, (pct) => { bar.value = pct; });
     notice(`Scoring ${file.name} as job ${accepted.job_id}.`, "ok");
     changed();
   } catch (error) {
-    if (error.status === 401) sessionStorage.removeItem("modelops:api-key");
+    if (error.status === 401) forgetKey();
     notice(describeError(error), "error");
   } finally {
     bar.hidden = true;
