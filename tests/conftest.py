@@ -16,13 +16,33 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
+from common.datasets import load_dataset
+from common.lifecycle import train_version
 from common.storage.db import make_engine, make_session_factory
 from common.storage.migrate import upgrade_database
+from common.storage.tables import ModelVersion
 from services.launcher import free_port, redis_command
 
 # Taken out of the environment: it is the suite's option, not a setting, and the
 # settings loader rightly refuses unknown MODELOPS_* variables in the code under test.
 POSTGRES_URL = os.environ.pop("MODELOPS_TEST_DATABASE_URL", "")
+
+
+def train_champion(
+    session: Session,
+    settings: Settings,
+    model_type: str = "logistic_regression",
+    reason: str = "t",
+) -> ModelVersion:
+    """Train a version on the synthetic demo data and make it champion."""
+    return train_version(
+        session,
+        settings,
+        load_dataset(settings, "synthetic"),
+        model_type=model_type,
+        reason=reason,
+        promote=True,
+    ).version
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,9 @@ import pytest
 
 from common.config import Settings
 from tests.e2e.conftest import (
-    API_KEY,
     Api,
     launch_api,
+    launch_simulator,
     launch_worker,
     prepare_home,
     stop_processes,
@@ -88,31 +87,9 @@ def system(
         launch_worker(settings, redis_url, log_dir, **env),
         launch_worker(settings, redis_url, log_dir, "beat", beat=True, **env),
     ]
-    simulate_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")
-    }
-    with (log_dir / "simulate.log").open("wb") as log:
-        running.processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "services.cli",
-                    "simulate",
-                    "--url",
-                    running.api.url,
-                    "--rate",
-                    "30",
-                    "--label-delay",
-                    "0.5",
-                    "--duration",
-                    "900",
-                ],
-                env={**simulate_env, "MODELOPS_API_KEY": API_KEY},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
+    running.processes.append(
+        launch_simulator(running.api.url, log_dir, rate=30, label_delay=0.5)
+    )
     yield running
     running.api.stop()
     stop_processes(running.processes)

@@ -160,6 +160,21 @@ def launch_worker(
         )  # fmt: skip
 
 
+def launch_simulator(
+    url: str, log_dir: Path, *, rate: float, label_delay: float
+) -> subprocess.Popen[bytes]:
+    """`modelops simulate` following the demo scenario, until stopped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    with (log_dir / "simulate.log").open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "simulate", "--url", url,
+             "--rate", str(rate), "--label-delay", str(label_delay),
+             "--duration", "3600"],
+            env={**env, "MODELOPS_API_KEY": API_KEY},
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
 def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
     """Stop what a test started (by PID), the whole group if it will not stop."""
     for process in processes:

@@ -9,10 +9,8 @@ promoted, the new champion's accuracy recovers and the alerts resolve by themsel
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +19,13 @@ from typing import Any
 import pytest
 
 from common.synthetic import SCENARIOS
-from tests.e2e.conftest import API_KEY, AUTH, http, prepare_home
+from tests.e2e.conftest import (
+    AUTH,
+    http,
+    launch_simulator,
+    prepare_home,
+    stop_processes,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -88,21 +92,11 @@ def simulator(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[bytes
     started: list[subprocess.Popen[bytes]] = []
 
     def start(url: str) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
-        env["MODELOPS_API_KEY"] = API_KEY
-        with (tmp_path / "simulate.log").open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "simulate", "--url", url,
-                 "--rate", "40", "--label-delay", "1", "--duration", "600"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        started.append(process)
-        return process
+        started.append(launch_simulator(url, tmp_path, rate=40, label_delay=1))
+        return started[-1]
 
     yield start
-    for process in started:
-        process.terminate()
-        process.wait(30)
+    stop_processes(started)
 
 
 def test_drift_is_detected_alerted_retrained_and_recovered(

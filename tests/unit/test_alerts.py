@@ -9,9 +9,7 @@ from common import alerts
 from common.alert_rules import DEFAULT_ALERT_RULES, AlertRule, parse_alert_rules
 from common.clock import utcnow
 from common.config import Settings
-from common.datasets import load_dataset
 from common.errors import ConfigError, ConflictError
-from common.lifecycle import train_version
 from common.storage.db import session_scope
 from common.storage.tables import (
     Alert,
@@ -20,6 +18,7 @@ from common.storage.tables import (
     FeedbackLabel,
     PredictionLog,
 )
+from tests.conftest import train_champion
 
 FLOOR = AlertRule(
     "accuracy-floor",
@@ -188,12 +187,7 @@ def test_a_new_champion_is_judged_on_its_own_drift_checks(session_factory, db_se
 
     rule = AlertRule("dataset-drift", "drift_share", ">=", 0.3, "critical")
     with session_scope(session_factory) as session:
-        old, new = (
-            train_version(session, db_settings, load_dataset(db_settings, "synthetic"),
-                          model_type="logistic_regression", reason="t",
-                          promote=True).version
-            for _ in range(2)
-        )  # fmt: skip
+        old, new = (train_champion(session, db_settings) for _ in range(2))
         check(old.id, "drift", 0.5)
         (opened,) = alerts.evaluate_alerts(session, [rule], champion=old)["opened"]
         check(new.id, "insufficient_data", 0.0)  # the new champion has seen too little

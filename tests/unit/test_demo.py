@@ -6,9 +6,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from common import jobs, registry
-from common.datasets import load_dataset
 from common.demo import reset_demo
-from common.lifecycle import train_version
 from common.storage.db import session_scope
 from common.storage.tables import (
     Alert,
@@ -18,20 +16,14 @@ from common.storage.tables import (
     ModelVersion,
     PredictionLog,
 )
+from tests.conftest import train_champion
 
 
 def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_settings):
     settings = db_settings.with_overrides(demo_rows=800)
     with session_scope(session_factory) as session:
         for _ in range(2):
-            train_version(
-                session,
-                settings,
-                load_dataset(settings, "synthetic"),
-                model_type="logistic_regression",
-                reason="t",
-                promote=True,
-            )
+            train_champion(session, settings)
         assert registry.get_champion(session, settings).generation == 2
         pid = uuid.uuid4().hex
         session.add(

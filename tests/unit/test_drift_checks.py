@@ -5,13 +5,12 @@ import uuid
 import pytest
 
 from common import registry, synthetic
-from common.datasets import load_dataset
 from common.drift_checks import drift_history, latest_drift_report, run_drift_check
 from common.errors import ModelNotReadyError, NotFoundError
-from common.lifecycle import train_version
 from common.metrics import compute_window_metrics
 from common.storage.db import session_scope
 from common.storage.tables import PredictionLog
+from tests.conftest import train_champion
 
 
 def _log_inputs(session, version, frame):
@@ -37,14 +36,7 @@ def test_drift_checks_store_reports_of_the_champion_s_recent_inputs(
             run_drift_check(session, settings)
         with pytest.raises(NotFoundError):
             latest_drift_report(session)
-        train_version(
-            session,
-            settings,
-            load_dataset(settings, "synthetic"),
-            model_type="logistic_regression",
-            reason="t",
-            promote=True,
-        )
+        train_champion(session, settings)
         version = registry.get_champion(session, settings).model_version
         assert run_drift_check(session, settings).status == "insufficient_data"
         _log_inputs(session, version, synthetic.generate("baseline", 800, 21))

@@ -9,27 +9,19 @@ from sqlalchemy import select
 
 from common import jobs, registry, synthetic
 from common.clock import to_iso, utcnow
-from common.datasets import load_dataset
 from common.drift import check_drift
 from common.errors import InvalidInputError, UnprocessableDataError
-from common.lifecycle import train_version
 from common.retraining import check_retrain_params, run_retrain
 from common.storage.db import session_scope
 from common.storage.tables import AuditEvent, FeedbackLabel, Job, PredictionLog
+from tests.conftest import train_champion
 
 
 @pytest.fixture
 def with_champion(session_factory, db_settings):
     """Version 1: a random forest on the synthetic data, champion."""
     with session_scope(session_factory) as session:
-        train_version(
-            session,
-            db_settings,
-            load_dataset(db_settings, "synthetic"),
-            model_type="random_forest",
-            reason="start",
-            promote=True,
-        )
+        train_champion(session, db_settings, "random_forest", reason="start")
     return db_settings
 
 

@@ -8,24 +8,16 @@ from sqlalchemy import select
 
 from common import jobs, registry, retraining_policy
 from common.clock import to_iso, utcnow
-from common.datasets import load_dataset
-from common.lifecycle import train_version
 from common.storage.db import session_scope
 from common.storage.tables import DriftReport, FeedbackLabel, Job, PredictionLog
+from tests.conftest import train_champion
 
 
 @pytest.fixture
 def champion(session_factory, db_settings):
     settings = db_settings.with_overrides(retrain_min_labels=20)
     with session_scope(session_factory) as session:
-        train_version(
-            session,
-            settings,
-            load_dataset(settings, "synthetic"),
-            model_type="logistic_regression",
-            reason="t",
-            promote=True,
-        )
+        train_champion(session, settings)
     return settings
 
 
@@ -134,14 +126,7 @@ def test_the_accuracy_rule_judges_the_champion_not_its_predecessor(
     settings = champion.with_overrides(retrain_on_drift=False)
     with session_scope(session_factory) as session:
         _labelled(session, settings, 30, 3)  # version 1 was wrong
-        train_version(
-            session,
-            settings,
-            load_dataset(settings, "synthetic"),
-            model_type="logistic_regression",
-            reason="retrained",
-            promote=True,
-        )
+        train_champion(session, settings, reason="retrained")
         assert retraining_policy.apply_policy(session, settings, _published([])) is None
         _labelled(session, settings, 30, 29)  # version 2 is right
         assert retraining_policy.apply_policy(session, settings, _published([])) is None

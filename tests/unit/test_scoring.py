@@ -8,24 +8,16 @@ import pandas as pd
 import pytest
 
 from common import jobs, scoring, synthetic
-from common.datasets import load_dataset
 from common.errors import ConflictError, NotFoundError
-from common.lifecycle import train_version
 from common.storage.db import session_scope
 from common.storage.tables import Job
+from tests.conftest import train_champion
 
 
 @pytest.fixture
 def champion_settings(session_factory, db_settings):
     with session_scope(session_factory) as session:
-        train_version(
-            session,
-            db_settings,
-            load_dataset(db_settings, "synthetic"),
-            model_type="logistic_regression",
-            reason="start",
-            promote=True,
-        )
+        train_champion(session, db_settings, reason="start")
     Path(db_settings.data_dir).mkdir(parents=True, exist_ok=True)
     return db_settings.with_overrides(score_chunk_rows=700)
 
