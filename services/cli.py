@@ -21,8 +21,7 @@ from common.storage.db import make_engine, session_scope
 from common.storage.migrate import (
     current_revision,
     head_revision,
-    migrated_session_factory,
-    upgrade_database,
+    migrated_sessions,
 )
 from services import simulator, system
 from services.console import ProgressBar, echo_version
@@ -66,8 +65,8 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (safe to repeat)."""
-    settings = _settings()
-    upgrade_database(make_engine(settings))
+    with migrated_sessions(_settings()):
+        pass
     click.echo(f"database at revision {head_revision()}")
 
 
@@ -75,7 +74,11 @@ def db_upgrade() -> None:
 def db_current() -> None:
     """Show the revision the database is at."""
     engine = make_engine(_settings())
-    click.echo(f"current {current_revision(engine) or 'none'}, head {head_revision()}")
+    try:
+        current = current_revision(engine) or "none"
+    finally:
+        engine.dispose()
+    click.echo(f"current {current}, head {head_revision()}")
 
 
 @main.command()
@@ -106,8 +109,11 @@ def train(
     """Train on SOURCE (a dataset name or a CSV/Parquet path) and register it."""
     settings = _settings()
     dataset = load_training_source(settings, source or settings.demo_dataset, target)
-    factory = migrated_session_factory(settings)
-    with session_scope(factory) as session, ProgressBar("training") as progress:
+    with (
+        migrated_sessions(settings) as factory,
+        session_scope(factory) as session,
+        ProgressBar("training") as progress,
+    ):
         trained = train_version(
             session,
             settings,
@@ -304,7 +310,7 @@ def models() -> None:
 def models_list() -> None:
     """Versions, newest first, with state and metrics."""
     settings = _settings()
-    with session_scope(migrated_session_factory(settings)) as session:
+    with migrated_sessions(settings) as factory, session_scope(factory) as session:
         for v in registry.list_versions(session, settings):
             click.echo(
                 f"{v.version:>4}  {v.state:<10} {v.model_type:<24} "
@@ -318,7 +324,7 @@ def models_list() -> None:
 def models_promote(version: int, reason: str) -> None:
     """Make VERSION the champion."""
     settings = _settings()
-    with session_scope(migrated_session_factory(settings)) as session:
+    with migrated_sessions(settings) as factory, session_scope(factory) as session:
         champion = registry.promote_version(
             session, settings, version, reason=reason, actor="cli"
         )
@@ -330,7 +336,7 @@ def models_promote(version: int, reason: str) -> None:
 def models_rollback(reason: str) -> None:
     """Serve the champion before the current one again."""
     settings = _settings()
-    with session_scope(migrated_session_factory(settings)) as session:
+    with migrated_sessions(settings) as factory, session_scope(factory) as session:
         champion = registry.rollback(session, settings, reason=reason, actor="cli")
         click.echo(
             f"version {champion.model_version.version} is champion "

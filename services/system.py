@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session, sessionmaker
 
 from common.broker import check_broker
 from common.config import Settings
@@ -23,7 +24,7 @@ from common.datasets import load_dataset
 from common.errors import AppError
 from common.lifecycle import registry_is_empty, train_version
 from common.storage.db import session_scope
-from common.storage.migrate import migrated_session_factory
+from common.storage.migrate import migrated_sessions
 from services import launcher
 from services.console import ProgressBar, echo_version
 
@@ -122,10 +123,14 @@ def _start_redis(supervisor: launcher.Supervisor, home: Path) -> str:
 
 def prepare_database(settings: Settings) -> None:
     """Apply migrations and train the demo model when the registry is empty."""
-    factory = migrated_session_factory(settings)
-    with session_scope(factory) as session:
-        if not registry_is_empty(session, settings):
-            return
+    with migrated_sessions(settings) as factory:
+        with session_scope(factory) as session:
+            if not registry_is_empty(session, settings):
+                return
+        _train_demo_model(settings, factory)
+
+
+def _train_demo_model(settings: Settings, factory: sessionmaker[Session]) -> None:
     dataset = load_dataset(settings, settings.demo_dataset)
     with session_scope(factory) as session, ProgressBar("demo model") as progress:
         trained = train_version(

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
 from common.datasets import load_dataset
 from common.lifecycle import train_version
 from common.storage.db import make_engine, make_session_factory
-from common.storage.migrate import upgrade_database
 from common.storage.tables import ModelVersion
 from services.launcher import free_port, redis_command
-
-# Taken out of the environment: it is the suite's option, not a setting, and the
-# settings loader rightly refuses unknown MODELOPS_* variables in the code under test.
-POSTGRES_URL = os.environ.pop("MODELOPS_TEST_DATABASE_URL", "")
+from tests.databases import POSTGRES_URL, migrated_database
 
 
 def train_champion(
@@ -50,43 +43,15 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=str(tmp_path / "home"), demo_rows=600, profile_sample_size=200)
 
 
-def _postgres_schema_url(schema: str) -> str:
-    url = make_url(POSTGRES_URL).update_query_dict(
-        {"options": f"-csearch_path={schema}"}
-    )
-    return url.render_as_string(hide_password=False)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_settings(
     request: pytest.FixtureRequest, settings: Settings
 ) -> Iterator[Settings]:
-    """Settings on a migrated database: SQLite always, PostgreSQL when configured.
-
-    Each PostgreSQL test gets its own schema, dropped afterwards.
-    """
-    if request.param == "sqlite":
-        engine = make_engine(settings)
-        upgrade_database(engine)
-        engine.dispose()
-        yield settings
-        return
-    if not POSTGRES_URL:
+    """Settings on a migrated database: SQLite always, PostgreSQL when configured."""
+    if request.param == "postgresql" and not POSTGRES_URL:
         pytest.skip("MODELOPS_TEST_DATABASE_URL is not set")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    pg_settings = settings.with_overrides(database_url=_postgres_schema_url(schema))
-    engine = make_engine(pg_settings)
-    try:
-        upgrade_database(engine)
-        yield pg_settings
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with migrated_database(settings, request.param) as migrated:
+        yield migrated
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -63,8 +65,13 @@ def make_revision(engine: Engine, message: str) -> None:
         command.revision(config, message=message, autogenerate=True)
 
 
-def migrated_session_factory(settings: Settings) -> sessionmaker[Session]:
-    """Sessions on a database brought up to the newest revision (CLI commands)."""
+@contextmanager
+def migrated_sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a database brought up to the newest revision (CLI commands); its
+    connections are closed on exit rather than left to the garbage collector."""
     engine = make_engine(settings)
-    upgrade_database(engine)
-    return make_session_factory(engine)
+    try:
+        upgrade_database(engine)
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()

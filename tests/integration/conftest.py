@@ -1,34 +1,52 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from common import registry
 from common.config import Settings, get_settings
 from common.storage.db import make_engine, make_session_factory, session_scope
-from common.storage.migrate import upgrade_database
 from services.api.app import create_app, stop_background
+from tests.databases import INTEGRATION_BACKENDS, migrated_database
 from tests.factories import register_version
 
 
-@pytest.fixture
-def api_settings(settings: Settings) -> Iterator[Settings]:
-    """Migrated SQLite settings whose broker URL points at a closed port."""
+@pytest.fixture(params=INTEGRATION_BACKENDS)
+def api_settings(
+    request: pytest.FixtureRequest, settings: Settings
+) -> Iterator[Settings]:
+    """Migrated settings (SQLite, and PostgreSQL when the suite is given one) whose
+    broker URL points at a closed port."""
     settings = settings.with_overrides(redis_url="redis://127.0.0.1:9/0")
-    engine = make_engine(settings)
-    upgrade_database(engine)
-    engine.dispose()
-    yield settings
+    with migrated_database(settings, request.param) as migrated:
+        yield migrated
 
 
 @pytest.fixture
-def client(api_settings: Settings) -> Iterator[FlaskClient]:
-    app = create_app(api_settings)
-    yield app.test_client()
-    app.extensions["engine"].dispose()
+def make_app() -> Iterator[Callable[[Settings], Flask]]:
+    """`create_app` for a test that needs its own settings. Every app made is stopped
+    when the test ends (threads, spooled log rows, database connections), so no
+    connection outlives its test's database."""
+    apps: list[Flask] = []
+
+    def make(settings: Settings) -> Flask:
+        apps.append(create_app(settings))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        stop_background(app)
+
+
+@pytest.fixture
+def client(
+    api_settings: Settings, make_app: Callable[[Settings], Flask]
+) -> FlaskClient:
+    return make_app(api_settings).test_client()
 
 
 def promote_new_version(settings: Settings, frame) -> int:

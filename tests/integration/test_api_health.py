@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from services.api.app import create_app
 from tests.integration.conftest import promote_new_version
 
 pytestmark = pytest.mark.integration
@@ -42,11 +41,11 @@ def test_readyz_is_503_with_every_reason_when_nothing_is_there(client):
 
 
 def test_readyz_is_200_with_redis_database_and_model(
-    api_settings, redis_url, churn_frame
+    api_settings, redis_url, churn_frame, make_app
 ):
     settings = api_settings.with_overrides(redis_url=redis_url)
     promote_new_version(settings, churn_frame)
-    client = create_app(settings).test_client()
+    client = make_app(settings).test_client()
     response = client.get("/readyz")
     assert response.status_code == 200, response.json
     assert response.json == {

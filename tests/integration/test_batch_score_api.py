@@ -66,12 +66,13 @@ def test_named_dataset_inside_the_data_directory_only(
     assert len(queued) == 1
 
 
-def test_upload_over_the_limit_gets_413(serving_settings, churn_frame, queued):
-    from services.api.app import create_app
+def test_upload_over_the_limit_gets_413(
+    serving_settings, churn_frame, queued, make_app
+):
     from tests.integration.conftest import promote_new_version
 
     promote_new_version(serving_settings, churn_frame)
-    client = create_app(
+    client = make_app(
         serving_settings.with_overrides(upload_max_bytes=1000)
     ).test_client()
     response = client.post(

@@ -3,18 +3,24 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from common.config import Settings
 from common.storage.migrate import head_revision
 from services.cli import main
+from tests.databases import INTEGRATION_BACKENDS, empty_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fresh_settings_cache")]
 
 
-@pytest.fixture
-def runner(monkeypatch, tmp_path):
+@pytest.fixture(params=INTEGRATION_BACKENDS)
+def runner(request, monkeypatch, tmp_path):
+    """The CLI with its settings in the environment, as a user would run it, on an
+    empty database of each backend (the CLI migrates it itself)."""
     monkeypatch.setenv("MODELOPS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MODELOPS_CONFIG_FILE", str(tmp_path / "absent.toml"))
     monkeypatch.setenv("MODELOPS_DEMO_ROWS", "600")
-    return CliRunner()
+    with empty_database(Settings(home=str(tmp_path / "home")), request.param) as db:
+        monkeypatch.setenv("MODELOPS_DATABASE_URL", db.database_url)
+        yield CliRunner()
 
 
 def test_help_lists_the_commands(runner):

@@ -81,20 +81,18 @@ def test_both_key_headers_are_accepted(serving, method, path):
 
 @pytest.mark.parametrize(("method", "path"), PREDICT_PATHS)
 def test_predict_and_feedback_need_the_key_only_when_configured(
-    serving_settings, churn_frame, row, method, path
+    serving_settings, churn_frame, row, method, path, make_app
 ):
-    from services.api.app import create_app
-
     promote_new_version(serving_settings, churn_frame)
     body = (
         {"features": row}
         if path == "/predict"
         else {"prediction_id": "0" * 32, "label": 1}
     )
-    open_app = create_app(serving_settings)
+    open_app = make_app(serving_settings)
     open_app.extensions["model_cache"].refresh()
     assert getattr(open_app.test_client(), method)(path, json=body).status_code == 200
-    closed = create_app(serving_settings.with_overrides(predict_auth=True))
+    closed = make_app(serving_settings.with_overrides(predict_auth=True))
     closed.extensions["model_cache"].refresh()
     client = closed.test_client()
     assert getattr(client, method)(path, json=body).status_code == 401

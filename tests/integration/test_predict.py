@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from services.api.app import create_app
 from services.api.model_cache import LoadedModel
 
 pytestmark = pytest.mark.integration
@@ -75,12 +74,12 @@ def test_non_finite_numbers_are_refused_by_field(serving, row, literal):
 
 
 def test_empty_oversized_and_ambiguous_bodies_are_refused(
-    serving_settings, churn_frame, row
+    serving_settings, churn_frame, row, make_app
 ):
     from tests.integration.conftest import promote_new_version
 
     promote_new_version(serving_settings, churn_frame)
-    app = create_app(serving_settings.with_overrides(max_batch_instances=3))
+    app = make_app(serving_settings.with_overrides(max_batch_instances=3))
     app.extensions["model_cache"].refresh()
     client = app.test_client()
     assert _problems(client.post("/predict", json={"instances": []})) == {
@@ -95,12 +94,12 @@ def test_empty_oversized_and_ambiguous_bodies_are_refused(
 
 
 def test_body_over_the_limit_gets_413_and_non_json_gets_415(
-    serving_settings, churn_frame, row
+    serving_settings, churn_frame, row, make_app
 ):
     from tests.integration.conftest import promote_new_version
 
     promote_new_version(serving_settings, churn_frame)
-    client = create_app(
+    client = make_app(
         serving_settings.with_overrides(max_request_bytes=500)
     ).test_client()
     big = client.post("/predict", json={"instances": [row] * 10})
@@ -155,11 +154,13 @@ class SlowPipeline:
         return self.pipeline.predict_proba(frame)
 
 
-def test_a_prediction_over_its_budget_gets_408(serving_settings, churn_frame, row):
+def test_a_prediction_over_its_budget_gets_408(
+    serving_settings, churn_frame, row, make_app
+):
     from tests.integration.conftest import promote_new_version
 
     promote_new_version(serving_settings, churn_frame)
-    app = create_app(serving_settings.with_overrides(predict_timeout_ms=100))
+    app = make_app(serving_settings.with_overrides(predict_timeout_ms=100))
     cache = app.extensions["model_cache"]
     loaded = cache.refresh()
     fields = {**loaded.__dict__, "pipeline": SlowPipeline(loaded.pipeline, 1.0)}

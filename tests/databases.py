@@ -1,0 +1,64 @@
+"""The databases the suites run on: SQLite always, PostgreSQL when the suite is given
+one through `MODELOPS_TEST_DATABASE_URL` (`.ci/run` sets it when PostgreSQL answers)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from common.config import Settings
+from common.storage.db import make_engine
+from common.storage.migrate import upgrade_database
+
+# Taken out of the environment: it is the suite's option, not a setting, and the
+# settings loader rightly refuses unknown MODELOPS_* variables in the code under test.
+POSTGRES_URL = os.environ.pop("MODELOPS_TEST_DATABASE_URL", "")
+
+
+def _postgres_schema_url(schema: str) -> str:
+    url = make_url(POSTGRES_URL).update_query_dict(
+        {"options": f"-csearch_path={schema}"}
+    )
+    return url.render_as_string(hide_password=False)
+
+
+# The integration suite runs once per backend here; without PostgreSQL it is not
+# listed as skipped a hundred times, it simply runs on SQLite alone.
+INTEGRATION_BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
+
+
+@contextmanager
+def empty_database(settings: Settings, backend: str) -> Iterator[Settings]:
+    """`settings` pointed at an empty database of `backend`, for code that migrates
+    it itself. SQLite lives in the settings' home; PostgreSQL gets a schema of its
+    own, dropped on exit, so tests never see each other's rows."""
+    if backend == "sqlite":
+        yield settings
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield settings.with_overrides(database_url=_postgres_schema_url(schema))
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def migrated_database(settings: Settings, backend: str) -> Iterator[Settings]:
+    """`settings` pointed at a freshly migrated database of `backend`."""
+    with empty_database(settings, backend) as empty:
+        engine = make_engine(empty)
+        try:
+            upgrade_database(engine)
+        finally:
+            engine.dispose()
+        yield empty
