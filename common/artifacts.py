@@ -1,11 +1,16 @@
-"""Model artifacts: written atomically with a sha256, verified before unpickling.
+"""Model artifacts on any fsspec filesystem: written with a sha256, verified before
+unpickling.
 
-Unpickling runs code, so a file whose bytes do not match the recorded digest is never
-handed to joblib: tampered, truncated and swapped files are all refused.
+The store is a local directory by default; any fsspec URL (`s3://bucket/models`,
+`gs://…`, `memory://…`) works by setting, with the backend package installed and its
+credentials in the environment. Unpickling runs code, so bytes that do not match the
+recorded digest are never handed to joblib, whatever the store: tampered, truncated and
+swapped files are all refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -16,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from common.errors import ArtifactError
 
@@ -24,16 +31,82 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StoredArtifact:
-    path: Path
+    url: str
     sha256: str
     size_bytes: int
 
 
-def write_artifact(obj: Any, path: Path) -> StoredArtifact:
-    """Dump `obj` with joblib to a temporary file beside `path`, fsync, then rename.
+def artifact_url(root: str, relative: str) -> str:
+    """The location of `relative` (a registry path, always with `/`) under `root`."""
+    return f"{root.rstrip('/')}/{relative}"
 
-    A reader never sees a half-written file at `path`.
+
+def write_artifact(obj: Any, url: str) -> StoredArtifact:
+    """Dump `obj` with joblib and store it at `url`.
+
+    Locally the bytes go to a temporary file beside the target, are fsynced and renamed,
+    so a crash never leaves a half-written file under the final name. Elsewhere one
+    write puts the whole object (object stores make a PUT atomic).
     """
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer, compress=3)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    fs, path = url_to_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        _write_local(Path(path), data)
+    else:
+        try:
+            fs.pipe_file(path, data)
+        except FileNotFoundError:  # a filesystem with real folders: make them first
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            fs.pipe_file(path, data)
+    return StoredArtifact(url=url, sha256=digest, size_bytes=len(data))
+
+
+def read_artifact(url: str, sha256: str, size_bytes: int | None = None) -> Any:
+    """Load an artifact only when its bytes match the recorded sha256.
+
+    Raises
+    ------
+    ArtifactError
+        When the file is missing or unreadable, has another size or digest, or fails
+        to load.
+    """
+    try:
+        fs, path = url_to_fs(url)
+        data = fs.cat_file(path)
+    except Exception as exc:  # each backend has its own errors: all mean unreadable
+        raise ArtifactError(f"cannot read artifact {url}: {exc}", path=url) from exc
+    if size_bytes is not None and len(data) != size_bytes:
+        raise ArtifactError(
+            f"artifact {url} is {len(data)} bytes, expected {size_bytes} "
+            "(truncated or replaced); refusing to load it",
+            path=url,
+        )
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ArtifactError(
+            f"artifact {url} has sha256 {actual[:12]}…, expected {sha256[:12]}… "
+            "(tampered or replaced); refusing to load it",
+            path=url,
+        )
+    try:
+        return joblib.load(io.BytesIO(data))
+    except Exception as exc:  # a matching digest with a bad payload: written broken
+        raise ArtifactError(
+            f"artifact {url} cannot be loaded: {exc}", path=url
+        ) from exc
+
+
+def remove_artifact(url: str) -> None:
+    """Delete the artifact at `url`; one already gone is not an error."""
+    fs, path = url_to_fs(url)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
+
+
+def _write_local(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(
         dir=path.parent, prefix=".tmp-", suffix=".joblib"
@@ -41,61 +114,14 @@ def write_artifact(obj: Any, path: Path) -> StoredArtifact:
     temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as stream:
-            joblib.dump(obj, stream, compress=3)
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        digest = sha256_file(temp)
-        size = temp.stat().st_size
         temp.replace(path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return StoredArtifact(path=path, sha256=digest, size_bytes=size)
-
-
-def read_artifact(path: Path, sha256: str, size_bytes: int | None = None) -> Any:
-    """Load an artifact only when its bytes match the recorded sha256.
-
-    Raises
-    ------
-    ArtifactError
-        When the file is missing, has another size or digest, or fails to load.
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ArtifactError(
-            f"cannot read artifact {path}: {exc}", path=str(path)
-        ) from exc
-    if size_bytes is not None and len(data) != size_bytes:
-        raise ArtifactError(
-            f"artifact {path} is {len(data)} bytes, expected {size_bytes} "
-            "(truncated or replaced); refusing to load it",
-            path=str(path),
-        )
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise ArtifactError(
-            f"artifact {path} has sha256 {actual[:12]}…, expected {sha256[:12]}… "
-            "(tampered or replaced); refusing to load it",
-            path=str(path),
-        )
-    try:
-        return joblib.load(io.BytesIO(data))
-    except Exception as exc:  # a matching digest with a bad payload: written broken
-        raise ArtifactError(
-            f"artifact {path} cannot be loaded: {exc}", path=str(path)
-        ) from exc
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Return the hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:

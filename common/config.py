@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+import fsspec
+
 from common.alert_rules import DEFAULT_ALERT_RULES, AlertRule, parse_alert_rules
 from common.errors import ConfigError
 
@@ -39,7 +41,11 @@ class Settings:
     database_url: str = _doc(
         "SQLAlchemy URL; empty means SQLite at `<home>/modelops.db`.", ""
     )
-    artifact_dir: str = _doc("Model artifacts; empty means `<home>/artifacts`.", "")
+    artifact_dir: str = _doc(
+        "Model artifacts: a directory or any fsspec URL (s3://bucket/prefix, gs://…, "
+        "with its backend installed); empty means `<home>/artifacts`.",
+        "",
+    )
     data_dir: str = _doc("Named datasets and uploads; empty means `<home>/data`.", "")
     redis_url: str = _doc(
         "Broker and result backend; empty makes `modelops up` start a private Redis.",
@@ -263,6 +269,18 @@ class Settings:
             raise ConfigError(
                 f"{_env('demo_model_type')} must be one of {', '.join(MODEL_TYPES)}"
             )
+        self._check_artifact_store()
+
+    def _check_artifact_store(self) -> None:
+        """An artifact URL whose fsspec backend is missing fails at start-up, not at
+        the first training job."""
+        protocol, separator, _ = self.artifact_dir.partition("://")
+        if not separator:
+            return
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(f"{_env('artifact_dir')}: {exc}") from exc
 
     @property
     def is_sqlite(self) -> bool:

@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import registry, scoring, synthetic
+from common.artifacts import artifact_url, remove_artifact
 from common.config import Settings
 from common.datasets import load_dataset
 from common.errors import InvalidInputError
@@ -65,7 +66,7 @@ def reset_demo(
     progress(85, "clearing demo data")
     with session_scope(session_factory) as session:
         old_files = [
-            Path(settings.artifact_dir) / v.artifact_path
+            artifact_url(settings.artifact_dir, v.artifact_path)
             for v in registry.list_versions(session, settings)
         ]
         generation = _clear(session, settings, job.id)
@@ -91,8 +92,8 @@ def reset_demo(
         repo.add_audit_event(
             session, "demo_reset", "job", job.id, generation=generation + 1
         )
-    for path in old_files:
-        path.unlink(missing_ok=True)
+    for url in old_files:
+        remove_artifact(url)
     for folder in (scoring.UPLOADS, scoring.OUTPUTS):
         shutil.rmtree(Path(settings.data_dir) / folder, ignore_errors=True)
     progress(99, "done")

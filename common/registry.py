@@ -9,13 +9,17 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from common.artifacts import read_artifact, write_artifact
+from common.artifacts import (
+    artifact_url,
+    read_artifact,
+    remove_artifact,
+    write_artifact,
+)
 from common.clock import utcnow
 from common.config import Settings
 from common.errors import ConflictError, ModelNotFoundError, ModelNotReadyError
@@ -62,9 +66,9 @@ def register_model(
         relative = (
             # A unique name per write: a writer that loses the race for this version
             # number removes its own file, never the winner's.
-            Path(name) / str(version) / f"model-{uuid.uuid4().hex[:12]}.joblib"
+            f"{name}/{version}/model-{uuid.uuid4().hex[:12]}.joblib"
         )
-        stored = write_artifact(bundle, Path(settings.artifact_dir) / relative)
+        stored = write_artifact(bundle, artifact_url(settings.artifact_dir, relative))
         row = _version_row(
             result, name, version, relative, stored.sha256, stored.size_bytes
         )
@@ -74,12 +78,12 @@ def register_model(
                 session.add(row)
                 session.flush()
         except IntegrityError:
-            stored.path.unlink(missing_ok=True)
+            remove_artifact(stored.url)
             if repo.find_model_version(session, name, version) is None:
                 raise  # not a lost race for the version number: a real violation
             continue  # another process took this version number
         except BaseException:
-            stored.path.unlink(missing_ok=True)
+            remove_artifact(stored.url)
             raise
         repo.add_audit_event(
             session,
@@ -99,7 +103,7 @@ def register_model(
 
 
 def _version_row(
-    result: ModelResult, name: str, version: int, relative: Path, sha256: str, size: int
+    result: ModelResult, name: str, version: int, relative: str, sha256: str, size: int
 ) -> ModelVersion:
     return ModelVersion(
         name=name,
@@ -107,7 +111,7 @@ def _version_row(
         state="candidate",
         model_type=result.model_type,
         target=result.target,
-        artifact_path=relative.as_posix(),
+        artifact_path=relative,
         sha256=sha256,
         size_bytes=size,
         feature_names=result.feature_names,
@@ -132,8 +136,8 @@ def load_model(settings: Settings, version: ModelVersion) -> Any:
     ArtifactError
         When the file is missing, truncated or does not match its digest.
     """
-    path = Path(settings.artifact_dir) / version.artifact_path
-    bundle = read_artifact(path, version.sha256, version.size_bytes)
+    url = artifact_url(settings.artifact_dir, version.artifact_path)
+    bundle = read_artifact(url, version.sha256, version.size_bytes)
     return bundle["pipeline"]
 
 

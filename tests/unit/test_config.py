@@ -53,6 +53,19 @@ def test_wrong_type_in_environment_names_key_and_expectation(key, raw, expected)
     assert expected in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("s3://models/prod", "Install s3fs"), ("bogus://x", "Protocol not known")],
+)
+def test_an_artifact_store_without_its_backend_stops_startup(url, message):
+    with pytest.raises(ConfigError, match="MODELOPS_ARTIFACT_DIR") as caught:
+        Settings.from_env(
+            {"MODELOPS_ARTIFACT_DIR": url, "MODELOPS_CONFIG_FILE": "/nonexistent"}
+        )
+    assert message in caught.value.message
+    assert Settings(artifact_dir="memory://models").artifact_dir == "memory://models"
+
+
 def test_out_of_range_value_is_refused():
     with pytest.raises(ConfigError, match="MODELOPS_TEST_SIZE"):
         Settings(test_size=1.5)
