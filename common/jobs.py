@@ -18,7 +18,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -148,11 +148,21 @@ def submit_job(
     return job
 
 
-def start_job(session: Session, job_id: int, task_id: str | None) -> Job | None:
-    """Move a job to running; None when there is nothing to do.
+def start_job(
+    session: Session,
+    job_id: int,
+    task_id: str | None,
+    *,
+    worker: str | None = None,
+    stall_seconds: float = 60.0,
+) -> Job | None:
+    """Claim a job for this worker and move it to running; None when there is
+    nothing to do here.
 
-    A finished job (a redelivered task) stays as it is; a job cancelled while queued
-    is finished as cancelled.
+    The claim is one conditional UPDATE, so of two deliveries of the same job (a
+    redelivery, a requeue, two workers) exactly one wins. A job stays claimable while
+    queued, or while running with a heartbeat older than `stall_seconds` (its worker
+    died). A finished job stays as it is; one cancelled while queued ends cancelled.
     """
     job = get_job(session, job_id)
     if job.state in FINISHED:
@@ -163,12 +173,35 @@ def start_job(session: Session, job_id: int, task_id: str | None) -> Job | None:
             session, job_id, JobState.CANCELLED, message="cancelled before start"
         )
         return None
-    job.state = JobState.RUNNING
-    job.started_at = job.started_at or utcnow()
-    job.heartbeat_at = utcnow()
-    job.attempts += 1
-    job.task_id = task_id or job.task_id
-    session.flush()
+    now = utcnow()
+    claimable = or_(
+        Job.state == JobState.QUEUED,
+        and_(
+            Job.state == JobState.RUNNING,
+            or_(
+                Job.heartbeat_at.is_(None),
+                Job.heartbeat_at < now - timedelta(seconds=stall_seconds),
+            ),
+        ),
+    )
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, claimable)
+        .values(
+            state=JobState.RUNNING,
+            started_at=func.coalesce(Job.started_at, now),
+            heartbeat_at=now,
+            attempts=Job.attempts + 1,
+            task_id=task_id or Job.task_id,
+            worker=worker,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        log.info("job %d is running on %s; this delivery does nothing",
+                 job_id, job.worker)  # fmt: skip
+        return None
+    session.refresh(job)
     return job
 
 
@@ -259,14 +292,19 @@ def run_job(
     *,
     timeout_errors: tuple[type[BaseException], ...] = (),
     heartbeat_seconds: float = 10.0,
+    stall_seconds: float = 60.0,
+    worker: str | None = None,
 ) -> dict[str, Any] | None:
-    """Run `work` for a job and record how it ended. Safe to call twice.
+    """Run `work` for a job and record how it ended. Safe to call twice, from any
+    number of workers: only the one that claims the job runs it.
 
     Returns the result, or None when the job had nothing to do. A `DependencyError`
     puts the job back to queued and propagates, so the caller can retry.
     """
     with session_scope(session_factory) as session:
-        job = start_job(session, job_id, task_id)
+        job = start_job(
+            session, job_id, task_id, worker=worker, stall_seconds=stall_seconds
+        )
         if job is None:
             return None
         session.expunge(job)

@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Queue
 from kombu.exceptions import OperationalError
 
 from common import task_names as names
 from common.config import Settings
 from common.errors import DependencyError
+from common.logging import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,20 @@ def time_limits(settings: Settings) -> dict[str, dict[str, float]]:
     }
 
 
+def _keep_our_logging(settings: Settings) -> None:
+    """Workers and beat log at `MODELOPS_LOG_LEVEL` in our format. Without a
+    `setup_logging` receiver Celery resets the root level to its `--loglevel`
+    (WARNING by default) and every INFO record of a task is lost."""
+
+    def configure(**_: Any) -> None:
+        configure_logging(settings)
+
+    setup_logging.connect(configure, weak=False, dispatch_uid="modelops-logging")
+
+
 def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
     """Build a Celery app on Redis with the reliability settings of DESIGN.md §6."""
+    _keep_our_logging(settings)
     # No result backend: a job's row holds its state, progress and result.
     app = Celery("modelops", broker=settings.redis_url)
     longest = max(

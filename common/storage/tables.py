@@ -115,6 +115,8 @@ class Job(Base):
     # job per single-flight kind (retrain), enforced by the database.
     active_key: Mapped[str | None] = mapped_column(String(50))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The Celery worker (hostname) that claimed the job last: one owner at a time.
+    worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)

@@ -204,6 +204,7 @@ class JobOut(BaseModel):
     finished_at: str | None
     task_id: str | None
     attempts: int
+    worker: str | None
     cancel_requested: bool
     status_url: str
     flower_url: str | None
@@ -377,6 +378,7 @@ def job_out(job: Job, flower_url: str) -> dict[str, Any]:
         "finished_at": to_iso(job.finished_at),
         "task_id": job.task_id,
         "attempts": job.attempts,
+        "worker": job.worker,
         "cancel_requested": job.cancel_requested,
         "status_url": f"/jobs/{job.id}",
         "flower_url": f"{flower_url}/task/{job.task_id}" if job.task_id else None,

@@ -69,10 +69,15 @@ class Api:
 
 
 def prepare_home(
-    home: Path, versions: tuple[str, ...] = ("logistic_regression",)
+    home: Path,
+    versions: tuple[str, ...] = ("logistic_regression",),
+    database_url: str = "",
 ) -> Settings:
-    """A migrated database with one trained version per model type; v1 is champion."""
-    settings = Settings(home=str(home), demo_rows=2000, api_key=API_KEY)
+    """A migrated database (SQLite in `home` unless given another) with one trained
+    version per model type; v1 is champion."""
+    settings = Settings(
+        home=str(home), demo_rows=2000, api_key=API_KEY, database_url=database_url
+    )
     engine = make_engine(settings)
     upgrade_database(engine)
     with session_scope(make_session_factory(engine)) as session:
@@ -103,6 +108,7 @@ def launch_api(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
     env.update({
         "MODELOPS_HOME": settings.home, "MODELOPS_API_PORT": str(port),
+        "MODELOPS_DATABASE_URL": settings.database_url,
         "MODELOPS_REDIS_URL": redis_url, "MODELOPS_API_KEY": API_KEY,
         "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "WARNING",
         **env_overrides,
@@ -142,6 +148,7 @@ def launch_worker(
     it whole."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
     env.update({"MODELOPS_HOME": settings.home, "MODELOPS_REDIS_URL": redis_url,
+                "MODELOPS_DATABASE_URL": settings.database_url,
                 "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "INFO",
                 **env_overrides})  # fmt: skip
     celery = [sys.executable, "-m", "celery", "-A"]

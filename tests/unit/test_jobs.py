@@ -206,3 +206,50 @@ def test_a_long_job_keeps_beating_while_it_works(session_factory):
     with session_scope(session_factory) as session:
         started = session.get(Job, job_id).started_at
     assert beats[0] > started  # updated during the work, without any progress call
+
+
+def test_of_two_deliveries_of_one_job_only_one_runs_it(session_factory):
+    """Two workers get the same job (a redelivery, a requeue): one claims it, the
+    other does nothing while the owner beats, and takes over once it stops."""
+    from datetime import timedelta
+
+    from common.clock import utcnow
+
+    job_id = _create(session_factory, kind="batch_score")
+    started = threading.Event()
+    release = threading.Event()
+    runs = []
+
+    def work(job, progress):
+        runs.append(job.worker)
+        started.set()
+        release.wait(10)
+        return {"rows": 1}
+
+    owner = threading.Thread(
+        target=jobs.run_job,
+        args=(session_factory, job_id, "t1", work),
+        kwargs={"worker": "celery@a"},
+    )
+    owner.start()
+    assert started.wait(10)
+    second = jobs.run_job(session_factory, job_id, "t1", work, worker="celery@b")
+    release.set()
+    owner.join(10)
+    assert second is None and runs == ["celery@a"]
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        assert (job.state, job.attempts, job.worker) == ("succeeded", 1, "celery@a")
+
+    # A running job whose owner stopped beating is claimed by the next delivery.
+    stalled = _create(session_factory, kind="batch_score")
+    with session_scope(session_factory) as session:
+        jobs.start_job(session, stalled, "t2", worker="celery@a")
+        session.get(Job, stalled).heartbeat_at = utcnow() - timedelta(seconds=120)
+    result = jobs.run_job(
+        session_factory, stalled, "t2", work, worker="celery@b", stall_seconds=60
+    )
+    assert result == {"rows": 1}
+    with session_scope(session_factory) as session:
+        job = session.get(Job, stalled)
+        assert (job.state, job.attempts, job.worker) == ("succeeded", 2, "celery@b")

@@ -25,7 +25,8 @@ export async function refresh(state) {
   fill($("#jobs-table tbody"), jobs.data.jobs.map((job) => h("tr", { "data-job": String(job.id), class: job.state },
     h("td", {}, String(job.id)), h("td", {}, job.kind), h("td", {}, job.state),
     h("td", {}, progressBar(job.progress, `${job.progress}% ${job.stage || ""}`)),
-    h("td", {}, job.reason || ""), h("td", {}, summary(job)), h("td", {}, fmtTime(job.created_at)),
+    h("td", {}, job.reason || ""), h("td", {}, summary(job)), h("td", {}, job.worker || ""),
+    h("td", {}, fmtTime(job.created_at)),
     h("td", {}, links(job)))));
   return [jobs];
 }

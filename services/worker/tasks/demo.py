@@ -27,4 +27,5 @@ def reset_demo(self: Task, job_id: int) -> dict[str, Any] | None:
         lambda job, progress: demo.reset_demo(session_factory(settings), settings, job,
                                               progress),
         heartbeat_seconds=settings.job_heartbeat_seconds,
+        stall_seconds=settings.job_stall_seconds, worker=self.request.hostname,
     )  # fmt: skip

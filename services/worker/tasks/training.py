@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
     autoretry_for=(DependencyError,), retry_backoff=True, max_retries=5,
 )  # fmt: skip
 def retrain_model(self: Task, job_id: int) -> dict[str, Any] | None:
-    """Run one retraining job. Running it twice is harmless: a done job is a no-op."""
+    """Run one retraining job. A second delivery is harmless: only one claims it."""
     log.info("retrain start job_id=%s retry=%s", job_id, self.request.retries)
     return jobs.run_job(
         session_factory(settings), job_id, self.request.id,
@@ -31,4 +31,5 @@ def retrain_model(self: Task, job_id: int) -> dict[str, Any] | None:
         ),
         timeout_errors=(SoftTimeLimitExceeded,),
         heartbeat_seconds=settings.job_heartbeat_seconds,
+        stall_seconds=settings.job_stall_seconds, worker=self.request.hostname,
     )  # fmt: skip
