@@ -48,7 +48,7 @@ chromium:
 test: lint chromium
 	$(BIN)/pytest
 
-BENCHES := training_time predict batch_score dispatch drift
+BENCHES := training_time predict batch_score dispatch workers drift
 
 bench: install
 	@for name in $(BENCHES); do echo "== bench/$$name.py"; $(BIN)/python -m bench.$$name || exit 1; done

@@ -69,11 +69,11 @@ def system(home: Path, **env_extra: str) -> Iterator[tuple[str, dict[str, str]]]
             process.wait(30)
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], name: str = "bench") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker",
          "-Q", "training,default", "--pool", "solo", "--without-mingle",
-         "--without-gossip", "--loglevel", "WARNING"],
+         "--without-gossip", "--hostname", f"{name}@%h"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -103,13 +103,15 @@ class Supervisor:
     env: dict[str, str]
     children: dict[str, Child] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str]) -> Child:
+    def start(
+        self, name: str, argv: list[str], extra_env: dict[str, str] | None = None
+    ) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as output:
             process = subprocess.Popen(
                 argv,
-                env=self.env,
+                env={**self.env, **(extra_env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

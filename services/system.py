@@ -201,9 +201,12 @@ def _start_services(supervisor: launcher.Supervisor, settings: Settings) -> None
         python, "-m", "celery", "-A", "services.worker.celery_app", "flower",
         f"--address={settings.flower_host}", f"--port={settings.flower_port}",
     ]  # fmt: skip
-    if settings.flower_basic_auth:
-        flower_argv.append(f"--basic-auth={settings.flower_basic_auth}")
-    flower = supervisor.start("flower", flower_argv)
+    # Flower reads its credentials from FLOWER_BASIC_AUTH: never on a command line,
+    # where `ps` shows them to every user of the machine.
+    credentials = {"FLOWER_BASIC_AUTH": settings.flower_basic_auth}
+    flower = supervisor.start(
+        "flower", flower_argv, credentials if settings.flower_basic_auth else None
+    )
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     launcher.wait_until(launcher.http_ok(f"{api_url}/livez"), 60, "the API", api)
     flower_url = f"http://{settings.flower_host}:{settings.flower_port}/healthcheck"

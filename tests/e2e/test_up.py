@@ -3,6 +3,7 @@ and SIGTERM leaves no process behind (Redis included)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -60,6 +61,7 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path):
         MODELOPS_API_WORKERS="1",
         MODELOPS_WORKER_CONCURRENCY="1",
         MODELOPS_DRIFT_CHECK_SECONDS="2",  # must reach beat and the worker
+        MODELOPS_FLOWER_BASIC_AUTH="admin:flower-e2e-secret",
     )
     output = (tmp_path / "up.out").open("wb")
     process = subprocess.Popen(
@@ -96,13 +98,21 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path):
             assert time.monotonic() < deadline, "the children ignored the settings"
             time.sleep(0.5)
 
-        flower_status, _ = _get(f"http://127.0.0.1:{flower_port}/healthcheck")
-        assert flower_status == 200
+        flower = f"http://127.0.0.1:{flower_port}"
+        assert _get(f"{flower}/healthcheck")[0] == 200
+        assert _get(f"{flower}/api/workers")[0] == 401  # basic auth is on
+        login = base64.b64encode(b"admin:flower-e2e-secret").decode()
+        request = urllib.request.Request(
+            f"{flower}/api/workers", headers={"Authorization": f"Basic {login}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
 
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
         for part in ("redis-server", "worker", "beat", "gunicorn", "flower"):
             assert part in names
+        assert "flower-e2e-secret" not in names  # credentials never on a command line
         text = (tmp_path / "up.out").read_text()
         assert f"{api}/" in text and "api key" in text and "flower" in text
     finally:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, send_from_directory
 from flask.typing import ResponseReturnValue
 
+from dashboard import NODE_MODULES
 from services.api.openapi import build_openapi
 
 bp = Blueprint(
@@ -18,12 +18,7 @@ bp = Blueprint(
     static_url_path="/docs/static",
 )
 
-SWAGGER_DIR = (
-    Path(__file__).resolve().parents[3]
-    / "dashboard"
-    / "node_modules"
-    / "swagger-ui-dist"
-)
+SWAGGER_DIR = NODE_MODULES / "swagger-ui-dist"
 SWAGGER_FILES = {"swagger-ui-bundle.js", "swagger-ui.css"}
 
 
