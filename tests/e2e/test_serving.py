@@ -9,10 +9,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select
 
-from common.storage.db import make_engine
-from common.storage.tables import PredictionLog
 from tests.e2e.conftest import AUTH, ROW, http, prepare_home
 
 pytestmark = pytest.mark.e2e
@@ -71,36 +68,6 @@ def test_promotions_under_concurrent_load_fail_no_request(tmp_path, start_api):
     wrong = [a for a in answers if not champion_during(a[0], a[1], int(a[3]))]
     assert wrong == []
     assert {a[3] for a in answers} == {"1", "2"}
-
-
-def test_sigterm_writes_every_answered_prediction(tmp_path, start_api):
-    settings = prepare_home(tmp_path / "home")
-    api = start_api(
-        settings,
-        MODELOPS_PREDICTION_LOG_FLUSH_MS="600000",
-        MODELOPS_PREDICTION_LOG_BATCH_SIZE="100000",
-    )  # only shutdown writes
-    with ThreadPoolExecutor(8) as pool:
-        statuses = list(
-            pool.map(
-                lambda i: http(
-                    "POST",
-                    f"{api.url}/predict",
-                    {"features": {**ROW, "age": i % 80 + 18}},
-                )[0],
-                range(300),
-            )
-        )
-    assert statuses == [200] * 300
-    engine = make_engine(settings)
-    with engine.connect() as connection:
-        before = connection.execute(select(func.count()).select_from(PredictionLog))
-        assert before.scalar() == 0  # still buffered in the workers
-    assert api.stop() == 0
-    with engine.connect() as connection:
-        count = connection.execute(select(func.count()).select_from(PredictionLog))
-        assert count.scalar() == 300
-    engine.dispose()
 
 
 def test_an_oversized_body_is_refused_before_it_is_sent(tmp_path, start_api):
