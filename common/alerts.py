@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from common.alert_rules import AlertRule
@@ -152,15 +153,61 @@ def _open(session: Session, rule: AlertRule, seen: Observation, now: datetime) -
         opened_at=now,
         last_seen_at=now,
     )  # fmt: skip
+    return _insert(session, alert)
+
+
+def _insert(session: Session, alert: Alert) -> Alert:
+    """Store a new alert and its dashboard delivery."""
     session.add(alert)
     session.flush()
     session.add(
         AlertDelivery(alert_id=alert.id, channel="dashboard", status="delivered")
     )
     log.warning(
-        "alert opened id=%d rule=%s subject=%s", alert.id, rule.name, seen.subject
+        "alert opened id=%d rule=%s subject=%s", alert.id, alert.rule, alert.subject
     )
     return alert
+
+
+def open_event_alert(
+    session: Session,
+    rule: str,
+    subject: str,
+    *,
+    severity: str,
+    message: str,
+    **details: Any,
+) -> Alert | None:
+    """Open an alert for something that happened (not a threshold rule), such as a
+    model artifact refused at load. None when one is already open for the rule and
+    subject: the database allows one, so processes racing here open one between them.
+    """
+    if _active(session, rule, subject) is not None:
+        return None
+    now = utcnow()
+    alert = Alert(
+        rule=rule, subject=subject, severity=severity, state="open", message=message,
+        details=details, opened_at=now, last_seen_at=now,
+    )  # fmt: skip
+    try:
+        with session.begin_nested():
+            _insert(session, alert)
+    except IntegrityError:
+        return None  # another process opened it first
+    return alert
+
+
+def artifact_refused(
+    session: Session, version: int, error: str, serving: int | None
+) -> Alert | None:
+    """The alert for a version whose artifact was refused (missing, truncated,
+    replaced): at promotion, or when an API process went to load it."""
+    return open_event_alert(
+        session, "artifact_refused", f"version:{version}", severity="critical",
+        message=f"version {version} was refused: {error}; "
+        f"still serving version {serving}",
+        version=version, serving_version=serving, error=error,
+    )  # fmt: skip
 
 
 def acknowledge(session: Session, alert_id: int, actor: str) -> Alert:

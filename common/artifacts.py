@@ -73,9 +73,26 @@ def read_artifact(url: str, sha256: str, size_bytes: int | None = None) -> Any:
         When the file is missing or unreadable, has another size or digest, or fails
         to load.
     """
+    data = verified_bytes(url, sha256, size_bytes)
+    try:
+        return joblib.load(io.BytesIO(data))
+    except Exception as exc:  # a matching digest with a bad payload: written broken
+        raise ArtifactError(
+            f"artifact {url} cannot be loaded: {exc}", path=url
+        ) from exc
+
+
+def verified_bytes(url: str, sha256: str, size_bytes: int | None = None) -> bytes:
+    """The artifact's bytes, checked against its size and sha256; nothing unpickled.
+
+    Raises
+    ------
+    ArtifactError
+        When the file is missing or unreadable, or has another size or digest.
+    """
     try:
         fs, path = url_to_fs(url)
-        data = fs.cat_file(path)
+        data: bytes = fs.cat_file(path)
     except Exception as exc:  # each backend has its own errors: all mean unreadable
         raise ArtifactError(f"cannot read artifact {url}: {exc}", path=url) from exc
     if size_bytes is not None and len(data) != size_bytes:
@@ -91,12 +108,7 @@ def read_artifact(url: str, sha256: str, size_bytes: int | None = None) -> Any:
             "(tampered or replaced); refusing to load it",
             path=url,
         )
-    try:
-        return joblib.load(io.BytesIO(data))
-    except Exception as exc:  # a matching digest with a bad payload: written broken
-        raise ArtifactError(
-            f"artifact {url} cannot be loaded: {exc}", path=url
-        ) from exc
+    return data
 
 
 def remove_artifact(url: str) -> None:

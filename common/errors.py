@@ -89,7 +89,10 @@ class UnprocessableDataError(AppError):
 
 
 class ArtifactError(AppError):
-    code = "artifact_error"
+    """A version's artifact is missing or damaged: it cannot serve (409 when asked
+    to promote it)."""
+
+    status, code = 409, "artifact_error"
 
 
 class UnavailableError(AppError):

@@ -18,11 +18,17 @@ from common.artifacts import (
     artifact_url,
     read_artifact,
     remove_artifact,
+    verified_bytes,
     write_artifact,
 )
 from common.clock import utcnow
 from common.config import Settings
-from common.errors import ConflictError, ModelNotFoundError, ModelNotReadyError
+from common.errors import (
+    ArtifactError,
+    ConflictError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+)
 from common.schemas import FeatureSpec
 from common.storage import repositories as repo
 from common.storage.tables import Champion, ChampionHistory, ModelVersion
@@ -186,6 +192,8 @@ def promote_version(
         Unknown version.
     ConflictError
         The version is already champion.
+    ArtifactError
+        The version's artifact is missing or damaged (409).
     """
     row = get_version(session, settings, version)
     champion = repo.find_champion(session, settings.model_name, for_update=True)
@@ -249,9 +257,29 @@ def rollback(
     return champion
 
 
+def verify_artifact(settings: Settings, version: ModelVersion) -> None:
+    """Check the version's artifact bytes against its size and sha256 (no unpickling).
+
+    Raises
+    ------
+    ArtifactError
+        When the artifact is missing or damaged.
+    """
+    url = artifact_url(settings.artifact_dir, version.artifact_path)
+    try:
+        verified_bytes(url, version.sha256, version.size_bytes)
+    except ArtifactError as exc:
+        raise ArtifactError(
+            f"version {version.version} cannot serve: {exc.message}",
+            version=version.version, path=url,
+        ) from exc  # fmt: skip
+
+
 def _point_to(
     session: Session, settings: Settings, champion: Champion | None, row: ModelVersion
 ) -> Champion:
+    # A damaged artifact never becomes champion: every API process would refuse it.
+    verify_artifact(settings, row)
     if champion is None:
         champion = Champion(
             name=settings.model_name, model_version_id=row.id, generation=1

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -190,13 +191,19 @@ class DriftReport(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
 
 
+ACTIVE_ALERT = "state IN ('open', 'acknowledged')"
+
+
 class Alert(Base):
     """An alert from a rule; at most one open per rule and subject."""
 
     __tablename__ = "alerts"
     __table_args__ = (
         Index("ix_alerts_rule_subject_state", "rule", "subject", "state"),
-    )
+        # Two processes that see the same problem at once open one alert, not two.
+        Index("uq_alerts_active", "rule", "subject", unique=True,
+              sqlite_where=text(ACTIVE_ALERT), postgresql_where=text(ACTIVE_ALERT)),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(primary_key=True)
     rule: Mapped[str] = mapped_column(String(100))

@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common import registry
+from common import alerts, registry
 from common.clock import utcnow
 from common.config import Settings
 from common.data import example_features
-from common.errors import AppError
+from common.errors import AppError, ArtifactError
 from common.schemas import FeatureSpec
 from common.storage import repositories as repo
 from common.storage.db import session_scope
@@ -95,6 +95,8 @@ class ModelCache:
                 log.warning(
                     "model load failed; the current model keeps serving: %s", exc
                 )
+                if target is not None and isinstance(exc, ArtifactError):
+                    self._alert_refused(target[0], exc)
                 return self.current
             self.current, self.last_error, self._failed = loaded, None, None
             # The model is long-lived: keep its many objects out of the cyclic GC's
@@ -105,6 +107,16 @@ class ModelCache:
             gc.freeze()
             log.info("serving version=%d generation=%d", loaded.version, generation)
             return loaded
+
+    def _alert_refused(self, version: ModelVersion, exc: ArtifactError) -> None:
+        """Open one alert for a champion whose artifact is refused (every API process
+        that refuses it tries; the database keeps one open)."""
+        serving = self.current.version if self.current else None
+        try:
+            with session_scope(self.session_factory) as session:
+                alerts.artifact_refused(session, version.version, exc.message, serving)
+        except SQLAlchemyError as error:
+            log.error("could not record the refused artifact's alert: %s", error)
 
     def _champion_if_changed(self) -> tuple[ModelVersion, int] | None:
         with session_scope(self.session_factory) as session:

@@ -198,3 +198,33 @@ def test_a_new_champion_is_judged_on_its_own_drift_checks(session_factory, db_se
         assert alerts.evaluate_alerts(session, [rule], champion=new)["resolved"] == [
             opened
         ]
+
+
+def test_an_event_alert_is_opened_once_even_by_racing_processes(
+    session_factory, monkeypatch
+):
+    """Two API processes refusing the same artifact open one alert between them."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
+
+    with session_scope(session_factory) as session:
+        first = alerts.artifact_refused(session, 2, "truncated", serving=1)
+        assert first is not None and first.severity == "critical"
+        assert "still serving version 1" in first.message
+        assert alerts.artifact_refused(session, 2, "again", serving=1) is None
+    with session_scope(session_factory) as session:  # the database refuses a twin
+        twin = Alert(rule="artifact_refused", subject="version:2",
+                     severity="critical", state="open", message="twin")  # fmt: skip
+        session.add(twin)
+        with pytest.raises(IntegrityError):
+            session.flush()
+        session.rollback()
+    # A process that checked before the other committed still opens none.
+    monkeypatch.setattr(alerts, "_active", lambda *_: None)
+    with session_scope(session_factory) as session:
+        assert alerts.artifact_refused(session, 2, "raced", serving=1) is None
+        rows = session.scalars(select(Alert)).all()
+        assert [a.message.split(":")[0] for a in rows] == ["version 2 was refused"]
+        rows[0].state = "resolved"
+    with session_scope(session_factory) as session:  # resolved: a new one may open
+        assert alerts.artifact_refused(session, 2, "again", serving=1) is not None

@@ -15,7 +15,7 @@ from common import errors
         (errors.UnprocessableDataError, 422, "unprocessable_data"),
         (errors.ModelNotReadyError, 503, "model_not_ready"),
         (errors.DependencyError, 503, "dependency_unavailable"),
-        (errors.ArtifactError, 500, "artifact_error"),
+        (errors.ArtifactError, 409, "artifact_error"),
     ],
 )
 def test_error_carries_status_and_one_json_shape(error_class, status, code):

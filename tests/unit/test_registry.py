@@ -212,3 +212,18 @@ def test_a_lost_race_for_a_version_number_takes_the_next_one(
     ]
     folders = sorted(path.split("/")[-2] for path in _stored_files(store_settings))
     assert folders == ["1", "2"]  # the loser's file in version 1 was removed
+
+
+def test_a_damaged_artifact_never_becomes_champion(
+    session, store_settings, churn_frame
+):
+    for _ in range(2):
+        register_version(session, store_settings, churn_frame, "churned")
+    registry.promote_version(session, store_settings, 1, reason="first")
+    url = _url(store_settings, registry.get_version(session, store_settings, 2))
+    _write(url, _read(url)[:-10])
+    with pytest.raises(ArtifactError, match="version 2 cannot serve") as caught:
+        registry.promote_version(session, store_settings, 2, reason="go")
+    assert caught.value.status == 409 and caught.value.details["version"] == 2
+    champion = registry.get_champion(session, store_settings)
+    assert (champion.model_version.version, champion.generation) == (1, 1)

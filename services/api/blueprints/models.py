@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app
+from sqlalchemy.orm import Session
 
-from common import registry
+from common import alerts, registry
+from common.errors import ArtifactError
 from common.retraining import check_retrain_params
+from common.storage.tables import Champion
 from services.api import schemas
 from services.api.auth import require_api_key
 from services.api.database import get_session
@@ -52,10 +56,9 @@ def rollback() -> dict[str, Any]:
     body = parse_body(ActionRequest, optional=True)
     session = get_session()
     previous = registry.get_champion(session, _settings()).model_version.version
-    champion = registry.rollback(
+    champion = _switch(session, previous, lambda: registry.rollback(
         session, _settings(), reason=body.reason or "rollback via API", actor=ACTOR
-    )
-    session.commit()
+    ))  # fmt: skip
     return schemas.champion_out(champion, previous)
 
 
@@ -89,12 +92,24 @@ def promote(version: int) -> dict[str, Any]:
     session = get_session()
     current = registry.find_champion(session, _settings())
     previous = current.model_version.version if current else None
-    champion = registry.promote_version(
-        session,
-        _settings(),
-        version,
-        reason=body.reason or "promoted via API",
+    champion = _switch(session, previous, lambda: registry.promote_version(
+        session, _settings(), version, reason=body.reason or "promoted via API",
         actor=ACTOR,
-    )
-    session.commit()
+    ))  # fmt: skip
     return schemas.champion_out(champion, previous)
+
+
+def _switch(
+    session: Session, serving: int | None, change: Callable[[], Champion]
+) -> Champion:
+    """Commit a champion change; a version whose artifact is refused stays out, the
+    caller gets the 409, and an alert records it for whoever watches."""
+    try:
+        champion = change()
+    except ArtifactError as exc:
+        session.rollback()
+        alerts.artifact_refused(session, exc.details["version"], exc.message, serving)
+        session.commit()
+        raise
+    session.commit()
+    return champion
