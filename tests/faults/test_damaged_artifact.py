@@ -1,0 +1,73 @@
+"""Case 5: a damaged model artifact (truncated, or replaced by another model's
+pickle). It is never loaded: promotion refuses it, an API process that goes to load it
+refuses it too, the previous model keeps serving, and an alert opens."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import update
+
+from common.storage.db import make_engine
+from common.storage.tables import Champion, ModelVersion
+from tests.e2e.conftest import AUTH, http, prepare_home
+from tests.faults.load import PredictLoad
+
+pytestmark = pytest.mark.faults
+
+
+def _artifact(settings, version: int):
+    from pathlib import Path
+
+    [path] = (Path(settings.artifact_dir) / "default" / str(version)).glob("*.joblib")
+    return path
+
+
+def _alerts(api_url: str) -> list[dict]:
+    return [a for a in http("GET", f"{api_url}/alerts")[2]["alerts"]
+            if a["rule"] == "artifact_refused"]  # fmt: skip
+
+
+def test_a_damaged_artifact_is_never_loaded_and_opens_an_alert(
+    tmp_path, start_api, record
+):
+    settings = prepare_home(
+        tmp_path / "home", ("logistic_regression", "random_forest", "random_forest")
+    )
+    api = start_api(settings, MODELOPS_MODEL_POLL_MS="200", MODELOPS_API_WORKERS="2")
+    truncated, replaced = _artifact(settings, 2), _artifact(settings, 3)
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    with PredictLoad(api.url, clients=4) as load:
+        status, _, body = http("POST", f"{api.url}/models/2/promote", None, AUTH)
+        assert status == 409 and body["error"]["code"] == "artifact_error", body
+        assert "version 2 cannot serve" in body["error"]["message"]
+        # Damage after a promotion was checked (the store changed under it): the
+        # pointer moves to version 3 and then its file is replaced by another
+        # model's valid pickle; both gunicorn workers go to load it.
+        replaced.write_bytes(_artifact(settings, 1).read_bytes())
+        engine = make_engine(settings)
+        with engine.begin() as connection:
+            connection.execute(update(Champion).values(
+                model_version_id=connection.scalar(
+                    ModelVersion.__table__.select().with_only_columns(ModelVersion.id)
+                    .where(ModelVersion.version == 3)),
+                generation=Champion.generation + 1,
+            ))  # fmt: skip
+        engine.dispose()
+        time.sleep(2)  # several polls of both gunicorn workers
+    assert load.failed == []
+    assert {a.version for a in load.answers} == {"1"}  # never the damaged ones
+    opened = _alerts(api.url)
+    by_subject = {a["subject"]: a for a in opened}
+    assert sorted(by_subject) == ["version:2", "version:3"], opened  # one each
+    assert "still serving version 1" in by_subject["version:3"]["message"]
+    assert all(a["severity"] == "critical" and a["state"] == "open" for a in opened)
+    record(
+        "damaged-artifact",
+        promotions_refused=1,
+        requests=len(load.answers),
+        failed_requests=len(load.failed),
+        answers_from_a_damaged_version=sum(a.version != "1" for a in load.answers),
+        alerts_opened=len(opened),
+    )
