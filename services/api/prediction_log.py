@@ -18,6 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.config import Settings
 from common.storage import repositories as repo
 from common.storage.db import session_scope
+from services.api.prometheus import (
+    LOG_DROPPED,
+    LOG_PENDING,
+    LOG_WRITE_FAILURES,
+    LOG_WRITTEN,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +64,11 @@ class PredictionLogWriter:
                 for _ in range(min(overflow, len(self._spool))):
                     self._spool.popleft()
                 self.dropped += overflow
+                LOG_DROPPED.inc(overflow)
                 log.warning("prediction log spool full; dropped=%d", self.dropped)
                 rows = rows[-self.capacity :]
             self._spool.extend(rows)
+            LOG_PENDING.set(len(self._spool))
             if len(self._spool) >= self.batch_size:
                 self._wake.set()
 
@@ -97,6 +105,7 @@ class PredictionLogWriter:
                         self._spool.popleft()
                         for _ in range(min(self.batch_size, len(self._spool)))
                     ]
+                    LOG_PENDING.set(len(self._spool))
                 if not batch:
                     return True
                 try:
@@ -108,10 +117,12 @@ class PredictionLogWriter:
                 except SQLAlchemyError as exc:
                     with self._lock:
                         self._spool.extendleft(reversed(batch))
+                        LOG_PENDING.set(len(self._spool))
                     self.write_failures += 1
+                    LOG_WRITE_FAILURES.inc()
                     log.warning("prediction log write failed, will retry: %s", exc)
                     return False
-                self.written += len(batch)
+                self._count_written(len(batch))
 
     def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
         """A batch with a row the schema refuses: keep the others, count that one."""
@@ -119,7 +130,12 @@ class PredictionLogWriter:
             try:
                 with session_scope(self.session_factory) as session:
                     repo.insert_prediction_logs(session, [row])
-                self.written += 1
+                self._count_written(1)
             except IntegrityError:
                 self.dropped += 1
+                LOG_DROPPED.inc()
                 log.error("prediction log row refused by the database; dropped")
+
+    def _count_written(self, rows: int) -> None:
+        self.written += rows
+        LOG_WRITTEN.inc(rows)

@@ -18,6 +18,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -25,6 +26,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import metrics, registry
@@ -41,6 +43,26 @@ LATENCY = Histogram(
     "Time to answer an HTTP request",
     ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+# The prediction log's own accounting (services/api/prediction_log.py): rows written,
+# rows waiting in the spool, rows dropped because the spool was full, failed writes.
+LOG_WRITTEN = Counter(
+    "modelops_prediction_log_written", "Prediction log rows written to the database"
+)
+LOG_DROPPED = Counter(
+    "modelops_prediction_log_dropped",
+    "Prediction log rows dropped: the spool was full while the database refused",
+)
+LOG_WRITE_FAILURES = Counter(
+    "modelops_prediction_log_write_failures",
+    "Batches of prediction log rows the database refused (kept and retried)",
+)
+LOG_PENDING = Gauge(
+    "modelops_prediction_log_pending",
+    "Prediction log rows waiting in the spools of live API processes",
+    multiprocess_mode="livesum",
 )
 
 
@@ -68,11 +90,24 @@ class StateCollector(Collector):
         self.settings, self.factory = settings, factory
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        with session_scope(self.factory) as session:
-            yield from self._model(session)
-            yield from self._live(session)
-            yield from self._drift(session)
-            yield from self._counts(session)
+        """The database's figures, or `modelops_database_up 0` without them: a
+        scrape during an outage still carries the request and spool metrics."""
+        try:
+            with session_scope(self.factory) as session:
+                figures = [
+                    *self._model(session),
+                    *self._live(session),
+                    *self._drift(session),
+                    *self._counts(session),
+                ]
+        except SQLAlchemyError:
+            figures = []
+        up = GaugeMetricFamily(
+            "modelops_database_up", "1 when the database answered this scrape"
+        )
+        up.add_metric([], 1 if figures else 0)
+        yield up
+        yield from figures
 
     def _model(self, session: Session) -> Iterator[GaugeMetricFamily]:
         champion = registry.find_champion(session, self.settings)

@@ -1,0 +1,182 @@
+"""Case 6: the database refuses writes for a while: SQLite locked by another process,
+or PostgreSQL made read-only. `/predict` keeps answering; prediction log rows wait in
+a bounded spool and are written when the database is back; rows the full spool had to
+drop are counted in `modelops_prediction_log_dropped_total`, never silent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+
+from common.storage.db import make_engine
+from common.storage.tables import PredictionLog
+from tests.databases import POSTGRES_URL
+from tests.e2e.conftest import prepare_home
+from tests.faults.load import PredictLoad
+
+pytestmark = pytest.mark.faults
+
+SPOOL = 400
+OUTAGE_SECONDS = 8.0
+
+
+def _scrape(api_url: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{api_url}/metrics/prometheus", timeout=10) as answer:
+        body = answer.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name.startswith(("modelops_prediction_log", "modelops_database_up"))
+    }
+
+
+@contextmanager
+def _sqlite_locked(settings) -> Iterator[None]:
+    """Another process holds SQLite's write lock (a backup, a long migration)."""
+    path = settings.database_url.removeprefix("sqlite:///")
+    ready = Path(settings.home) / "lock-held"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import pathlib, sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
+         "timeout=30, isolation_level=None); c.execute('BEGIN EXCLUSIVE'); "
+         "pathlib.Path(sys.argv[3]).touch(); time.sleep(float(sys.argv[2])); "
+         "c.execute('COMMIT')",
+         path, str(OUTAGE_SECONDS), str(ready)],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.05)
+        yield
+        holder.wait(OUTAGE_SECONDS + 30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+@contextmanager
+def _postgres_database() -> Iterator[str]:
+    """A database of its own, so that making it read-only touches nothing else."""
+    name = f"modelops_fault_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(POSTGRES_URL).set(database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{name}'"))  # fmt: skip
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def _set_read_only(database: str, read_only: bool) -> None:
+    """New sessions of the database are read-only (or not); open ones are ended."""
+    name = make_url(database).database
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        value = "on" if read_only else "off"
+        connection.execute(
+            text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {value}')
+        )
+        connection.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"))  # fmt: skip
+    admin.dispose()
+
+
+@contextmanager
+def _postgres_read_only(database: str) -> Iterator[None]:
+    _set_read_only(database, True)
+    try:
+        time.sleep(OUTAGE_SECONDS)
+        yield
+    finally:
+        _set_read_only(database, False)
+
+
+@pytest.mark.parametrize("fault", ["sqlite-locked", "postgresql-read-only"])
+def test_predictions_go_on_and_log_rows_are_spooled_counted_and_written(
+    fault, tmp_path, start_api, record
+):
+    if fault.startswith("postgresql") and not POSTGRES_URL:
+        pytest.skip("MODELOPS_TEST_DATABASE_URL is not set")
+    with (
+        _postgres_database()
+        if fault.startswith("postgresql")
+        else (_nothing()) as database_url
+    ):
+        settings = prepare_home(tmp_path / "home", database_url=database_url or "")
+        api = start_api(
+            settings,
+            MODELOPS_PREDICTION_LOG_SPOOL_SIZE=str(SPOOL),
+            MODELOPS_PREDICTION_LOG_BATCH_SIZE="50",
+            MODELOPS_PREDICTION_LOG_FLUSH_MS="100",
+            MODELOPS_SQLITE_BUSY_TIMEOUT_MS="200",
+            MODELOPS_API_WORKERS="2",
+        )
+        outage = (
+            _sqlite_locked(settings) if fault == "sqlite-locked"
+            else _postgres_read_only(settings.database_url)
+        )  # fmt: skip
+        with PredictLoad(api.url, clients=4) as load:
+            time.sleep(2)
+            started = time.monotonic()
+            with outage:
+                during = _scrape(api.url)  # while the database refuses writes
+            ended = time.monotonic()
+            time.sleep(2)
+        deadline = time.monotonic() + 30
+        after = _scrape(api.url)
+        while after["modelops_prediction_log_pending"] > 0:
+            assert time.monotonic() < deadline, after
+            time.sleep(0.5)
+            after = _scrape(api.url)
+
+        answered = {a.prediction_id for a in load.answers if a.status == 200}
+        engine = make_engine(settings)
+        with engine.connect() as connection:
+            logged = set(connection.scalars(select(PredictionLog.prediction_id)))
+        engine.dispose()
+        dropped = after["modelops_prediction_log_dropped_total"]
+        in_outage = [a for a in load.answers if started <= a.started <= ended]
+        assert load.failed == [] and len(in_outage) > 100
+        assert during["modelops_prediction_log_pending"] > 0  # spooled, not lost
+        assert during["modelops_prediction_log_pending"] <= 2 * SPOOL  # bounded
+        assert after["modelops_prediction_log_write_failures_total"] > 0
+        assert logged <= answered
+        assert len(answered) - len(logged) == dropped  # every missing row is counted
+        assert dropped > 0  # the outage outlasted the spool: the drops are visible
+        record(
+            f"database-{fault}",
+            outage_seconds=OUTAGE_SECONDS,
+            requests=len(load.answers),
+            requests_during_outage=len(in_outage),
+            failed_requests=len(load.failed),
+            spool_capacity_per_process=SPOOL,
+            rows_logged=len(logged),
+            rows_dropped_and_counted=int(dropped),
+            rows_lost_uncounted=len(answered) - len(logged) - int(dropped),
+        )
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
