@@ -1,0 +1,131 @@
+"""Case 7: everything writing to one SQLite file at once for two minutes: the API
+under prediction and feedback load (two gunicorn workers), two Celery workers
+running batch jobs and retrains, and beat with every periodic task every 2 s. No
+"database is locked" anywhere, and the rows match the work done."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from common.storage.db import make_engine
+from common.storage.tables import (
+    DriftReport,
+    FeedbackLabel,
+    MetricSnapshot,
+    PredictionLog,
+)
+from tests.e2e.conftest import AUTH, http, prepare_home
+from tests.faults.load import PredictLoad
+
+pytestmark = pytest.mark.faults
+
+# Two minutes; FAULTS_CONTENTION_SECONDS shortens it while developing.
+SECONDS = float(os.environ.get("FAULTS_CONTENTION_SECONDS", "120"))
+BUSY = {
+    "MODELOPS_METRICS_SNAPSHOT_SECONDS": "2",
+    "MODELOPS_DRIFT_CHECK_SECONDS": "2",
+    "MODELOPS_MONITOR_INTERVAL_SECONDS": "2",
+    "MODELOPS_JOB_HEARTBEAT_SECONDS": "1",
+    "MODELOPS_DRIFT_MIN_ROWS": "50",
+}
+
+
+def _count(connection, table) -> int:
+    return connection.scalar(select(func.count()).select_from(table))
+
+
+def test_api_workers_and_beat_share_sqlite_without_lock_errors(
+    tmp_path, start_api, start_worker, record
+):
+    settings = prepare_home(tmp_path / "home")
+    data = tmp_path / "home" / "data"
+    data.mkdir(exist_ok=True)
+    (data / "rows.csv").write_text(
+        "age,income,tenure_months,monthly_spend,support_calls,usage_hours,plan,region\n"
+        + "40,50000,12,70.5,2,20,basic,north\n" * 5000
+    )
+    api = start_api(settings, MODELOPS_API_WORKERS="2", **BUSY)
+    start_worker(settings, "beat", beat=True, **BUSY)
+    start_worker(settings, "w1", **BUSY)
+    start_worker(settings, "w2", **BUSY)
+    labels: list[int] = []
+    jobs: list[int] = []
+    stop = threading.Event()
+
+    def label_answers(load: PredictLoad) -> None:
+        seen = 0
+        while not stop.wait(0.2):
+            fresh = [a for a in load.answers[seen:] if a.status == 200]
+            seen += len(load.answers[seen:])
+            items = [{"prediction_id": a.prediction_id, "label": 1} for a in fresh[::3]]
+            if items:
+                status, _, body = http("POST", f"{api.url}/feedback", items)
+                assert status == 200, body
+                labels.extend(1 for _ in items)
+
+    def submit_jobs() -> None:
+        while not stop.wait(4):
+            status, _, body = http(
+                "POST", f"{api.url}/jobs/batch-score", {"dataset": "rows.csv"}, AUTH
+            )
+            assert status == 202, body
+            jobs.append(body["job_id"])
+            status, _, body = http("POST", f"{api.url}/model/retrain", None, AUTH)
+            assert status in (202, 409), body  # one retrain at a time
+            if status == 202:
+                jobs.append(body["job_id"])
+
+    with PredictLoad(api.url, clients=4) as load:
+        helpers = [threading.Thread(target=label_answers, args=(load,)),
+                   threading.Thread(target=submit_jobs)]  # fmt: skip
+        for helper in helpers:
+            helper.start()
+        time.sleep(SECONDS)
+        stop.set()
+        for helper in helpers:
+            helper.join(60)
+    deadline = time.monotonic() + 180
+    states = [http("GET", f"{api.url}/jobs/{i}")[2]["state"] for i in jobs]
+    while any(s in ("queued", "running") for s in states):
+        assert time.monotonic() < deadline, states
+        time.sleep(1)
+        states = [http("GET", f"{api.url}/jobs/{i}")[2]["state"] for i in jobs]
+    assert api.stop() == 0  # writes every buffered prediction log row
+
+    logs = list(tmp_path.glob("*.log"))
+    locked = sum(
+        p.read_text(errors="replace").count("database is locked") for p in logs
+    )
+    answered = [a for a in load.answers if a.status == 200]
+    engine = make_engine(settings)
+    with engine.connect() as connection:
+        predictions = _count(connection, PredictionLog)
+        feedback = _count(connection, FeedbackLabel)
+        snapshots = _count(connection, MetricSnapshot)
+        drift_checks = _count(connection, DriftReport)
+    engine.dispose()
+    assert locked == 0
+    assert load.failed == []
+    assert predictions == len(answered)
+    assert feedback == len(labels)
+    assert states == ["succeeded"] * len(jobs)
+    assert snapshots > 0 and drift_checks > 0
+    record(
+        "contention",
+        seconds=SECONDS,
+        database_is_locked_errors=locked,
+        failed_requests=len(load.failed),
+        predictions_answered=len(answered),
+        prediction_rows=predictions,
+        feedback_sent=len(labels),
+        feedback_rows=feedback,
+        jobs_submitted=len(jobs),
+        jobs_succeeded=states.count("succeeded"),
+        metric_snapshots=snapshots,
+        drift_checks=drift_checks,
+    )
