@@ -90,6 +90,11 @@ def validate_instances(
     return ValidatedInstances(rows, [], quality)
 
 
+# Unseen categories are answered (and flagged); a value this long is no category,
+# and would be stored in every prediction log row.
+MAX_CATEGORY_LENGTH = 200
+
+
 def _check_value(
     spec: FeatureSpec, value: Any, where: str
 ) -> tuple[Any, FieldProblem | None, str | None]:
@@ -100,6 +105,12 @@ def _check_value(
         if not isinstance(value, str):
             message = f"expected a string category, got {_kind(value)}"
             return None, FieldProblem(where, "wrong_type", message), None
+        if len(value) > MAX_CATEGORY_LENGTH:
+            message = (
+                f"a category is at most {MAX_CATEGORY_LENGTH} characters, "
+                f"got {len(value)}"
+            )
+            return None, FieldProblem(where, "too_long", message), None
         known = value in (spec.categories or [])
         return value, None, None if known else f"unseen_category:{spec.name}"
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -17,11 +17,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 HOW_TO = "send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 
 
-def _supplied_key() -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.headers.get("X-API-Key")
+def _supplied_keys() -> list[str]:
+    """Every key the request presents. An Authorization header that is not
+    `Bearer <key>` counts as a wrong key: it must not pass on another header's key."""
+    keys = []
+    if "Authorization" in request.headers:
+        scheme, _, key = request.headers["Authorization"].partition(" ")
+        keys.append(key.strip() if scheme.lower() == "bearer" else "")
+    if "X-API-Key" in request.headers:
+        keys.append(request.headers["X-API-Key"])
+    return keys
 
 
 def check_api_key(settings: Settings) -> None:
@@ -31,10 +36,13 @@ def check_api_key(settings: Settings) -> None:
             "this server has no API key configured (MODELOPS_API_KEY); "
             "mutating calls are refused"
         )
-    supplied = _supplied_key()
+    supplied = _supplied_keys()
     if not supplied:
         raise UnauthorizedError(f"an API key is required; {HOW_TO}")
-    if not hmac.compare_digest(supplied.encode(), settings.api_key.encode()):
+    expected = settings.api_key.encode()
+    # Every presented key must match; compare all of them, in constant time each.
+    matches = [hmac.compare_digest(key.encode(), expected) for key in supplied]
+    if not all(matches):
         raise UnauthorizedError(f"wrong API key; {HOW_TO}")
 
 

@@ -48,7 +48,7 @@ def parse_body(model: type[M], *, optional: bool = False) -> M:
     except ValidationError as exc:
         problems = [
             {
-                "field": ".".join(str(part) for part in error["loc"]) or "body",
+                "field": body_path(error["loc"], data, error["type"] == "missing"),
                 "code": error["type"],
                 "message": error["msg"],
             }
@@ -57,3 +57,25 @@ def parse_body(model: type[M], *, optional: bool = False) -> M:
         raise InvalidInputError(
             "request body does not match the schema", problems=problems
         ) from exc
+
+
+def body_path(loc: tuple[int | str, ...], body: Any, missing: bool = False) -> str:
+    """The field as it appears in the body (`label`, `0.label`), without the names
+    pydantic adds for union members and tags (`FeedbackItem`, `constrained-str`)."""
+    parts: list[str] = []
+    value = body
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if (
+            isinstance(value, dict)
+            and isinstance(part, str)
+            and (
+                part in value or (last and missing)  # a key, or the one that is missing
+            )
+        ):
+            parts.append(part)
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int):
+            parts.append(str(part))
+            value = value[part] if 0 <= part < len(value) else None
+    return ".".join(parts) or "body"

@@ -6,7 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    model_validator,
+)
 
 from common.clock import to_iso
 from common.storage.tables import Champion, Job, ModelVersion
@@ -41,13 +49,28 @@ class PredictRequest(Strict):
 
 class FeedbackItem(Strict):
     prediction_id: str = Field(pattern=r"^[0-9a-f]{32}$", examples=["0" * 32])
-    label: str | int
+    label: (
+        Annotated[str, Field(min_length=1, max_length=200)]
+        | Annotated[int, Field(strict=True)]
+    )
 
 
 FeedbackList = Annotated[list[FeedbackItem], Field(min_length=1, max_length=1000)]
 
 
-class FeedbackRequest(RootModel[FeedbackItem | FeedbackList]):
+def _feedback_shape(value: Any) -> str:
+    return "list" if isinstance(value, list) else "item"
+
+
+# One label or a list of them, told apart by the body's shape, so that a problem is
+# reported for the shape sent (not also "should be a list" for an object).
+FeedbackBody = Annotated[
+    Annotated[FeedbackItem, Tag("item")] | Annotated[FeedbackList, Tag("list")],
+    Discriminator(_feedback_shape),
+]
+
+
+class FeedbackRequest(RootModel[FeedbackBody]):
     """One label, or a list of 1 to 1000 (a later label for the same id wins)."""
 
     def items(self) -> list[FeedbackItem]:
