@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -114,3 +116,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+RELIABILITY_RESULTS = (
+    Path(__file__).resolve().parents[1] / "test-output" / "reliability"
+)
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Keep a fault case's measured figures; `python -m tests.faults.report` renders
+    them into docs/reliability.md. A case records only once its assertions held."""
+
+    def write(case: str, **figures: Any) -> None:
+        RELIABILITY_RESULTS.mkdir(parents=True, exist_ok=True)
+        entry = {"test": request.node.nodeid, "figures": figures}
+        (RELIABILITY_RESULTS / f"{case}.json").write_text(json.dumps(entry, indent=2))
+
+    return write

@@ -52,7 +52,7 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float) -> dict:
     raise AssertionError(f"not ready after {timeout}s: {last}")
 
 
-def test_up_starts_everything_and_sigterm_stops_everything(tmp_path):
+def test_up_starts_everything_and_sigterm_stops_everything(tmp_path, record):
     api_port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
     env.update(
@@ -113,6 +113,18 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path):
         for part in ("redis-server", "worker", "beat", "gunicorn", "flower"):
             assert part in names
         assert "flower-e2e-secret" not in names  # credentials never on a command line
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for child in children
+            for c in child.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+        addresses = {ip for ip, _ in listening}
+        assert {api_port, flower_port} <= {port for _, port in listening}
+        assert addresses == {"127.0.0.1"}  # loopback unless configured otherwise
+        outside = sum(ip != "127.0.0.1" for ip, _ in listening)
+        record("security-loopback", listening_sockets=len(listening),
+               not_on_loopback=outside)  # fmt: skip
         text = (tmp_path / "up.out").read_text()
         assert f"{api}/" in text and "api key" in text and "flower" in text
     finally:
