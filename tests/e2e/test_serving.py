@@ -1,9 +1,8 @@
-"""The API under gunicorn: body limits, Prometheus across workers, the simulator.
-(Hot swap under load and SIGTERM under load are fault cases: tests/faults/.)"""
+"""The API under gunicorn: Prometheus across workers, the simulator. (Hot swap and
+SIGTERM under load and oversized bodies are fault cases: tests/faults/.)"""
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -13,27 +12,6 @@ import pytest
 from tests.e2e.conftest import AUTH, ROW, http, prepare_home
 
 pytestmark = pytest.mark.e2e
-
-
-def test_an_oversized_body_is_refused_before_it_is_sent(tmp_path, start_api):
-    settings = prepare_home(tmp_path / "home")
-    api = start_api(settings, MODELOPS_MAX_REQUEST_BYTES="10000")
-    host, port = api.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as connection:
-        connection.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b'Content-Length: 500000000\r\n\r\n{"features": {'
-        )  # 500 MB announced, 14 bytes sent: the answer must not wait for the rest
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            answer += connection.recv(65536)
-        head, _, body = answer.partition(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        while len(body) < length:  # the body may arrive in its own packet
-            body += connection.recv(65536)
-        answer = (head + b"\r\n\r\n" + body).decode()
-    assert answer.startswith("HTTP/1.1 413")
-    assert '"code":"request_entity_too_large"' in answer.replace(" ", "")
 
 
 def test_prometheus_counts_requests_of_every_worker(tmp_path, start_api):
