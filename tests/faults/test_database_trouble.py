@@ -1,7 +1,8 @@
-"""Case 6: the database refuses writes for a while: SQLite locked by another process,
-or PostgreSQL made read-only. `/predict` keeps answering; prediction log rows wait in
-a bounded spool and are written when the database is back; rows the full spool had to
-drop are counted in `modelops_prediction_log_dropped_total`, never silent."""
+"""Case 6: the database refuses writes for a while: SQLite locked by another process
+or its disk full, or PostgreSQL made read-only. `/predict` keeps answering;
+prediction log rows wait in a bounded spool and are written when the database is
+back; rows the full spool had to drop are counted in
+`modelops_prediction_log_dropped_total`, never silent."""
 
 from __future__ import annotations
 
@@ -112,18 +113,58 @@ def _postgres_read_only(database: str) -> Iterator[None]:
         _set_read_only(database, False)
 
 
-@pytest.mark.parametrize("fault", ["sqlite-locked", "postgresql-read-only"])
+@contextmanager
+def _small_disk(directory: Path) -> Iterator[Path]:
+    """A tmpfs of its own for the SQLite file, which the test can fill and grow."""
+    directory.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(directory)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+@contextmanager
+def _disk_full(directory: Path) -> Iterator[None]:
+    """Shrink the file system to what is in use: the next pages cannot be written."""
+    used_kb = sum(p.stat().st_size for p in directory.iterdir()) // 1024 + 8
+    subprocess.run(["mount", "-o", f"remount,size={used_kb}k", str(directory)],
+                   check=True)  # fmt: skip
+    try:
+        time.sleep(OUTAGE_SECONDS)
+        yield
+    finally:
+        subprocess.run(["mount", "-o", "remount,size=64m", str(directory)], check=True)
+
+
+@contextmanager
+def _database(fault: str, tmp_path: Path) -> Iterator[tuple[str, Path | None]]:
+    """The database URL for the case ("" is SQLite in the home) and its disk."""
+    if fault.startswith("postgresql"):
+        if not POSTGRES_URL:
+            pytest.skip("MODELOPS_TEST_DATABASE_URL is not set")
+        with _postgres_database() as url:
+            yield url, None
+    elif fault == "sqlite-disk-full":
+        with _small_disk(tmp_path / "disk") as disk:
+            yield f"sqlite:///{disk}/modelops.db", disk
+    else:
+        yield "", None
+
+
+@pytest.mark.parametrize(
+    "fault", ["sqlite-locked", "sqlite-disk-full", "postgresql-read-only"]
+)
 def test_predictions_go_on_and_log_rows_are_spooled_counted_and_written(
     fault, tmp_path, start_api, record
 ):
-    if fault.startswith("postgresql") and not POSTGRES_URL:
-        pytest.skip("MODELOPS_TEST_DATABASE_URL is not set")
-    with (
-        _postgres_database()
-        if fault.startswith("postgresql")
-        else (_nothing()) as database_url
-    ):
-        settings = prepare_home(tmp_path / "home", database_url=database_url or "")
+    with _database(fault, tmp_path) as (database_url, disk):
+        settings = prepare_home(tmp_path / "home", database_url=database_url)
         api = start_api(
             settings,
             MODELOPS_PREDICTION_LOG_SPOOL_SIZE=str(SPOOL),
@@ -132,10 +173,12 @@ def test_predictions_go_on_and_log_rows_are_spooled_counted_and_written(
             MODELOPS_SQLITE_BUSY_TIMEOUT_MS="200",
             MODELOPS_API_WORKERS="2",
         )
-        outage = (
-            _sqlite_locked(settings) if fault == "sqlite-locked"
-            else _postgres_read_only(settings.database_url)
-        )  # fmt: skip
+        outages = {
+            "sqlite-locked": lambda: _sqlite_locked(settings),
+            "sqlite-disk-full": lambda: _disk_full(disk),
+            "postgresql-read-only": lambda: _postgres_read_only(settings.database_url),
+        }
+        outage = outages[fault]()
         with PredictLoad(api.url, clients=4) as load:
             time.sleep(2)
             started = time.monotonic()
@@ -175,8 +218,3 @@ def test_predictions_go_on_and_log_rows_are_spooled_counted_and_written(
             rows_dropped_and_counted=int(dropped),
             rows_lost_uncounted=len(answered) - len(logged) - int(dropped),
         )
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
