@@ -155,16 +155,26 @@ def start_job(
     *,
     worker: str | None = None,
     stall_seconds: float = 60.0,
+    kind: str | None = None,
 ) -> Job | None:
     """Claim a job for this worker and move it to running; None when there is
     nothing to do here.
+
+    A task whose job is missing or of another `kind` is refused: it comes from
+    another deployment (or a test) sharing this Redis, and must not run this
+    database's job with the wrong code.
 
     The claim is one conditional UPDATE, so of two deliveries of the same job (a
     redelivery, a requeue, two workers) exactly one wins. A job stays claimable while
     queued, or while running with a heartbeat older than `stall_seconds` (its worker
     died). A finished job stays as it is; one cancelled while queued ends cancelled.
     """
-    job = get_job(session, job_id)
+    job = session.get(Job, job_id)
+    if job is None or (kind is not None and job.kind != kind):
+        log.error("a %s task names job %d, which is %s here; ignored (is Redis shared "
+                  "with another deployment?)", kind or "job", job_id,
+                  f"a {job.kind} job" if job else "missing")  # fmt: skip
+        return None
     if job.state in FINISHED:
         log.info("job %d already %s; nothing to do", job_id, job.state)
         return None
@@ -294,6 +304,7 @@ def run_job(
     heartbeat_seconds: float = 10.0,
     stall_seconds: float = 60.0,
     worker: str | None = None,
+    kind: str | None = None,
 ) -> dict[str, Any] | None:
     """Run `work` for a job and record how it ended. Safe to call twice, from any
     number of workers: only the one that claims the job runs it.
@@ -303,8 +314,9 @@ def run_job(
     """
     with session_scope(session_factory) as session:
         job = start_job(
-            session, job_id, task_id, worker=worker, stall_seconds=stall_seconds
-        )
+            session, job_id, task_id, worker=worker, stall_seconds=stall_seconds,
+            kind=kind,
+        )  # fmt: skip
         if job is None:
             return None
         session.expunge(job)

@@ -194,6 +194,17 @@ def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+@pytest.fixture(autouse=True)
+def empty_broker(redis_url: str) -> None:
+    """Each test starts with no task left in Redis by an earlier one: the tests share
+    one redis-server, and a stale task names a job of another test's database."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+
+
 @pytest.fixture
 def start_api(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Api]]:
     """Start gunicorn on a prepared home; every server is stopped at the end."""

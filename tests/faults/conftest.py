@@ -3,4 +3,8 @@ records its figures (the `record` fixture of tests/conftest.py) for the docs."""
 
 from __future__ import annotations
 
-from tests.e2e.conftest import start_api, start_worker  # noqa: F401  (fixtures)
+from tests.e2e.conftest import (  # noqa: F401  (fixtures)
+    empty_broker,
+    start_api,
+    start_worker,
+)

@@ -253,3 +253,18 @@ def test_of_two_deliveries_of_one_job_only_one_runs_it(session_factory):
     with session_scope(session_factory) as session:
         job = session.get(Job, stalled)
         assert (job.state, job.attempts, job.worker) == ("succeeded", 2, "celery@b")
+
+
+def test_a_task_for_a_missing_job_or_another_kind_runs_nothing(session_factory):
+    """A stale task from another deployment sharing Redis must not run our job."""
+    job_id = _create(session_factory, kind="batch_score")
+    ran = []
+    work = lambda job, progress: ran.append(job.id) or {}  # noqa: E731
+    assert jobs.run_job(session_factory, job_id, "t", work, kind="demo_reset") is None
+    assert jobs.run_job(session_factory, 9999, "t", work, kind="batch_score") is None
+    assert ran == []
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        assert (job.state, job.attempts) == ("queued", 0)
+    assert jobs.run_job(session_factory, job_id, "t", work, kind="batch_score") == {}
+    assert ran == [job_id]

@@ -28,4 +28,5 @@ def reset_demo(self: Task, job_id: int) -> dict[str, Any] | None:
                                               progress),
         heartbeat_seconds=settings.job_heartbeat_seconds,
         stall_seconds=settings.job_stall_seconds, worker=self.request.hostname,
+        kind="demo_reset",
     )  # fmt: skip

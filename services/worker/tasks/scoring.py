@@ -32,4 +32,5 @@ def batch_score(self: Task, job_id: int) -> dict[str, Any] | None:
         timeout_errors=(SoftTimeLimitExceeded,),
         heartbeat_seconds=settings.job_heartbeat_seconds,
         stall_seconds=settings.job_stall_seconds, worker=self.request.hostname,
+        kind="batch_score",
     )  # fmt: skip

@@ -32,4 +32,5 @@ def retrain_model(self: Task, job_id: int) -> dict[str, Any] | None:
         timeout_errors=(SoftTimeLimitExceeded,),
         heartbeat_seconds=settings.job_heartbeat_seconds,
         stall_seconds=settings.job_stall_seconds, worker=self.request.hostname,
+        kind="retrain",
     )  # fmt: skip
