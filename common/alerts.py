@@ -210,6 +210,17 @@ def artifact_refused(
     )  # fmt: skip
 
 
+def artifact_accepted(session: Session, version: int) -> Alert | None:
+    """Resolve the `artifact_refused` alert of a version whose artifact has now
+    passed its check (it was restored, and promoted or loaded); None if none was
+    active."""
+    alert = _active(session, "artifact_refused", f"version:{version}")
+    if alert is not None:
+        alert.state, alert.resolved_at = "resolved", utcnow()
+        log.info("alert resolved id=%d rule=artifact_refused", alert.id)
+    return alert
+
+
 def acknowledge(session: Session, alert_id: int, actor: str) -> Alert:
     """Mark an open alert as seen; it still resolves by itself.
 

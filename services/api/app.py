@@ -8,6 +8,7 @@ from common.config import Settings, get_settings
 from common.queue import make_celery
 from dashboard import bp as dashboard_bp
 from services.api import database, prometheus
+from services.api.alert_delivery import webhook_sender
 from services.api.batcher import MicroBatcher
 from services.api.blueprints import (
     alerts,
@@ -52,13 +53,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["settings"] = settings
     database.init_app(app, settings)
     factory = database.get_session_factory_of(app)
-    cache = ModelCache(settings, factory)
+    celery = make_celery(settings)  # publishes jobs and alert deliveries; runs none
+    app.extensions["alert_sender"] = webhook_sender(settings, celery)
+    cache = ModelCache(settings, factory, on_alert=app.extensions["alert_sender"])
     log_writer = (
         PredictionLogWriter(settings, factory) if settings.prediction_logging else None
     )
     batcher = MicroBatcher(settings.microbatch_max_rows, settings.microbatch_wait_ms)
     app.extensions["model_cache"] = cache
-    app.extensions["celery"] = make_celery(settings)  # publishes jobs; runs none
+    app.extensions["celery"] = celery
     app.extensions["flower_url"] = settings.flower_url or (
         f"http://{settings.flower_host}:{settings.flower_port}"
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +32,10 @@ from common.validation import to_frame
 
 log = logging.getLogger(__name__)
 
+# A refused champion is tried again every this many polls (10 s at the default
+# 500 ms): cheap, and a restored artifact serves without another promotion.
+RETRY_REFUSED_POLLS = 20
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -49,13 +55,20 @@ class ModelCache:
     """Holds one `LoadedModel`; a failed load keeps the previous one serving."""
 
     def __init__(
-        self, settings: Settings, session_factory: sessionmaker[Session]
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        on_alert: Callable[[int, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
+        self.on_alert = on_alert  # told (alert id, event) of each alert it changes
         self.current: LoadedModel | None = None
         self.last_error: str | None = "no model loaded yet"
-        self._failed: tuple[int, int] | None = None  # (generation, version id) refused
+        # (generation, version id) refused, and when: tried again after a while, so a
+        # restored artifact is picked up without another promotion.
+        self._failed: tuple[int, int] | None = None
+        self._failed_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,13 +105,17 @@ class ModelCache:
                 self.last_error = str(exc)
                 if target is not None:
                     self._failed = (target[1], target[0].id)
+                    self._failed_at = time.monotonic()
                 log.warning(
                     "model load failed; the current model keeps serving: %s", exc
                 )
                 if target is not None and isinstance(exc, ArtifactError):
                     self._alert_refused(target[0], exc)
                 return self.current
+            healed = self._failed is not None
             self.current, self.last_error, self._failed = loaded, None, None
+            if healed:
+                self._resolve_refused(loaded.version)
             # The model is long-lived: keep its many objects out of the cyclic GC's
             # scans, which otherwise show up as latency spikes under load. Unfreeze
             # and collect first, so a replaced model's cycles are still freed.
@@ -114,9 +131,27 @@ class ModelCache:
         serving = self.current.version if self.current else None
         try:
             with session_scope(self.session_factory) as session:
-                alerts.artifact_refused(session, version.version, exc.message, serving)
+                alert = alerts.artifact_refused(
+                    session, version.version, exc.message, serving
+                )
+                opened = alert.id if alert else None
         except SQLAlchemyError as error:
             log.error("could not record the refused artifact's alert: %s", error)
+            return
+        if opened is not None and self.on_alert is not None:
+            self.on_alert(opened, "opened")
+
+    def _resolve_refused(self, version: int) -> None:
+        """The version's artifact loads again (it was restored): close its alert."""
+        try:
+            with session_scope(self.session_factory) as session:
+                alert = alerts.artifact_accepted(session, version)
+                resolved = alert.id if alert else None
+        except SQLAlchemyError as error:
+            log.error("could not resolve the artifact alert: %s", error)
+            return
+        if resolved is not None and self.on_alert is not None:
+            self.on_alert(resolved, "resolved")
 
     def _champion_if_changed(self) -> tuple[ModelVersion, int] | None:
         with session_scope(self.session_factory) as session:
@@ -127,8 +162,12 @@ class ModelCache:
             generation, version_id = pointer
             if self.current is not None and self.current.generation == generation:
                 return None
-            if self._failed == (generation, version_id):
-                return None  # already refused; wait for the next change
+            if (
+                self._failed == (generation, version_id)
+                and time.monotonic() - self._failed_at
+                < RETRY_REFUSED_POLLS * self.settings.model_poll_ms / 1000
+            ):
+                return None  # refused a moment ago; wait for a change or the retry
             version = session.get(ModelVersion, version_id)
             assert version is not None  # foreign key
             return version, generation

@@ -4,21 +4,16 @@ delivered, once, with a valid signature."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from services.launcher import free_port
 from tests.e2e.conftest import ROW, http, prepare_home
+from tests.faults.webhook import receiving, webhook_env
 
 pytestmark = pytest.mark.faults
 
-SECRET = "webhook-fault-secret"
 RULE = """
 [[alert_rules]]
 name = "any_traffic"
@@ -32,23 +27,6 @@ cooldown_minutes = 30
 """
 
 
-class Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[dict, dict]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Receiver.received.append((dict(self.headers), json.loads(body)))
-        expected = hmac.new(SECRET.encode(),
-                            self.headers["X-ModelOps-Timestamp"].encode() + b"." + body,
-                            hashlib.sha256).hexdigest()  # fmt: skip
-        ok = self.headers["X-ModelOps-Signature"] == f"sha256={expected}"
-        self.send_response(204 if ok else 401)
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 def test_a_webhook_down_for_a_while_gets_the_alert_once_it_is_back(
     tmp_path, start_api, start_worker, record
 ):
@@ -57,8 +35,7 @@ def test_a_webhook_down_for_a_while_gets_the_alert_once_it_is_back(
     config.write_text(RULE)
     env = {
         "MODELOPS_CONFIG_FILE": str(config),
-        "MODELOPS_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
-        "MODELOPS_ALERT_WEBHOOK_SECRET": SECRET,
+        **webhook_env(port),
         "MODELOPS_ALERT_WEBHOOK_ATTEMPTS": "8",
         "MODELOPS_MONITOR_INTERVAL_SECONDS": "2",
     }
@@ -84,11 +61,8 @@ def test_a_webhook_down_for_a_while_gets_the_alert_once_it_is_back(
         time.sleep(0.5)
     assert current["state"] == "open"
 
-    Receiver.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    back_at = time.monotonic()
-    try:
+    with receiving(port) as received:
+        back_at = time.monotonic()
         deadline = time.monotonic() + 90
         while not any(d["status"] == "delivered" for d in alert()["deliveries"]
                       if d["channel"] == "webhook"):  # fmt: skip
@@ -96,12 +70,9 @@ def test_a_webhook_down_for_a_while_gets_the_alert_once_it_is_back(
             time.sleep(0.5)
         delivered_after = time.monotonic() - back_at
         time.sleep(5)  # a duplicate would arrive by now
-    finally:
-        server.shutdown()
-        server.server_close()
     final = alert()
     webhook = [d for d in final["deliveries"] if d["channel"] == "webhook"]
-    opened = [body for _, body in Receiver.received if body["event"] == "opened"]
+    opened = [body for _, body, ok in received if body["event"] == "opened" and ok]
     assert len(opened) == 1 and opened[0]["alert"]["id"] == final["id"]
     assert [d["status"] for d in webhook].count("delivered") == 1
     assert final["state"] == "open"

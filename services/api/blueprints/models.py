@@ -108,8 +108,15 @@ def _switch(
         champion = change()
     except ArtifactError as exc:
         session.rollback()
-        alerts.artifact_refused(session, exc.details["version"], exc.message, serving)
+        alert = alerts.artifact_refused(
+            session, exc.details["version"], exc.message, serving
+        )
         session.commit()
+        if alert is not None:
+            current_app.extensions["alert_sender"](alert.id, "opened")
         raise
+    healed = alerts.artifact_accepted(session, champion.model_version.version)
     session.commit()
+    if healed is not None:
+        current_app.extensions["alert_sender"](healed.id, "resolved")
     return champion
