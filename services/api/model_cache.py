@@ -27,7 +27,7 @@ from common.errors import AppError, ArtifactError
 from common.schemas import FeatureSpec
 from common.storage import repositories as repo
 from common.storage.db import session_scope
-from common.storage.tables import ModelVersion
+from common.storage.tables import Alert, ModelVersion
 from common.validation import to_frame
 
 log = logging.getLogger(__name__)
@@ -129,29 +129,30 @@ class ModelCache:
         """Open one alert for a champion whose artifact is refused (every API process
         that refuses it tries; the database keeps one open)."""
         serving = self.current.version if self.current else None
-        try:
-            with session_scope(self.session_factory) as session:
-                alert = alerts.artifact_refused(
-                    session, version.version, exc.message, serving
-                )
-                opened = alert.id if alert else None
-        except SQLAlchemyError as error:
-            log.error("could not record the refused artifact's alert: %s", error)
-            return
-        if opened is not None and self.on_alert is not None:
-            self.on_alert(opened, "opened")
+        self._change_alert("opened", lambda session: alerts.artifact_refused(
+            session, version.version, exc.message, serving
+        ))  # fmt: skip
 
     def _resolve_refused(self, version: int) -> None:
         """The version's artifact loads again (it was restored): close its alert."""
+        self._change_alert(
+            "resolved", lambda session: alerts.artifact_accepted(session, version)
+        )
+
+    def _change_alert(
+        self, event: str, change: Callable[[Session], Alert | None]
+    ) -> None:
+        """Apply an alert change in its own transaction, then pass it on (webhook);
+        a database error is logged, never raised into the model watcher."""
         try:
             with session_scope(self.session_factory) as session:
-                alert = alerts.artifact_accepted(session, version)
-                resolved = alert.id if alert else None
+                alert = change(session)
+                changed = alert.id if alert else None
         except SQLAlchemyError as error:
-            log.error("could not resolve the artifact alert: %s", error)
+            log.error("could not record the artifact alert (%s): %s", event, error)
             return
-        if resolved is not None and self.on_alert is not None:
-            self.on_alert(resolved, "resolved")
+        if changed is not None and self.on_alert is not None:
+            self.on_alert(changed, event)
 
     def _champion_if_changed(self) -> tuple[ModelVersion, int] | None:
         with session_scope(self.session_factory) as session:
