@@ -144,6 +144,11 @@ class Settings:
     job_stall_seconds: int = _doc(
         "A running job silent this long lost its worker and is queued again.", 40
     )
+    job_republish_seconds: int = _doc(
+        "A job still queued this long after its task was published is published "
+        "again, in case Redis lost it (a restart without AOF).",
+        600,
+    )
     file_retention_hours: int = _doc(
         "Uploads and scoring outputs older than this are removed by beat.", 168
     )
@@ -322,6 +327,7 @@ _POSITIVE = (
     "upload_max_bytes", "file_retention_hours", "job_heartbeat_seconds",
     "job_stall_seconds", "drift_min_rows", "metrics_window_minutes",
     "metrics_snapshot_seconds", "drift_check_seconds", "monitor_interval_seconds",
+    "job_republish_seconds",
     "drift_window_rows",
     "retrain_drift_k", "retrain_drift_n", "retrain_min_labels",
     "alert_webhook_attempts",

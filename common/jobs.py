@@ -139,6 +139,7 @@ def submit_job(
     session.commit()
     try:
         job.task_id = enqueue(job.id)
+        job.published_at = utcnow()
     except DependencyError as exc:
         finish_job(session, job.id, JobState.FAILED, error=_error(exc))
         session.commit()
@@ -406,9 +407,40 @@ def requeue_stalled_jobs(
                                  attempts=job.attempts)  # fmt: skip
         session.flush()
         for job in stalled:
-            job.task_id = enqueue(job)
+            job.task_id, job.published_at = enqueue(job), utcnow()
             log.warning("job %d requeued after its worker stopped", job.id)
         return [job.id for job in stalled]
+
+
+def republish_lost_jobs(
+    session_factory: sessionmaker[Session],
+    after_seconds: int,
+    enqueue: Callable[[Job], str],
+) -> list[int]:
+    """Publish again the task of every job still queued `after_seconds` after it was
+    last published.
+
+    Redis without persistence loses its messages when it restarts; the job row would
+    stay queued for ever (and a queued retrain blocks every other). If the message
+    was only slow, not lost, the second delivery finds the job claimed or finished
+    and does nothing.
+    """
+    cutoff = utcnow() - timedelta(seconds=after_seconds)
+    with session_scope(session_factory) as session:
+        waiting = session.scalars(
+            select(Job).where(
+                Job.state == JobState.QUEUED,
+                Job.cancel_requested.is_(False),
+                func.coalesce(Job.published_at, Job.created_at) < cutoff,
+            )
+        ).all()
+        for job in waiting:
+            job.task_id, job.published_at = enqueue(job), utcnow()
+            repo.add_audit_event(session, "job_republished", "job", job.id,
+                                 task_id=job.task_id)  # fmt: skip
+            log.warning("job %d still queued after %d s: task published again",
+                        job.id, after_seconds)  # fmt: skip
+        return [job.id for job in waiting]
 
 
 def _error(exc: BaseException, kind: str | None = None) -> dict[str, Any]:

@@ -119,6 +119,9 @@ class Job(Base):
     # The Celery worker (hostname) that claimed the job last: one owner at a time.
     worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # When the job's task was last handed to Redis: a job queued long after that is
+    # published again, in case Redis lost the message (the claim makes it harmless).
+    published_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)

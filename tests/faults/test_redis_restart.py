@@ -1,6 +1,8 @@
 """Case 2: Redis killed and restarted under prediction traffic. `/predict` never needs
-Redis, so no request fails; with AOF (as docker-compose.yml runs it) the jobs queued
-before the restart are still there and each runs once."""
+Redis, so no request fails. With AOF (as docker-compose.yml runs it) the jobs queued
+before the restart are still there and each runs once; without it their messages are
+gone, and beat publishes them again once they have waited
+MODELOPS_JOB_REPUBLISH_SECONDS: each still runs once."""
 
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ pytestmark = pytest.mark.faults
 JOBS = 5
 
 
+@pytest.mark.parametrize("append_only", [True, False], ids=["aof", "no-aof"])
 def test_predictions_never_fail_and_queued_jobs_survive_a_redis_restart(
-    tmp_path, start_api, start_worker, record
+    append_only, tmp_path, start_api, start_worker, record
 ):
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
@@ -29,7 +32,8 @@ def test_predictions_never_fail_and_queued_jobs_survive_a_redis_restart(
 
     def start_redis() -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            redis_command(port, data, append_only=True), stdout=subprocess.DEVNULL
+            redis_command(port, data, append_only=append_only),
+            stdout=subprocess.DEVNULL,
         )
         time.sleep(0.5)
         return process
@@ -66,7 +70,14 @@ def test_predictions_never_fail_and_queued_jobs_survive_a_redis_restart(
         during = [a for a in load.answers if down_at <= a.started <= back_at]
         assert len(during) > 20 and load.failed == []
 
-        start_worker(settings, "w1", MODELOPS_REDIS_URL=url)
+        beat = {
+            "MODELOPS_REDIS_URL": url,
+            "MODELOPS_JOB_HEARTBEAT_SECONDS": "2",
+            "MODELOPS_JOB_STALL_SECONDS": "15",  # beat's job check every 5 s
+            "MODELOPS_JOB_REPUBLISH_SECONDS": "600" if append_only else "3",
+        }
+        start_worker(settings, "beat", beat=True, **beat)
+        start_worker(settings, "w1", **beat)
         deadline = time.monotonic() + 90
         while True:
             jobs = [http("GET", f"{api.url}/jobs/{i}")[2] for i in ids]
@@ -78,8 +89,13 @@ def test_predictions_never_fail_and_queued_jobs_survive_a_redis_restart(
             time.sleep(0.3)
         assert [j["state"] for j in jobs] == ["succeeded"] * JOBS, jobs
         assert [j["attempts"] for j in jobs] == [1] * JOBS
+        republished = sum(
+            (tmp_path / "w1.log").read_text().count(f"job {i} still queued")
+            for i in ids
+        )
         record(
-            "redis-restart",
+            f"redis-restart-{'aof' if append_only else 'no-aof'}",
+            republished_after_the_restart=republished,
             predict_requests=len(load.answers),
             predict_requests_while_down=len(during),
             failed_requests=len(load.failed),

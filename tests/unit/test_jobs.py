@@ -268,3 +268,31 @@ def test_a_task_for_a_missing_job_or_another_kind_runs_nothing(session_factory):
         assert (job.state, job.attempts) == ("queued", 0)
     assert jobs.run_job(session_factory, job_id, "t", work, kind="batch_score") == {}
     assert ran == [job_id]
+
+
+def test_a_job_queued_long_after_its_publication_is_published_again(session_factory):
+    """Redis restarted without persistence: the message is gone, the row stays."""
+    from datetime import timedelta
+
+    from common.clock import utcnow
+
+    lost, recent, cancelled = (_create(session_factory, kind="batch_score")
+                               for _ in range(3))  # fmt: skip
+    with session_scope(session_factory) as session:
+        for ident, age in ((lost, 900), (recent, 30), (cancelled, 900)):
+            session.get(Job, ident).published_at = utcnow() - timedelta(seconds=age)
+        jobs.request_cancel(session, cancelled)
+    published = []
+    again = jobs.republish_lost_jobs(
+        session_factory, 600, lambda job: published.append(job.id) or "t-new"
+    )
+    assert again == [lost] and published == [lost]
+    assert jobs.republish_lost_jobs(session_factory, 600, lambda job: "x") == []
+    with session_scope(session_factory) as session:
+        assert session.get(Job, lost).task_id == "t-new"
+    # The old message, if it was only slow, and the new one: the job runs once.
+    runs = []
+    for task in ("t-old", "t-new"):
+        jobs.run_job(session_factory, lost, task, lambda j, p: runs.append(1) or {},
+                     kind="batch_score")  # fmt: skip
+    assert runs == [1]

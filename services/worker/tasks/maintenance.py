@@ -8,6 +8,7 @@ import time
 from common import jobs, scoring
 from common import task_names as names
 from common.queue import TASK_OF_KIND, enqueue
+from common.storage.tables import Job
 from services.worker.celery_app import app, settings
 from services.worker.database import session_factory
 
@@ -16,12 +17,16 @@ log = logging.getLogger(__name__)
 
 @app.task(name=names.REQUEUE_STALLED_JOBS)
 def requeue_stalled_jobs() -> list[int]:
-    """Queue again the running jobs whose heartbeat stopped (their worker died)."""
-    return jobs.requeue_stalled_jobs(
-        session_factory(settings),
-        settings.job_stall_seconds,
-        lambda job: enqueue(app, TASK_OF_KIND[job.kind], job.id),
-    )
+    """Queue again the running jobs whose heartbeat stopped (their worker died), and
+    the queued ones whose message Redis may have lost."""
+
+    def publish(job: Job) -> str:
+        return enqueue(app, TASK_OF_KIND[job.kind], job.id)
+
+    factory = session_factory(settings)
+    stalled = jobs.requeue_stalled_jobs(factory, settings.job_stall_seconds, publish)
+    lost = jobs.republish_lost_jobs(factory, settings.job_republish_seconds, publish)
+    return stalled + lost
 
 
 @app.task(name=names.REMOVE_OLD_FILES)
