@@ -63,7 +63,7 @@ CASES = [
          "/predict answers; rows spooled and written after; drops counted in Prometheus",
          "tests/faults/test_database_trouble.py"),
     Case("6", "database-sqlite-disk-full",
-         "the SQLite file's own tmpfs shrunk to what is in use for 8 s (skipped where tmpfs cannot be mounted)",
+         "the SQLite file's own tmpfs filled for 8 s, its WAL truncated first (skipped where tmpfs cannot be mounted)",
          "as above",
          "tests/faults/test_database_trouble.py"),
     Case("6", "database-postgresql-read-only",

@@ -6,6 +6,8 @@ back; rows the full spool had to drop are counted in
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -115,7 +117,7 @@ def _postgres_read_only(database: str) -> Iterator[None]:
 
 @contextmanager
 def _small_disk(directory: Path) -> Iterator[Path]:
-    """A tmpfs of its own for the SQLite file, which the test can fill and grow."""
+    """A tmpfs of its own for the SQLite file, which the test can fill."""
     directory.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(directory)],
@@ -131,15 +133,32 @@ def _small_disk(directory: Path) -> Iterator[Path]:
 
 @contextmanager
 def _disk_full(directory: Path) -> Iterator[None]:
-    """Shrink the file system to what is in use: the next pages cannot be written."""
-    used_kb = sum(p.stat().st_size for p in directory.iterdir()) // 1024 + 8
-    subprocess.run(["mount", "-o", f"remount,size={used_kb}k", str(directory)],
-                   check=True)  # fmt: skip
+    """Fill the file system. The WAL is checkpointed and truncated first, so each
+    commit needs new blocks (a WAL reuses its old ones and would not notice)."""
+    import sqlite3
+
+    connection = sqlite3.connect(directory / "modelops.db", timeout=30)
+    try:
+        deadline = time.monotonic() + 10
+        while connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+            assert time.monotonic() < deadline, "the WAL could not be truncated"
+            time.sleep(0.05)  # busy: a reader holds a snapshot; try again
+    finally:
+        connection.close()
+    filler = directory / "filler"
+    handle = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 20, 1 << 12):  # megabytes, then the last pages
+            with contextlib.suppress(OSError):  # ENOSPC: full
+                while True:
+                    os.write(handle, b"\0" * size)
+    finally:
+        os.close(handle)
     try:
         time.sleep(OUTAGE_SECONDS)
         yield
     finally:
-        subprocess.run(["mount", "-o", "remount,size=64m", str(directory)], check=True)
+        filler.unlink()
 
 
 @contextmanager
