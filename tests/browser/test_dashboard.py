@@ -152,6 +152,18 @@ def test_batch_scoring_upload_then_rollback(tab: Tab, tmp_path: Path) -> None:
         "data-version", "1"
     )
     expect(page.locator("#serving")).to_contain_text("serving v1", timeout=15_000)
+    # Promote a version from its row, then roll back to where the test began.
+    row = page.locator("#models-table tr[data-version='2']")
+    row.get_by_role("button", name="Promote").click()
+    expect(page.locator("#confirm-text")).to_contain_text("Promote version 2")
+    page.click("#confirm-ok")
+    expect(page.locator("#models-table tr.champion")).to_have_attribute(
+        "data-version", "2"
+    )
+    expect(page.locator("#serving")).to_contain_text("serving v2", timeout=15_000)
+    page.click("#rollback")
+    page.click("#confirm-ok")
+    expect(page.locator("#serving")).to_contain_text("serving v1", timeout=15_000)
     assert tab.errors == []
 
 
@@ -177,3 +189,23 @@ def test_offline_banner_keeps_the_last_data_and_recovers(
     expect(page.locator("#serving")).to_contain_text("serving v1")
     refused = "ERR_CONNECTION_REFUSED"
     assert [e for e in tab.errors if refused not in e] == []
+
+
+def test_demo_reset_shows_progress_and_leaves_one_fresh_version(tab: Tab) -> None:
+    """Last in the module: it clears what the others made."""
+    page = tab.page
+    page.goto("/#demo")
+    page.click("#demo-reset")
+    expect(page.locator("#confirm-text")).to_contain_text("Reset the demo?")
+    page.click("#confirm-ok")
+    _give_key(tab)
+    expect(page.locator("#reset-progress")).to_be_visible()
+    expect(page.locator("#notice")).to_contain_text(
+        "The demo is reset.", timeout=120_000
+    )
+    page.click("#nav a[data-page=models]")
+    expect(page.locator("#models-table tbody tr")).to_have_count(1, timeout=15_000)
+    expect(page.locator("#models-table tr.champion")).to_have_attribute(
+        "data-version", "1"
+    )
+    assert tab.errors == []
