@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
-import fsspec
-
 from common.alert_rules import DEFAULT_ALERT_RULES, AlertRule, parse_alert_rules
 from common.errors import ConfigError
 
@@ -282,6 +280,8 @@ class Settings:
         protocol, separator, _ = self.artifact_dir.partition("://")
         if not separator:
             return
+        import fsspec  # only for a URL: a plain directory needs no fsspec at start-up
+
         try:
             fsspec.get_filesystem_class(protocol)
         except (ImportError, ValueError) as exc:

@@ -403,13 +403,9 @@ def requeue_stalled_jobs(
         ).all()
         for job in stalled:
             job.state, job.stage = JobState.QUEUED, "requeued: its worker stopped"
-            repo.add_audit_event(session, "job_requeued", "job", job.id,
-                                 attempts=job.attempts)  # fmt: skip
         session.flush()
-        for job in stalled:
-            job.task_id, job.published_at = enqueue(job), utcnow()
-            log.warning("job %d requeued after its worker stopped", job.id)
-        return [job.id for job in stalled]
+        return _publish_again(session, stalled, enqueue, "job_requeued",
+                              "its worker stopped")  # fmt: skip
 
 
 def republish_lost_jobs(
@@ -434,13 +430,24 @@ def republish_lost_jobs(
                 func.coalesce(Job.published_at, Job.created_at) < cutoff,
             )
         ).all()
-        for job in waiting:
-            job.task_id, job.published_at = enqueue(job), utcnow()
-            repo.add_audit_event(session, "job_republished", "job", job.id,
-                                 task_id=job.task_id)  # fmt: skip
-            log.warning("job %d still queued after %d s: task published again",
-                        job.id, after_seconds)  # fmt: skip
-        return [job.id for job in waiting]
+        why = f"still queued {after_seconds} s after publication"
+        return _publish_again(session, waiting, enqueue, "job_republished", why)
+
+
+def _publish_again(
+    session: Session,
+    queued: Sequence[Job],
+    enqueue: Callable[[Job], str],
+    action: str,
+    why: str,
+) -> list[int]:
+    """Hand each job's task to the queue again and record it (audit and log)."""
+    for job in queued:
+        job.task_id, job.published_at = enqueue(job), utcnow()
+        repo.add_audit_event(session, action, "job", job.id, attempts=job.attempts,
+                             task_id=job.task_id)  # fmt: skip
+        log.warning("job %d published again: %s", job.id, why)
+    return [job.id for job in queued]
 
 
 def _error(exc: BaseException, kind: str | None = None) -> dict[str, Any]:

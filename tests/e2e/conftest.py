@@ -40,14 +40,22 @@ def http(
     headers: dict[str, str] | None = None,
     timeout: float = 10,
 ) -> tuple[int, dict[str, str], Any]:
-    """One HTTP call; returns status, headers and the parsed JSON body."""
+    """One HTTP call with a JSON body; returns status, headers and the parsed JSON."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
+    return send(method, url, data, {"Content-Type": "application/json",
+                                     **(headers or {})}, timeout)  # fmt: skip
+
+
+def send(
+    method: str,
+    url: str,
+    data: bytes | None,
+    headers: dict[str, str],
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], Any]:
+    """One HTTP call with the body as given (raw JSON text, multipart); returns
+    status, headers and the parsed JSON answer."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), json.loads(response.read())

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -17,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import positive_data_acceptance
 
-from tests.e2e.conftest import API_KEY, ROW, prepare_home
+from tests.e2e.conftest import API_KEY, ROW, prepare_home, send
 
 pytestmark = pytest.mark.faults
 
@@ -53,15 +51,9 @@ LENIENT = {"POST /model/retrain": [positive_data_acceptance]}
 
 
 def _post(url: str, text: str) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, data=text.encode(), method="POST",
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    status, _, answer = send("POST", url, text.encode(),
+                             {"Content-Type": "application/json"})  # fmt: skip
+    return status, answer
 
 
 def _fields(body: Any) -> list[str]:

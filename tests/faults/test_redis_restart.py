@@ -90,7 +90,9 @@ def test_predictions_never_fail_and_queued_jobs_survive_a_redis_restart(
         assert [j["state"] for j in jobs] == ["succeeded"] * JOBS, jobs
         assert [j["attempts"] for j in jobs] == [1] * JOBS
         republished = sum(
-            (tmp_path / "w1.log").read_text().count(f"job {i} still queued")
+            (tmp_path / "w1.log")
+            .read_text()
+            .count(f"job {i} published again: still queued")
             for i in ids
         )
         record(

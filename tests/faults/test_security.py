@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import API_KEY, AUTH, ROW, http, prepare_home
+from tests.e2e.conftest import API_KEY, AUTH, ROW, http, prepare_home, send
 
 pytestmark = pytest.mark.faults
 
@@ -98,7 +98,8 @@ def test_names_and_uploads_cannot_reach_outside_the_data_directory(api, record):
         + f"\r\n--{boundary}--\r\n"
     ).encode()  # fmt: skip
     form = f"multipart/form-data; boundary={boundary}"
-    status, body = _raw_post(api, "/jobs/batch-score", payload, form)
+    status, _, body = send("POST", f"{api.url}/jobs/batch-score", payload,
+                           {"Content-Type": form, "X-API-Key": API_KEY})  # fmt: skip
     assert status == 202, body
     escaped = [p for p in home.parent.rglob(Path(evil).name)]
     assert escaped == []  # stored under a generated name inside data/uploads
@@ -110,22 +111,6 @@ def test_names_and_uploads_cannot_reach_outside_the_data_directory(api, record):
     record("security-paths", names_tried=len(names) * 2, refused=refused,
            uploads_outside_data_dir=len(escaped), asset_paths_tried=len(assets),
            files_served_outside=len(served))  # fmt: skip
-
-
-def _raw_post(api, path: str, payload: bytes, content_type: str):
-    import json
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{api.url}{path}", data=payload, method="POST",
-        headers={"Content-Type": content_type, "X-API-Key": API_KEY},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def _announce_and_read(api, head: bytes) -> str:
