@@ -66,12 +66,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 def ensure_port_free(host: str, port: int, what: str) -> None:
     """Fail early, naming the setting, when another process holds the port.
 
+    The check binds with SO_REUSEADDR, as gunicorn and Flower do: connections of a
+    server stopped a moment ago linger in TIME_WAIT for about a minute, and they must
+    not refuse a restart, while a socket that listens on the port still does.
+
     Raises
     ------
     DependencyError
         When `host:port` cannot be bound.
     """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

@@ -45,3 +45,23 @@ def test_a_taken_port_is_named_before_anything_starts():
         with pytest.raises(DependencyError, match=f"API port 127.0.0.1:{port}"):
             ensure_port_free("127.0.0.1", port, "API")
     ensure_port_free("127.0.0.1", port, "API")  # free again once released
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_server_is_free_at_once():
+    """`make run` right after Ctrl-C: the old server's connections wait in TIME_WAIT
+    for a minute, and the port must still count as free (nothing listens on it)."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server closes first: its side stays in TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    ensure_port_free("127.0.0.1", port, "API")
+    with socket.socket() as plain:  # the check without SO_REUSEADDR failed here
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
