@@ -30,14 +30,18 @@ class Settings:
     """Every tunable of ModelOps. Empty path settings are derived from `home`."""
 
     home: str = _doc(
-        "Directory holding all local state (database, artifacts, data).", "var"
+        "Directory holding all local state (database, artifacts, data); relative to "
+        "the working directory. Every other relative path is relative to it.",
+        "var",
     )
     config_file: str = _doc(
         "TOML file layered under the environment; ignored when missing.",
         "modelops.toml",
     )
     database_url: str = _doc(
-        "SQLAlchemy URL; empty means SQLite at `<home>/modelops.db`.", ""
+        "SQLAlchemy URL; empty means SQLite at `<home>/modelops.db` (a relative "
+        "SQLite path is under `<home>`).",
+        "",
     )
     artifact_dir: str = _doc(
         "Model artifacts: a directory or any fsspec URL (s3://bucket/prefix, gs://…, "
@@ -219,16 +223,23 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        home = Path(self.home)
-        derived = {
-            "database_url": f"sqlite:///{home / 'modelops.db'}",
-            "artifact_dir": str(home / "artifacts"),
-            "data_dir": str(home / "data"),
-        }
-        for name, value in derived.items():
-            if not getattr(self, name):
-                object.__setattr__(self, name, value)
+        self._resolve_paths()
         self._check()
+
+    def _resolve_paths(self) -> None:
+        """Make every path absolute once, here: `home` against the working directory,
+        the other paths against `home`. A relative path left for later is resolved
+        against whatever directory the reader happens to use (Flask's `send_file`
+        takes the package's), so the same setting would name two files."""
+        home = Path(self.home).expanduser().resolve()
+        object.__setattr__(self, "home", str(home))
+        for name, default in (("artifact_dir", "artifacts"), ("data_dir", "data")):
+            value = getattr(self, name) or default
+            if "://" not in value:  # an fsspec URL is left as it is
+                value = str(home / Path(value).expanduser())
+            object.__setattr__(self, name, value)
+        database_url = self.database_url or "sqlite:///modelops.db"
+        object.__setattr__(self, "database_url", _sqlite_under(home, database_url))
 
     def _check(self) -> None:
         for name in ("api_port", "flower_port"):
@@ -335,6 +346,17 @@ _POSITIVE = (
 
 
 TOML_ONLY = ("alert_rules",)  # structured settings: tables in modelops.toml only
+
+
+def _sqlite_under(home: Path, url: str) -> str:
+    """A SQLite URL whose file path is relative, resolved against `home`."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url  # another database, or SQLite in memory (sqlite://)
+    path, separator, query = url.removeprefix(prefix).partition("?")
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return url
+    return f"{prefix}{home / path}{separator}{query}"
 
 
 def _env(name: str) -> str:

@@ -350,7 +350,7 @@ def models_rollback(reason: str) -> None:
 @click.option("--flower-port", type=click.IntRange(0, 65535), default=None)
 def up(host: str | None, port: int | None, flower_port: int | None) -> None:
     """Start Redis (unless MODELOPS_REDIS_URL is set), worker, beat, API and Flower."""
-    overrides: dict[str, Any] = {"home": str(Path(get_settings().home).resolve())}
+    overrides: dict[str, Any] = {}
     if host:
         overrides.update(api_host=host, flower_host=host)
     if port is not None:

@@ -104,6 +104,18 @@ def prepare_home(
     return settings
 
 
+def _service_env(settings: Settings) -> dict[str, str]:
+    """The environment of a service on `settings.home`, named as `make run` names it:
+    a relative home (the process starts in its parent) and the paths under it derived,
+    so a path resolved against the wrong directory fails here as it would for a user.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    env["MODELOPS_HOME"] = Path(settings.home).name
+    if settings.database_url != Settings(home=settings.home).database_url:
+        env["MODELOPS_DATABASE_URL"] = settings.database_url  # not the derived one
+    return env
+
+
 def launch_api(
     settings: Settings,
     redis_url: str,
@@ -113,13 +125,11 @@ def launch_api(
 ) -> Api:
     """Start gunicorn on a prepared home and wait until it is ready."""
     port = port or free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    env = _service_env(settings)
     env.update({
-        "MODELOPS_HOME": settings.home, "MODELOPS_API_PORT": str(port),
-        "MODELOPS_DATABASE_URL": settings.database_url,
-        "MODELOPS_REDIS_URL": redis_url, "MODELOPS_API_KEY": API_KEY,
-        "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "WARNING",
-        **env_overrides,
+        "MODELOPS_API_PORT": str(port), "MODELOPS_REDIS_URL": redis_url,
+        "MODELOPS_API_KEY": API_KEY, "MODELOPS_DEMO_ROWS": "2000",
+        "MODELOPS_LOG_LEVEL": "WARNING", **env_overrides,
     })  # fmt: skip
     log_path = log_dir / f"gunicorn-{port}.log"
     with log_path.open("ab") as log_file:
@@ -127,6 +137,7 @@ def launch_api(
             [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
              "services.api.wsgi:app"],
             env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=Path(settings.home).parent,
         )  # fmt: skip
     api = Api(f"http://127.0.0.1:{port}", process, settings, log_path)
     deadline = time.monotonic() + 60
@@ -154,11 +165,9 @@ def launch_worker(
 ) -> subprocess.Popen[bytes]:
     """Start `celery worker` (or `beat`) in its own process group, so a test can kill
     it whole."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
-    env.update({"MODELOPS_HOME": settings.home, "MODELOPS_REDIS_URL": redis_url,
-                "MODELOPS_DATABASE_URL": settings.database_url,
-                "MODELOPS_DEMO_ROWS": "2000", "MODELOPS_LOG_LEVEL": "INFO",
-                **env_overrides})  # fmt: skip
+    env = _service_env(settings)
+    env.update({"MODELOPS_REDIS_URL": redis_url, "MODELOPS_DEMO_ROWS": "2000",
+                "MODELOPS_LOG_LEVEL": "INFO", **env_overrides})  # fmt: skip
     celery = [sys.executable, "-m", "celery", "-A"]
     argv = (
         [*celery, "services.scheduler.beat", "beat",
@@ -171,7 +180,7 @@ def launch_worker(
     with (log_dir / f"{name}.log").open("ab") as log_file:
         return subprocess.Popen(
             argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, cwd=Path(settings.home).parent,
         )  # fmt: skip
 
 

@@ -18,6 +18,31 @@ def test_paths_default_under_home():
     assert settings.data_dir == "/srv/mo/data"
 
 
+def test_relative_paths_resolve_once_home_against_the_working_directory(
+    tmp_path, monkeypatch
+):
+    """`make run` uses the relative default home `var`: every path must be absolute
+    from the start, or a reader in another directory (Flask's send_file) misses it."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env(
+        {"MODELOPS_DATA_DIR": "inputs", "MODELOPS_CONFIG_FILE": "/nonexistent.toml"}
+    )
+    home = tmp_path / "var"
+    assert settings.home == str(home)
+    assert settings.data_dir == str(home / "inputs")
+    assert settings.artifact_dir == str(home / "artifacts")
+    assert settings.database_url == f"sqlite:///{home / 'modelops.db'}"
+    relative_db = Settings(home="var", database_url="sqlite:///db/m.db?timeout=5")
+    assert relative_db.database_url == f"sqlite:///{home / 'db/m.db'}?timeout=5"
+    kept = Settings(home="var", artifact_dir="memory://models",
+                    database_url="postgresql+psycopg://u@h/db")  # fmt: skip
+    assert (kept.artifact_dir, kept.database_url) == (
+        "memory://models", "postgresql+psycopg://u@h/db"
+    )
+    monkeypatch.chdir("/")  # resolved once: another working directory changes nothing
+    assert settings.with_overrides(api_port=1).data_dir == str(home / "inputs")
+
+
 def test_environment_overrides_defaults_with_types():
     settings = Settings.from_env(
         {
