@@ -62,6 +62,6 @@ def test_a_port_left_in_time_wait_by_a_stopped_server_is_free_at_once():
     client.close()
     server.close()
     ensure_port_free("127.0.0.1", port, "API")
-    with socket.socket() as plain:  # the check without SO_REUSEADDR failed here
-        with pytest.raises(OSError):
-            plain.bind(("127.0.0.1", port))
+    # the check without SO_REUSEADDR failed here
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))
