@@ -37,7 +37,8 @@ def test_relative_paths_resolve_once_home_against_the_working_directory(
     kept = Settings(home="var", artifact_dir="memory://models",
                     database_url="postgresql+psycopg://u@h/db")  # fmt: skip
     assert (kept.artifact_dir, kept.database_url) == (
-        "memory://models", "postgresql+psycopg://u@h/db"
+        "memory://models",
+        "postgresql+psycopg://u@h/db",
     )
     monkeypatch.chdir("/")  # resolved once: another working directory changes nothing
     assert settings.with_overrides(api_port=1).data_dir == str(home / "inputs")
