@@ -6,6 +6,7 @@ or an absolute path is refused.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,15 +52,36 @@ BUILTIN: dict[str, tuple[Callable[[Settings], pd.DataFrame], str]] = {
 }
 
 
+BUILTIN_EXPORTS = "builtin"  # folder of the data directory for exported built-ins
+
+
 def list_datasets(settings: Settings) -> list[str]:
     """Built-in names, then files in the data directory."""
+    return [*BUILTIN, *_data_files(settings)]
+
+
+def _data_files(settings: Settings) -> list[str]:
     directory = Path(settings.data_dir)
-    files = (
-        sorted(p.name for p in directory.iterdir() if p.suffix.lower() in READERS)
-        if directory.is_dir()
-        else []
-    )
-    return [*BUILTIN, *files]
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.suffix.lower() in READERS)
+
+
+def export_builtin(settings: Settings, name: str) -> str:
+    """Write built-in dataset `name` as a CSV under the data directory, for jobs that
+    read files (batch scoring); return its path relative to the data directory.
+
+    The same settings give the same rows, so an existing export is reused.
+    """
+    loader, _ = BUILTIN[name]
+    folder = Path(settings.data_dir) / BUILTIN_EXPORTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{settings.demo_rows}-{settings.random_state}.csv"
+    if not path.is_file():
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        loader(settings).to_csv(partial, index=False)
+        partial.replace(path)  # readers never see half a file
+    return f"{BUILTIN_EXPORTS}/{path.name}"
 
 
 def resolve_data_file(settings: Settings, name: str) -> Path:
@@ -85,8 +107,11 @@ def resolve_data_file(settings: Settings, name: str) -> Path:
             f"dataset name {name!r} is not allowed", field="dataset"
         )
     if not path.is_file():
+        files = ", ".join(_data_files(settings)) or "none"
         raise DatasetNotFoundError(
-            f"no dataset named {name!r}; known: {list_datasets(settings)}", dataset=name
+            f"no file named {name!r} in the data directory {root} (files there: "
+            f"{files}; built-in datasets: {', '.join(BUILTIN)})",
+            dataset=name,
         )
     return path
 

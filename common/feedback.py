@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FeedbackOutcome:
     prediction_id: str
-    label: str
+    label: Any  # as the caller sent it: a number stays a number
     status: str  # "recorded", "updated", "unchanged"
     joined: bool  # the prediction's log row is already stored
 
@@ -72,7 +72,9 @@ def record_feedback(
             row.label, row.updated_at = text, utcnow()
             status = "updated"
         outcomes.append(
-            FeedbackOutcome(prediction_id, text, status, prediction_id in classes_by_id)
+            FeedbackOutcome(
+                prediction_id, label, status, prediction_id in classes_by_id
+            )
         )
     try:
         session.flush()

@@ -54,6 +54,13 @@ class JobCancelledError(AppError):
     code = "job_cancelled"
 
 
+FINAL_STAGE = {
+    JobState.SUCCEEDED: "done",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
+}
+
+
 def get_job(session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None:
@@ -234,6 +241,9 @@ def finish_job(
     job.error = error
     if state == JobState.SUCCEEDED:
         job.progress = 100
+    # The stage names where the job ended, not the last step it reported: a failed
+    # scoring job read "scoring about 1 rows" beside its error.
+    job.stage = FINAL_STAGE[state]
     if message:
         job.message = message
     session.flush()

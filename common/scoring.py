@@ -153,12 +153,18 @@ def _chunks(path: Path, rows: int, schema: list[FeatureSpec]) -> Any:
     a bad cell comes back as text and is checked cell by cell), everything else text.
     """
     numeric = {spec.name for spec in schema if spec.type == "number"}
-    with path.open(newline="", encoding="utf-8") as stream:
-        header = next(csv.reader(stream), [])
-    text = {name: str for name in header if name not in numeric}
     try:
+        with path.open(newline="", encoding="utf-8") as stream:
+            header = next(csv.reader(stream), [])
+        text = {name: str for name in header if name not in numeric}
         yield from pd.read_csv(path, chunksize=rows, dtype=text, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        byte = bytes(exc.object[exc.start : exc.start + 1]).hex()
+        raise UnprocessableDataError(
+            f"the file is not a UTF-8 CSV (it holds the byte 0x{byte}, which is not "
+            "UTF-8 text); save it as CSV with UTF-8 encoding"
+        ) from exc
+    except (pd.errors.ParserError, ValueError) as exc:
         raise UnprocessableDataError(f"the file is not a readable CSV: {exc}") from exc
 
 
@@ -169,10 +175,10 @@ def _check_columns(chunk: pd.DataFrame, schema: list[FeatureSpec]) -> None:
     problems = [{"code": "missing_feature", "column": name} for name in missing]
     problems += [{"code": "reserved_column", "column": name} for name in reserved]
     if problems:
+        found = [f"missing features: {', '.join(missing)}"] if missing else []
+        found += [f"reserved column names: {', '.join(reserved)}"] if reserved else []
         raise UnprocessableDataError(
-            f"cannot score this file: missing features {missing}, "
-            f"reserved column names {reserved}",
-            problems=problems,
+            f"cannot score this file ({'; '.join(found)})", problems=problems
         )
 
 

@@ -8,7 +8,9 @@ database at scrape time, so every worker reports the same.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -66,6 +68,16 @@ LOG_PENDING = Gauge(
 )
 
 
+_CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
+
+
+@functools.cache
+def route_label(rule: str) -> str:
+    """The route as a person writes it: `/jobs/<job_id>`, without werkzeug's
+    converters (`<int(max=2147483647):job_id>`)."""
+    return _CONVERTER.sub(r"<\1>", rule)
+
+
 def instrument(app: Flask) -> None:
     """Count and time every request by its route (not its raw path)."""
 
@@ -75,7 +87,9 @@ def instrument(app: Flask) -> None:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        endpoint = (
+            route_label(request.url_rule.rule) if request.url_rule else "unmatched"
+        )
         REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
         started = g.get("request_started")
         if started is not None:

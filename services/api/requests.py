@@ -7,42 +7,73 @@ from typing import Any, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from common.errors import InvalidInputError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_json(*, optional: bool = False) -> Any:
+def read_json(*, optional: bool = False, or_else: str = "") -> Any:
     """Return the parsed body. NaN and Infinity parse to floats and are refused later,
-    by field, with the rest of the problems.
+    by field, with the rest of the problems. `or_else` names another body the route
+    accepts, for the 415 message.
 
-    An over-limit body raises 413 (werkzeug) before it is read in full.
+    An over-limit body raises 413 (werkzeug) before it is read in full, whether it
+    announces its length or is sent chunked.
     """
     if optional and not request.content_length and not request.data:
         return {}
     if not request.is_json:
+        accepted = "a JSON body with Content-Type: application/json"
         raise UnsupportedMediaType(
-            f"send a JSON body with Content-Type: application/json "
-            f"(got {request.mimetype or 'none'!r})"
+            f"send {accepted}{f', or {or_else}' if or_else else ''} "
+            f"(got {request.mimetype or 'no Content-Type'!r})"
         )
-    raw = request.get_data(cache=False)
+    raw = _read_body()
     try:
         return json.loads(raw)
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"body is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
+        raise InvalidInputError(f"malformed JSON: {_json_problem(exc)}") from exc
     except RecursionError as exc:
         raise InvalidInputError("malformed JSON: nested too deeply") from exc
 
 
-def parse_body(model: type[M], *, optional: bool = False) -> M:
+def _read_body() -> bytes:
+    """The whole body, refusing one over the limit. A chunked body has no length to
+    check up front, and werkzeug's limited stream stops at the limit without saying
+    so: a truncated document then read as "malformed JSON". One byte past the limit
+    tells a complete body from a cut one."""
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None:
+        return request.get_data(cache=False)
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge(
+            f"the body is over the limit of {limit} bytes (MODELOPS_MAX_REQUEST_BYTES)"
+        )
+    return b"".join(chunks)
+
+
+def _json_problem(error: json.JSONDecodeError) -> str:
+    """The decoder's message once: some already end in 'at', which its own position
+    suffix doubled ("Unterminated string starting at at line 1")."""
+    message = error.msg.removesuffix(" at")
+    return f"{message} at line {error.lineno} column {error.colno}"
+
+
+def parse_body(model: type[M], *, optional: bool = False, or_else: str = "") -> M:
     """Validate the body against `model`, listing every problem with its field."""
-    data = read_json(optional=optional)
+    data = read_json(optional=optional, or_else=or_else)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import request
 
 from common import scoring
 from common.config import Settings
-from common.datasets import resolve_data_file
+from common.datasets import BUILTIN, export_builtin, resolve_data_file
 from common.errors import InvalidInputError
 from services.api.requests import parse_body
 from services.api.schemas import BatchScoreRequest
@@ -20,11 +21,13 @@ def read_batch_source(settings: Settings) -> tuple[dict[str, Any], str]:
     An upload over `upload_max_bytes` is refused with 413 from its Content-Length.
     """
     if request.mimetype != "multipart/form-data":
-        body = parse_body(BatchScoreRequest)
-        resolve_data_file(settings, body.dataset)  # 400 outside the folder, 404 absent
-        return {"source": body.dataset, "dataset": body.dataset}, (
-            body.reason or f"batch scoring of {body.dataset}"
+        body = parse_body(
+            BatchScoreRequest,
+            or_else="a CSV upload as multipart/form-data field 'file'",
         )
+        source = _dataset_source(settings, body.dataset)
+        reason = body.reason or f"batch scoring of {body.dataset}"
+        return {"source": source, "dataset": body.dataset}, reason
     request.max_content_length = settings.upload_max_bytes
     upload = request.files.get("file")
     if upload is None:
@@ -37,3 +40,12 @@ def read_batch_source(settings: Settings) -> tuple[dict[str, Any], str]:
     source = scoring.save_upload(settings, upload.stream, settings.upload_max_bytes)
     reason = (request.form.get("reason") or "")[:500] or f"batch scoring of {filename}"
     return {"source": source, "filename": filename[:200]}, reason
+
+
+def _dataset_source(settings: Settings, name: str) -> str:
+    """A file of the data directory by name, else a built-in dataset written out as
+    one. Raises 400 for a name outside the folder, 404 for one that is neither."""
+    if name in BUILTIN and not (Path(settings.data_dir) / name).is_file():
+        return export_builtin(settings, name)
+    resolve_data_file(settings, name)
+    return name

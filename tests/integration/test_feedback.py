@@ -26,7 +26,7 @@ def test_feedback_one_and_many_is_idempotent(serving, row):
     corrected = serving.post("/feedback", json={"prediction_id": first, "label": 1})
     assert corrected.json["results"][0] == {
         "prediction_id": first,
-        "label": "1",
+        "label": 1,  # echoed as sent
         "status": "updated",
         "joined": False,
     }
@@ -70,4 +70,4 @@ def test_a_later_label_for_the_same_id_wins(serving, row):
         {"prediction_id": prediction_id, "label": 1},
     ]
     results = serving.post("/feedback", json=body).json["results"]
-    assert [(r["label"], r["status"]) for r in results] == [("1", "recorded")]
+    assert [(r["label"], r["status"]) for r in results] == [(1, "recorded")]  # as sent

@@ -81,7 +81,7 @@ def test_run_job_records_success_and_a_rerun_is_a_no_op(session_factory):
         assert (job.state, job.progress, job.stage, job.attempts) == (
             "succeeded",
             100,
-            "halfway",
+            "done",  # where it ended, not its last step
             1,
         )
         assert job.task_id == "task-1" and job.started_at and job.finished_at

@@ -110,8 +110,31 @@ def test_a_file_without_a_feature_fails_and_writes_no_output(
         ("missing_feature", "age"),
         ("reserved_column", "prediction"),
     }
+    assert job.error["message"] == (
+        "cannot score this file (missing features: age; "
+        "reserved column names: prediction)"
+    )
     assert not scoring.output_path(champion_settings, job.id).exists()
     assert not list(Path(champion_settings.data_dir, "outputs").glob("*.partial"))
+
+
+def test_a_binary_file_fails_as_not_utf8_text_and_its_stage_says_failed(
+    session_factory, champion_settings
+):
+    (Path(champion_settings.data_dir) / "photo.csv").write_bytes(
+        bytes(range(128, 256)) * 40
+    )
+    job, _ = _score(session_factory, champion_settings, "photo.csv")
+    assert (job.state, job.stage) == ("failed", "failed")
+    assert job.error["type"] == "UnprocessableDataError"
+    assert job.error["message"].startswith("the file is not a UTF-8 CSV (it holds")
+    frame = synthetic.generate("baseline", 20, 4).drop(columns=["churned"])
+    frame["error"] = ""
+    _write(champion_settings, "reserved.csv", frame)
+    job, _ = _score(session_factory, champion_settings, "reserved.csv")
+    assert (
+        job.error["message"] == "cannot score this file (reserved column names: error)"
+    )
 
 
 def test_result_file_is_served_only_for_a_succeeded_scoring_job(
