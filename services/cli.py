@@ -286,9 +286,14 @@ def config_command(doc_table: bool) -> None:
     for name, value in sorted(dataclasses.asdict(settings).items()):
         if name == "alert_rules":
             value = ", ".join(rule["name"] for rule in value)
-        if name == "api_key" and value:
+        if name == "api_key":
+            value = "**** (set)" if value else system.describe_api_key(settings)
+        elif name in SECRETS and value:
             value = "****"
         click.echo(f"MODELOPS_{name.upper()}={value}")
+
+
+SECRETS = ("alert_webhook_secret", "flower_basic_auth")
 
 
 DERIVED = ("MODELOPS_DATABASE_URL", "MODELOPS_ARTIFACT_DIR", "MODELOPS_DATA_DIR")

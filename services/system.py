@@ -31,11 +31,23 @@ from services.console import ProgressBar, echo_version
 log = logging.getLogger(__name__)
 
 
+def _api_key_file(settings: Settings) -> Path:
+    return Path(settings.home) / "api_key"
+
+
+def describe_api_key(settings: Settings) -> str:
+    """Where `modelops up` takes the API key from when MODELOPS_API_KEY is unset."""
+    path = _api_key_file(settings)
+    if path.is_file():
+        return f"(unset: modelops up uses the key kept in {path})"
+    return f"(unset: modelops up generates one and keeps it in {path})"
+
+
 def _api_key(settings: Settings) -> str:
     """The configured key, else the one kept in `<home>/api_key`, else a new one."""
     if settings.api_key:
         return settings.api_key
-    path = Path(settings.home) / "api_key"
+    path = _api_key_file(settings)
     if path.is_file():
         return path.read_text(encoding="utf-8").strip()
     key = secrets.token_urlsafe(32)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from common.config import Settings
+from common.config import Settings, get_settings
 from common.storage.migrate import head_revision
 from services.cli import main
 from tests.databases import INTEGRATION_BACKENDS, empty_database
@@ -124,3 +124,29 @@ def test_init_trains_the_demo_model_once(runner):
     again = runner.invoke(main, ["init"])
     assert again.exit_code == 0 and "registered version" not in again.output
     assert len(runner.invoke(main, ["models", "list"]).stdout.splitlines()) == 1
+
+
+def test_config_says_where_the_api_key_comes_from_and_masks_secrets(
+    runner, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MODELOPS_ALERT_WEBHOOK_SECRET", "hook-secret")
+    key_file = tmp_path / "home" / "api_key"
+    before = runner.invoke(main, ["config"])
+    assert before.exit_code == 0, before.output
+    assert (
+        f"MODELOPS_API_KEY=(unset: modelops up generates one and keeps it in "
+        f"{key_file})" in before.output
+    )
+    assert "MODELOPS_ALERT_WEBHOOK_SECRET=****" in before.output
+    assert "hook-secret" not in before.output
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text("kept-key\n")
+    after = runner.invoke(main, ["config"])
+    assert f"MODELOPS_API_KEY=(unset: modelops up uses the key kept in {key_file})" in (
+        after.output
+    )
+    assert "kept-key" not in after.output
+    monkeypatch.setenv("MODELOPS_API_KEY", "given-key")
+    get_settings.cache_clear()  # a new command in a new process would read it
+    given = runner.invoke(main, ["config"])
+    assert "MODELOPS_API_KEY=**** (set)" in given.output
