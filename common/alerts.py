@@ -110,7 +110,7 @@ def evaluate_alerts(
             active = _active(session, rule.name, seen.subject)
             if rule.holds(seen.value):
                 if active is not None:
-                    active.last_seen_at, active.value = now, seen.value
+                    _refresh(active, rule, seen, now)
                 elif not _cooling_down(session, rule, seen.subject, now):
                     changed["opened"].append(_open(session, rule, seen, now).id)
             elif active is not None:
@@ -144,16 +144,48 @@ def _open(session: Session, rule: AlertRule, seen: Observation, now: datetime) -
         subject=seen.subject,
         severity=rule.severity,
         state="open",
-        message=f"{rule.metric} of {seen.subject} is {seen.value:.4g} "
-        f"({rule.comparator} {rule.threshold:g}) over {seen.samples} samples",
+        message=_message(rule, seen, seen.value, seen.samples),
         value=seen.value,
         threshold=rule.threshold,
         details={"metric": rule.metric, "comparator": rule.comparator,
-                 "samples": seen.samples, "window_minutes": rule.window_minutes},
+                 "samples": seen.samples, "window_minutes": rule.window_minutes,
+                 "value_at_open": seen.value, "samples_at_open": seen.samples},
         opened_at=now,
         last_seen_at=now,
     )  # fmt: skip
     return _insert(session, alert)
+
+
+def _refresh(alert: Alert, rule: AlertRule, seen: Observation, now: datetime) -> None:
+    """The rule still holds: `value` becomes the latest, and the message names both
+    it and the value at opening, so the two never disagree."""
+    opened = alert.details.get("value_at_open", alert.value)
+    opened_samples = alert.details.get("samples_at_open", seen.samples)
+    alert.last_seen_at, alert.value = now, seen.value
+    alert.message = _message(rule, seen, opened, opened_samples)
+    alert.details = {
+        **alert.details,
+        "samples": seen.samples,
+        "value_at_open": opened,
+        "samples_at_open": opened_samples,
+    }
+
+
+def _message(
+    rule: AlertRule, seen: Observation, opened: float | None, opened_samples: int
+) -> str:
+    condition = f"{rule.comparator} {rule.threshold:g}"
+    text = (
+        f"{rule.metric} of {seen.subject} was {_figure(opened)} at opening "
+        f"({condition}) over {opened_samples} samples"
+    )
+    if opened_samples != seen.samples or opened != seen.value:
+        text += f"; latest {_figure(seen.value)} over {seen.samples} samples"
+    return text
+
+
+def _figure(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.4g}"
 
 
 def _insert(session: Session, alert: Alert) -> Alert:

@@ -6,6 +6,7 @@ Only entrypoints call `get_settings()`; everything else receives `settings`.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -58,6 +59,16 @@ class Settings:
     )
     predict_auth: bool = _doc(
         "Require the API key on /predict and /feedback too.", False
+    )
+    read_auth: bool = _doc(
+        "Require the API key on every read too (metrics, models, jobs, alerts, drift, "
+        "OpenAPI). Always in force when the API listens on anything but loopback.",
+        False,
+    )
+    probes_auth: bool = _doc(
+        "Require the API key on /livez, /readyz and /metrics/prometheus as well; they "
+        "are open by default, for health checks and Prometheus.",
+        False,
     )
     api_host: str = _doc("Address the API and dashboard bind to.", "127.0.0.1")
     api_port: int = _doc("Port of the API and dashboard.", 8000)
@@ -299,6 +310,12 @@ class Settings:
             raise ConfigError(f"{_env('artifact_dir')}: {exc}") from exc
 
     @property
+    def reads_need_key(self) -> bool:
+        """Reads need the API key when asked to, or when the API can be reached from
+        other machines: the data behind them is the user's."""
+        return self.read_auth or not _is_loopback(self.api_host)
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -346,6 +363,15 @@ _POSITIVE = (
 
 
 TOML_ONLY = ("alert_rules",)  # structured settings: tables in modelops.toml only
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _sqlite_under(home: Path, url: str) -> str:

@@ -14,10 +14,11 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from common.clock import to_iso, utcnow
+from common.clock import as_utc, to_iso, utcnow
 from common.evaluation import ModelEvaluator
 from common.storage.tables import (
     Alert,
+    AuditEvent,
     DriftReport,
     FeedbackLabel,
     MetricSnapshot,
@@ -39,6 +40,9 @@ def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float,
     return max(0.0, centre - half / denominator), min(1.0, centre + half / denominator)
 
 
+RECENT_SECONDS = 60  # the request rate is that of the last minute
+
+
 def compute_window_metrics(
     session: Session,
     *,
@@ -47,9 +51,16 @@ def compute_window_metrics(
     version: ModelVersion | None = None,
 ) -> dict[str, Any]:
     """Metrics of the predictions answered in the last `minutes`, of every version or
-    of one (a new champion is judged on its own answers, not its predecessor's)."""
+    of one (a new champion is judged on its own answers, not its predecessor's).
+
+    Requests and their latencies count once per request, however many rows it
+    carried; predictions count rows. After a demo reset the window starts there.
+    """
     until = until or utcnow()
     since = until - timedelta(minutes=minutes)
+    reset = last_reset_at(session)
+    if reset is not None and since < reset <= until:
+        since = reset
     in_window = (PredictionLog.created_at >= since) & (
         PredictionLog.created_at <= until
     )
@@ -57,11 +68,16 @@ def compute_window_metrics(
         in_window &= PredictionLog.model_version_id == version.id
     rows = session.execute(
         select(PredictionLog.status_code, PredictionLog.latency_ms,
-               PredictionLog.confidence, PredictionLog.data_quality)
+               PredictionLog.confidence, PredictionLog.data_quality,
+               PredictionLog.request_rows, PredictionLog.created_at)
         .where(in_window)
     ).all()  # fmt: skip
     answered = [r for r in rows if r.status_code == 200]
-    latencies = np.array([r.latency_ms for r in rows], dtype=float)
+    requests = [r for r in rows if r.request_rows > 0]
+    failed = sum(r.status_code != 200 for r in requests)
+    latencies = np.array([r.latency_ms for r in requests], dtype=float)
+    recent_since = until - timedelta(seconds=RECENT_SECONDS)
+    recent = sum(as_utc(r.created_at) >= recent_since for r in requests)
     labelled = session.execute(
         select(PredictionLog.prediction, FeedbackLabel.label)
         .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
@@ -73,13 +89,14 @@ def compute_window_metrics(
     return {
         "window_start": to_iso(since),
         "window_end": to_iso(until),
-        "window_minutes": minutes,
+        "window_minutes": (until - since).total_seconds() / 60,
         "model_version": version.version if version else None,
         "timestamp": to_iso(until),
         "prediction_count": len(answered),
-        "request_count": len(rows),
-        "request_rate_per_min": len(rows) / minutes if minutes else 0.0,
-        "error_rate": (len(rows) - len(answered)) / len(rows) if rows else 0.0,
+        "request_count": len(requests),
+        "request_rate_per_min": recent * 60 / RECENT_SECONDS,
+        "request_rate_seconds": RECENT_SECONDS,
+        "error_rate": failed / len(requests) if requests else 0.0,
         "latency_ms": _percentiles(latencies),
         "avg_response_time": float(latencies.mean()) if len(latencies) else None,
         **_performance(labelled),
@@ -90,6 +107,18 @@ def compute_window_metrics(
         "drift": latest_drift_summary(session),
         "open_alerts": count_open_alerts(session),
     }
+
+
+def last_reset_at(session: Session) -> datetime | None:
+    """When the demo was last reset: the data before it is gone, so windows that
+    reach further back would average over minutes with nothing in them."""
+    at = session.scalar(
+        select(AuditEvent.created_at)
+        .where(AuditEvent.action == "demo_reset")
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    return as_utc(at) if at is not None else None
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float | None]:

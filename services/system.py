@@ -66,7 +66,7 @@ def run_system(settings: Settings) -> int:
     env.update(
         {f"MODELOPS_{k.upper()}": str(v) for k, v in _child_settings(settings).items()}
     )
-    supervisor = launcher.Supervisor(log_dir=home / "logs", env=env)
+    supervisor = launcher.Supervisor(log_dir=home / "logs", env=env, home=home)
     stopping: list[bool] = []
     launcher.install_stop_handlers(lambda: stopping.append(True))
     try:
@@ -84,15 +84,11 @@ def run_system(settings: Settings) -> int:
             _start_services(supervisor, settings)
             _announce(settings, env["MODELOPS_API_KEY"], home)
         while not stopping:
-            crashed = supervisor.exited()
-            if crashed:
-                click.echo(
-                    f"{crashed.name} exited with code {crashed.process.returncode}; "
-                    f"see {crashed.log_path}. Stopping.",
-                    err=True,
-                )
+            fatal = supervisor.watch()  # restarts what exited, with backoff
+            if fatal:
+                click.echo(f"error: {fatal}. Stopping.", err=True)
                 return 1
-            time.sleep(0.5)
+            time.sleep(0.25)
         return 0
     except AppError as exc:
         reason = exc.details.get("reason")
@@ -125,8 +121,9 @@ def _start_redis(supervisor: launcher.Supervisor, home: Path) -> str:
     data_dir = home / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
     child = supervisor.start(
-        "redis", launcher.redis_command(port, data_dir, append_only=True)
-    )
+        "redis", launcher.redis_command(port, data_dir, append_only=True),
+        essential=True,
+    )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     launcher.wait_until(launcher.redis_ok(url), 20, "redis-server", child)
     click.echo(f"redis      {url} (private, pid {child.process.pid})")
@@ -200,14 +197,8 @@ def _start_services(supervisor: launcher.Supervisor, settings: Settings) -> None
     )
     api = supervisor.start(
         "api",
-        [
-            python,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(gunicorn_conf),
-            "services.api.wsgi:app",
-        ],
+        [python, "-m", "gunicorn", "-c", str(gunicorn_conf), "services.api.wsgi:app"],
+        essential=True,
     )
     flower_argv = [
         python, "-m", "celery", "-A", "services.worker.celery_app", "flower",

@@ -145,6 +145,9 @@ class PredictionLog(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     status_code: Mapped[int] = mapped_column(Integer, default=200)
     data_quality: Mapped[list[Any] | None] = mapped_column(JsonType)
+    # The rows of the request this row opened, 0 on the request's other rows: request
+    # counts and latencies are per request, not per predicted row.
+    request_rows: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
 
 

@@ -9,6 +9,7 @@ from common.queue import make_celery
 from dashboard import bp as dashboard_bp
 from services.api import database, prometheus
 from services.api.alert_delivery import webhook_sender
+from services.api.auth import check_read_access
 from services.api.batcher import MicroBatcher
 from services.api.blueprints import (
     alerts,
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["predictor"] = Predictor(settings, cache, batcher, log_writer)
     register_error_handlers(app)
     prometheus.instrument(app)
+    app.before_request(check_read_access)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     return app

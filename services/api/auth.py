@@ -1,4 +1,6 @@
-"""API-key checks: mutating calls always, /predict and /feedback when configured."""
+"""API-key checks: mutating calls and result downloads always; /predict and /feedback
+when configured; every other read when the API is reachable beyond loopback or when
+configured (the probes only when configured)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def check_api_key(settings: Settings) -> None:
     if not settings.api_key:
         raise UnauthorizedError(
             "this server has no API key configured (MODELOPS_API_KEY); "
-            "mutating calls are refused"
+            "calls that need one are refused"
         )
     supplied = _supplied_keys()
     if not supplied:
@@ -68,3 +70,24 @@ def require_predict_key(view: F) -> F:
         return view(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+# Pages and files that hold no data (the dashboard and Swagger UI read everything
+# through the API, with the key), and the probes, open unless MODELOPS_PROBES_AUTH.
+PAGES = frozenset({
+    "dashboard.index", "dashboard.vendor", "dashboard.static",
+    "docs.docs", "docs.docs_asset", "docs.static",
+})  # fmt: skip
+PROBES = frozenset({"health.livez", "health.readyz", "monitoring.prometheus_metrics"})
+READS = frozenset({"GET", "HEAD"})
+
+
+def check_read_access() -> None:
+    """Before every request: a read needs the key when the settings say reads do.
+    Writes are checked by their views' decorators; an unknown path is a 404."""
+    settings: Settings = current_app.extensions["settings"]
+    endpoint = request.endpoint
+    if request.method not in READS or endpoint is None or endpoint in PAGES:
+        return
+    if settings.probes_auth if endpoint in PROBES else settings.reads_need_key:
+        check_api_key(settings)

@@ -25,7 +25,9 @@ class Operation:
     ok_status: int = 200
     body: type[BaseModel] | None = None
     body_required: bool = True
-    auth: str | None = None  # "api_key" always; "predict" when predict_auth is on
+    # "api_key" always; "predict" with predict_auth; None: a read, keyed with
+    # read_auth or off loopback (the probes only with probes_auth)
+    auth: str | None = None
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
     other: dict[int, type[BaseModel]] = field(default_factory=dict)  # non-error bodies
@@ -158,7 +160,8 @@ OPERATIONS = (
               upload=s.BatchScoreUpload, auth="api_key",
               errors=(400, 404, 409, 413, 415, 503), tags=("jobs",)),
     Operation("get", "/jobs/{job_id}/result", "The scored CSV of a batch job",
-              (s.JobOut,), ok_media="text/csv", errors=(404, 409), tags=("jobs",)),
+              (s.JobOut,), ok_media="text/csv", auth="api_key", errors=(404, 409),
+              tags=("jobs",)),
     Operation("post", "/jobs/{job_id}/cancel", "Cancel a job", (s.JobOut,),
               auth="api_key", errors=(404, 409), tags=("jobs",)),
 )  # fmt: skip
@@ -224,9 +227,21 @@ def build_openapi(
     }
 
 
+PROBE_PATHS = ("/livez", "/readyz", "/metrics/prometheus")
+
+
+def needs_key(op: Operation, settings: Settings) -> bool:
+    """Whether this server refuses the operation without the API key."""
+    if op.auth is None:
+        return settings.probes_auth if op.path in PROBE_PATHS else (
+            settings.reads_need_key
+        )  # fmt: skip
+    return op.auth == "api_key" or settings.predict_auth
+
+
 def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
     errors = set(op.errors) | {500}
-    secured = op.auth == "api_key" or (op.auth == "predict" and settings.predict_auth)
+    secured = needs_key(op, settings)
     if secured:
         errors.add(401)
     ok_schema = (

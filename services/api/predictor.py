@@ -95,6 +95,7 @@ class Predictor:
             "latency_ms": latency_ms,
             "status_code": status_code,
             "data_quality": None,
+            "request_rows": 1,
             "created_at": utcnow(),
         }])  # fmt: skip
 
@@ -157,10 +158,11 @@ class Predictor:
                     "latency_ms": latency_ms,
                     "status_code": 200,
                     "data_quality": flags or None,
+                    "request_rows": len(instances) if index == 0 else 0,
                     "created_at": now,
                 }
-                for instance, p, prediction_id, flags in zip(
-                    instances, predictions, ids, quality, strict=True
+                for index, (instance, p, prediction_id, flags) in enumerate(
+                    zip(instances, predictions, ids, quality, strict=True)
                 )
             ]
         )

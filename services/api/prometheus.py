@@ -25,7 +25,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common import metrics, registry
 from common.config import Settings
+from common.process_state import read_state
 from common.storage.db import session_scope
 from common.storage.tables import Alert, DriftReport, Job
 
@@ -197,6 +198,36 @@ class StateCollector(Collector):
         yield by_state
 
 
+class ProcessCollector(Collector):
+    """Exits and restarts of the processes `modelops up` supervises."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        supervised = read_state(self.settings.home)
+        if supervised is None:
+            return
+        labels = ["process"]
+        restarts = CounterMetricFamily(
+            "modelops_process_restarts",
+            "Restarts of a supervised process",
+            labels=labels,
+        )
+        exits = CounterMetricFamily(
+            "modelops_process_exits", "Unexpected exits of a supervised process",
+            labels=labels,
+        )  # fmt: skip
+        up = GaugeMetricFamily(
+            "modelops_process_up", "1 while a supervised process runs", labels=labels
+        )
+        for name, process in supervised["processes"].items():
+            restarts.add_metric([name], process["restarts"])
+            exits.add_metric([name], process["exits"])
+            up.add_metric([name], 1 if process["state"] == "running" else 0)
+        yield from (restarts, exits, up)
+
+
 def render(settings: Settings, factory: sessionmaker[Session]) -> bytes:
     """The exposition text: request metrics of every worker, then the state."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -206,4 +237,5 @@ def render(settings: Settings, factory: sessionmaker[Session]) -> bytes:
         base = REGISTRY
     state = CollectorRegistry()
     state.register(StateCollector(settings, factory))
+    state.register(ProcessCollector(settings))
     return generate_latest(base) + generate_latest(state)

@@ -199,7 +199,7 @@ class ChampionOut(BaseModel):
 
 class FeedbackOutcomeOut(BaseModel):
     prediction_id: str
-    label: str
+    label: str | int = Field(description="The label as it was sent")
     status: Literal["recorded", "updated", "unchanged"]
     joined: bool
 
@@ -262,18 +262,26 @@ class MetricsOut(BaseModel):
     """The seed's PerformanceMetrics fields and DESIGN.md's live metrics."""
 
     model_config = ConfigDict(extra="forbid")
-    window_start: str
+    window_start: str = Field(
+        description="Start of the window: `window_minutes` ago, or the last demo "
+        "reset when that is later"
+    )
     window_end: str
-    window_minutes: float
+    window_minutes: float = Field(description="Length of the window, in minutes")
     model_version: int | None = Field(
         description="The version these figures are of; null: every version"
     )
     timestamp: str
-    prediction_count: int
-    request_count: int
-    request_rate_per_min: float
-    error_rate: float
-    latency_ms: LatencyOut
+    prediction_count: int = Field(description="Predicted rows answered")
+    request_count: int = Field(
+        description="Requests in the window (a batch of rows is one request)"
+    )
+    request_rate_per_min: float = Field(
+        description="Requests per minute over the last `request_rate_seconds`"
+    )
+    request_rate_seconds: int
+    error_rate: float = Field(description="Share of requests refused or failed")
+    latency_ms: LatencyOut = Field(description="Latency percentiles per request")
     avg_response_time: float | None
     accuracy: float | None
     precision: float | None
@@ -335,10 +343,29 @@ class LiveOut(BaseModel):
     status: Literal["alive"]
 
 
+class ProcessOut(BaseModel):
+    """A child of `modelops up`, as its supervisor last saw it."""
+
+    name: str
+    essential: bool = Field(description="Given up on, it stops the whole system")
+    state: Literal["starting", "running", "restarting", "given_up", "stopping"]
+    pid: int | None
+    started_at: str | None
+    exits: int
+    restarts: int
+    last_exit_code: int | None = Field(description="Negative: killed by that signal")
+    last_exit_at: str | None
+    next_restart_at: str | None
+    message: str | None
+
+
 class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str]
     model_version: int | None = None
+    processes: dict[str, ProcessOut] | None = Field(
+        default=None, description="Under `modelops up`: each supervised process"
+    )
 
 
 def model_version_out(version: ModelVersion) -> dict[str, Any]:

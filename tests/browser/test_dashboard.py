@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from common import synthetic
 from tests.browser.conftest import XSS, System, Tab
-from tests.e2e.conftest import API_KEY
+from tests.e2e.conftest import API_KEY, launch_api
 
 pytestmark = pytest.mark.browser
 CHARTS = ["chart-volume", "chart-latency", "chart-accuracy", "chart-drift", "chart-psi"]
@@ -141,9 +141,11 @@ def test_batch_scoring_upload_then_rollback(tab: Tab, tmp_path: Path) -> None:
     newest = page.locator("#jobs-table tbody tr").first
     expect(newest).to_contain_text("batch_score")
     expect(newest).to_have_class(re.compile("succeeded"), timeout=60_000)
-    link = newest.locator("a", has_text="download")
-    scores = page.request.get(link.get_attribute("href"))
-    assert scores.ok and len(scores.text().strip().splitlines()) == 1 + 50
+    with page.expect_download() as downloading:  # fetched with the session's key
+        newest.get_by_role("button", name="download").click()
+    scores = Path(downloading.value.path()).read_text()
+    assert downloading.value.suggested_filename.startswith("scores-")
+    assert len(scores.strip().splitlines()) == 1 + 50
     page.click("#nav a[data-page=models]")
     page.click("#rollback")
     expect(page.locator("#confirm-text")).to_contain_text("Roll back")
@@ -189,6 +191,28 @@ def test_offline_banner_keeps_the_last_data_and_recovers(
     expect(page.locator("#serving")).to_contain_text("serving v1")
     refused = "ERR_CONNECTION_REFUSED"
     assert [e for e in tab.errors if refused not in e] == []
+
+
+def test_an_api_that_guards_its_reads_gets_the_key_once_then_shows_everything(
+    tab: Tab, system: System
+) -> None:
+    guarded = launch_api(system.settings, system.redis_url, system.log_dir,
+                         MODELOPS_READ_AUTH="true", **system.env)  # fmt: skip
+    try:
+        page = tab.page
+        page.goto(f"{guarded.url}/")
+        expect(page.locator("#key-dialog")).to_be_visible()  # the first read got 401
+        expect(page.locator("#serving")).not_to_contain_text("serving v")
+        _give_key(tab)
+        expect(page.locator("#serving")).to_contain_text("serving v", timeout=15_000)
+        page.wait_for_function(CHARTS_HAVE_DATA, arg=CHARTS, timeout=30_000)
+        page.click("#nav a[data-page=jobs]")
+        expect(page.locator("#jobs-table tbody tr").first).to_be_visible()
+        expect(page.locator("#key-dialog")).to_be_hidden()  # asked once, kept
+        unauthorized = "status of 401"
+        assert [e for e in tab.errors if unauthorized not in e] == []
+    finally:
+        guarded.stop()
 
 
 def test_demo_reset_shows_progress_and_leaves_one_fresh_version(tab: Tab) -> None:

@@ -63,6 +63,11 @@ def send(
         return error.code, dict(error.headers), json.loads(error.read() or b"null")
 
 
+def result_request(url: str, job_id: int) -> urllib.request.Request:
+    """The download of a batch job's scored file, with the key it needs."""
+    return urllib.request.Request(f"{url}/jobs/{job_id}/result", headers=AUTH)
+
+
 @dataclass
 class Api:
     url: str

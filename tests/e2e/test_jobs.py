@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import AUTH, ROW, http, prepare_home
+from tests.e2e.conftest import AUTH, ROW, http, prepare_home, result_request
 
 pytestmark = pytest.mark.e2e
 
@@ -102,7 +102,7 @@ def test_batch_scoring_100k_rows_through_a_worker(tmp_path, start_api, start_wor
     assert job["state"] == "succeeded", job
     assert job["result"]["rows"] == job["result"]["scored"] == 100_000
     assert len([p for p in job["seen_progress"] if 0 < p < 100]) >= 1
-    with urllib.request.urlopen(f"{api.url}/jobs/{body['job_id']}/result") as response:
+    with urllib.request.urlopen(result_request(api.url, body["job_id"])) as response:
         lines = response.read().decode().splitlines()
     assert len(lines) == 100_001
     assert lines[0] == (
@@ -136,7 +136,10 @@ def test_cancel_a_queued_and_a_running_job(tmp_path, start_api, start_worker):
     http("POST", f"{api.url}/jobs/{running['job_id']}/cancel", None, AUTH)
     job = _wait_for(api.url, running["job_id"])
     assert job["state"] == "cancelled" and 5 <= job["progress"] < 100
-    assert http("GET", f"{api.url}/jobs/{running['job_id']}/result")[0] == 409
+    assert (
+        http("GET", f"{api.url}/jobs/{running['job_id']}/result", headers=AUTH)[0]
+        == 409
+    )
     first = http("GET", f"{api.url}/jobs/{queued['job_id']}")[2]
     assert first["state"] == "cancelled" and first["attempts"] == 0  # never ran
 

@@ -13,7 +13,7 @@ import pytest
 from common import synthetic
 from common.config import Settings
 from tests.databases import INTEGRATION_BACKENDS, empty_database
-from tests.e2e.conftest import AUTH, http, prepare_home
+from tests.e2e.conftest import AUTH, http, prepare_home, result_request
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +71,7 @@ def test_two_workers_share_twenty_batch_jobs_each_run_exactly_once(
         assert [j["attempts"] for j in jobs] == [1] * JOBS
         assert all(j["result"]["scored"] == ROWS for j in jobs)
         for ident in ids[:: JOBS // 4]:  # a few outputs, downloaded in full
-            with urllib.request.urlopen(f"{api.url}/jobs/{ident}/result") as answer:
+            with urllib.request.urlopen(result_request(api.url, ident)) as answer:
                 assert len(answer.read().decode().splitlines()) == ROWS + 1
 
         by_worker = Counter(j["worker"].split("@")[0] for j in jobs)

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from common import synthetic
-from tests.e2e.conftest import AUTH, http, prepare_home
+from tests.e2e.conftest import AUTH, http, prepare_home, result_request
 
 pytestmark = pytest.mark.faults
 
@@ -90,7 +90,7 @@ def test_a_killed_worker_s_batch_score_completes_once_with_every_row(
     recovered = time.monotonic() - killed_at
     assert job["state"] == "succeeded", job
     assert job["attempts"] == 2 and job["result"]["scored"] == rows
-    with urllib.request.urlopen(f"{api.url}/jobs/{body['job_id']}/result") as answer:
+    with urllib.request.urlopen(result_request(api.url, body["job_id"])) as answer:
         lines = answer.read().decode().splitlines()
     ids = [int(r[0]) for r in csv.reader(lines[1:])]
     assert len(ids) == rows and sorted(ids) == list(range(rows))  # each row once

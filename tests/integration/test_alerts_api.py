@@ -25,7 +25,7 @@ def test_alerts_list_ack_and_states(serving_app, serving_settings, row):
     listed = client.get("/alerts?state=open").json["alerts"]
     assert [a["id"] for a in listed] == [alert_id]
     assert listed[0]["deliveries"][0]["channel"] == "dashboard"
-    assert listed[0]["message"].startswith("latency_p99_ms of model is")
+    assert listed[0]["message"].startswith("latency_p99_ms of model was")
     assert client.post(f"/alerts/{alert_id}/ack").status_code == 401
     acked = client.post(f"/alerts/{alert_id}/ack", headers=AUTH)
     assert acked.status_code == 200 and acked.json["state"] == "acknowledged"

@@ -120,8 +120,8 @@ def test_result_is_404_before_409_after_failure_and_a_csv_once_done(
         done = jobs.create_job(session, "batch_score", {"source": "few.csv"}, "t").id
         failed = jobs.create_job(session, "batch_score", {"source": "x"}, "t").id
         jobs.finish_job(session, failed, jobs.JobState.FAILED, error={"type": "x"})
-    assert serving.get(f"/jobs/{done}/result").status_code == 404
-    assert serving.get(f"/jobs/{failed}/result").status_code == 409
+    assert serving.get(f"/jobs/{done}/result", headers=AUTH).status_code == 404
+    assert serving.get(f"/jobs/{failed}/result", headers=AUTH).status_code == 409
     jobs.run_job(
         factory,
         done,
@@ -130,7 +130,7 @@ def test_result_is_404_before_409_after_failure_and_a_csv_once_done(
             factory, serving_settings, job, progress
         ),
     )
-    with serving.get(f"/jobs/{done}/result") as result:
+    with serving.get(f"/jobs/{done}/result", headers=AUTH) as result:
         assert result.status_code == 200 and result.mimetype == "text/csv"
         assert result.data.decode().splitlines()[0].endswith("error,model_version")
         assert len(result.data.decode().splitlines()) == 21

@@ -64,7 +64,7 @@ def test_feedback_before_the_log_row_is_kept_and_joined_later(slow_flush_app, ro
     assert early.status_code == 200
     assert early.json["results"][0] == {
         "prediction_id": prediction_id,
-        "label": "1",
+        "label": 1,
         "status": "recorded",
         "joined": False,
     }

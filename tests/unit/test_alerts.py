@@ -72,6 +72,28 @@ def test_accuracy_alert_opens_once_refreshes_and_resolves(session_factory):
         assert session.get(Alert, opened[0]).state == "resolved"
 
 
+def test_an_alert_names_its_value_at_opening_and_its_latest_and_they_agree(
+    session_factory,
+):
+    with session_scope(session_factory) as session:
+        _labelled(session, right=5, wrong=9)  # 5/14
+        [opened] = alerts.evaluate_alerts(session, [FLOOR])["opened"]
+        alert = session.get(Alert, opened)
+        assert alert.message == (
+            "accuracy of model was 0.3571 at opening (< 0.7) over 14 samples"
+        )
+        _labelled(session, right=0, wrong=6)  # 5/20: worse, still open
+        alerts.evaluate_alerts(session, [FLOOR])
+        alert = session.get(Alert, opened)
+        assert alert.value == pytest.approx(0.25)
+        assert alert.message == (
+            "accuracy of model was 0.3571 at opening (< 0.7) over 14 samples; "
+            "latest 0.25 over 20 samples"
+        )
+        assert alert.details["value_at_open"] == pytest.approx(5 / 14)
+        assert alert.details["samples"] == 20
+
+
 def test_cooldown_keeps_a_flapping_condition_from_reopening(session_factory):
     with session_scope(session_factory) as session:
         _labelled(session, right=0, wrong=20)

@@ -72,10 +72,38 @@ async function call(method, path, { body, form, auth = false, key } = {}) {
   return { data, response };
 }
 
+// Reads carry the session's key when there is one: an API that guards its reads
+// (MODELOPS_READ_AUTH, or one reachable beyond loopback) answers 401 without it. Then
+// the page asks for the key once; when the user declines, reads stop asking until
+// an action is given a key.
+let readKeyPrompt = null;
+let readKeyDeclined = false;
+
+export function askKeyForReads(askKey) {
+  readKeyPrompt = askKey;
+}
+
+async function read(path) {
+  for (let attempt = 0; ; attempt += 1) {
+    const key = storedKey();
+    try {
+      return await call("GET", path, { auth: Boolean(key), key });
+    } catch (error) {
+      const retry = error instanceof ApiError && error.status === 401 && attempt === 0;
+      if (!retry || !readKeyPrompt || readKeyDeclined) throw error;
+      if (key) forgetKey();
+      if (!(await ensureKey(readKeyPrompt, Boolean(key)))) {
+        readKeyDeclined = true;
+        throw error;
+      }
+    }
+  }
+}
+
 /** GET `path`; when offline, the cached answer with `cachedAt` (or Offline). */
 export async function get(path) {
   try {
-    const { data } = await call("GET", path);
+    const { data } = await read(path);
     localStorage.setItem(CACHE + path, JSON.stringify({ at: Date.now(), data }));
     return { data, cachedAt: null };
   } catch (error) {
@@ -95,12 +123,18 @@ export function forgetKey() {
   sessionStorage.removeItem(KEY);
 }
 
+let asking = null; // one key dialog at a time, whoever asks
+
 /** The session's key, asking for it when there is none yet; null when not given. */
 export async function ensureKey(askKey, refused = false) {
   let key = storedKey();
   if (!key) {
-    key = await askKey(refused);
-    if (key) sessionStorage.setItem(KEY, key);
+    asking = asking || Promise.resolve(askKey(refused)).finally(() => { asking = null; });
+    key = await asking;
+    if (key) {
+      sessionStorage.setItem(KEY, key);
+      readKeyDeclined = false;
+    }
   }
   return key || null;
 }
@@ -121,6 +155,36 @@ export async function send(method, path, options = {}, askKey) {
     }
   }
   throw new Error("unreachable");
+}
+
+/**
+ * Download `path` (a file the API keeps behind the key) as `filename`: fetched with
+ * the key, then handed to the browser as a local object URL.
+ */
+export async function download(path, filename, askKey) {
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    const key = await ensureKey(askKey, attempt > 0);
+    if (!key) throw new ApiError(401, { error: { message: "no API key given" } });
+    let response;
+    try {
+      response = await fetch(path, { headers: { "X-API-Key": key }, cache: "no-store" });
+    } catch (error) {
+      setOnline(false);
+      throw new Offline(`the API cannot be reached (${error.message})`);
+    }
+    if (response.status === 401 && attempt === 0) {
+      forgetKey();
+      continue;
+    }
+    if (!response.ok) throw new ApiError(response.status, await parse(response));
+    const url = URL.createObjectURL(await response.blob());
+    const link = Object.assign(document.createElement("a"), { href: url, download: filename });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    return;
+  }
 }
 
 /** POST a file with upload progress (fetch cannot report it). */

@@ -2,14 +2,14 @@
 // through the public API, watch for new alerts, and say when the API is unreachable
 // while showing the data kept from before.
 import * as alerts from "./alerts.js";
-import { connection, get, onConnectionChange } from "./api.js";
+import { askKeyForReads, connection, get, onConnectionChange } from "./api.js";
 import * as demo from "./demo.js";
 import { $, fill, fmtClock, h } from "./dom.js";
 import * as jobs from "./jobs.js";
 import * as models from "./models.js";
 import * as overview from "./overview.js";
 import * as tester from "./tester.js";
-import { changes, describeError, notice, toast } from "./ui.js";
+import { askKey, changes, describeError, notice, toast } from "./ui.js";
 
 const POLL_MS = 3000;
 const BUSY_POLL_MS = 1000; // while a job the page shows is queued or running
@@ -85,6 +85,7 @@ async function tick() {
 }
 
 function start() {
+  askKeyForReads(askKey);
   for (const module of Object.values(PAGES)) if (module.setup) module.setup(state);
   onConnectionChange(offlineBanner);
   changes.addEventListener("changed", () => tick());

@@ -1,6 +1,6 @@
 // Jobs: live progress, a retrain button, batch scoring with upload and job progress,
 // the result download, and each task in Flower.
-import { ensureKey, forgetKey, get, send, upload } from "./api.js";
+import { download, ensureKey, forgetKey, get, send, upload } from "./api.js";
 import { $, fill, fmtTime, h, safeUrl } from "./dom.js";
 import { askKey, changed, confirmAction, describeError, notice, progressBar } from "./ui.js";
 
@@ -12,7 +12,9 @@ function summary(job) {
 function links(job) {
   const items = [];
   if (job.kind === "batch_score" && job.state === "succeeded") {
-    items.push(h("a", { href: `/jobs/${job.id}/result`, download: `scores-${job.id}.csv` }, "download"));
+    const fetchFile = () => download(`/jobs/${job.id}/result`, `scores-${job.id}.csv`, askKey)
+      .catch((error) => notice(describeError(error), "error"));
+    items.push(h("button", { type: "button", class: "link", onclick: fetchFile }, "download"));
   }
   const flower = safeUrl(job.flower_url);
   if (flower) items.push(" ", h("a", { href: flower, target: "_blank", rel: "noopener" }, "Flower"));

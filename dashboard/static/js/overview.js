@@ -4,6 +4,8 @@ import { get } from "./api.js";
 import { $, fill, fmtNumber, fmtPercent, h } from "./dom.js";
 
 const charts = {};
+// Time labels never overlap: a few, level, the rest skipped (Chart.js measures them).
+const TIME_TICKS = { maxRotation: 0, autoSkip: true, autoSkipPadding: 12, maxTicksLimit: 8 };
 
 function card(label, value, sub) {
   return h("div", { class: "card" }, h("div", { class: "label" }, label),
@@ -17,7 +19,8 @@ function lineChart(id, datasets, options = {}) {
       type: "line",
       data: { labels: [], datasets: datasets.map((label) => ({ label, data: [], tension: 0.2, pointRadius: 0 })) },
       options: { animation: false, responsive: true, maintainAspectRatio: false,
-        interaction: { mode: "index", intersect: false }, scales: { y: { beginAtZero: true, ...options.y } } },
+        interaction: { mode: "index", intersect: false },
+        scales: { x: { ticks: TIME_TICKS }, y: { beginAtZero: true, ...options.y } } },
     });
   }
   return charts[id];
@@ -39,7 +42,8 @@ function psiChart(check) {
     charts.psi = new window.Chart($("#chart-psi"), {
       type: "bar",
       data: { labels: [], datasets: [{ label: "PSI", data: [] }, { type: "line", label: "threshold", data: [], pointRadius: 0 }] },
-      options: { animation: false, responsive: true, maintainAspectRatio: false, scales: { y: { beginAtZero: true } } },
+      options: { animation: false, responsive: true, maintainAspectRatio: false,
+        scales: { x: { ticks: { autoSkip: true, autoSkipPadding: 6, maxRotation: 60 } }, y: { beginAtZero: true } } },
     });
   }
   charts.psi.data.labels = features.map(([name]) => name);
@@ -62,8 +66,8 @@ export async function refresh(state) {
   const serving = state.model;
   fill($("#cards"),
     card("Serving version", serving ? `v${serving.version}` : "–", serving ? serving.model_type : null),
-    card("Predictions", fmtNumber(m.prediction_count, 0), `last ${m.window_minutes} min`),
-    card("Request rate", `${fmtNumber(m.request_rate_per_min, 1)}/min`, `error rate ${fmtPercent(m.error_rate)}`),
+    card("Predictions", fmtNumber(m.prediction_count, 0), `${fmtNumber(m.request_count, 0)} requests, last ${fmtNumber(m.window_minutes, 0)} min`),
+    card("Request rate", `${fmtNumber(m.request_rate_per_min, 1)}/min`, `last ${m.request_rate_seconds} s · errors ${fmtPercent(m.error_rate)}`),
     card("p99 latency", m.latency_ms.p99 === null ? "–" : `${fmtNumber(m.latency_ms.p99, 1)} ms`, `p50 ${fmtNumber(m.latency_ms.p50, 1)} ms`),
     card("Accuracy", fmtPercent(m.accuracy), ci ? `95% CI ${fmtPercent(ci.low)}–${fmtPercent(ci.high)}` : "no labels yet"),
     card("Label coverage", fmtPercent(m.label_coverage), `${fmtNumber(m.labeled_count, 0)} labelled`),

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app
 
 from common.broker import check_broker
 from common.errors import AppError
+from common.process_state import read_state
 from common.storage.db import check_database
 from services.api.database import get_engine
 from services.api.model_cache import ModelCache
@@ -23,7 +24,8 @@ def livez() -> dict[str, Any]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Ready when the database and broker answer and a model is loaded; else 503."""
+    """Ready when the database and broker answer and a model is loaded; else 503.
+    Under `modelops up`, also what its supervisor knows of each process."""
     settings = current_app.extensions["settings"]
     cache: ModelCache = current_app.extensions["model_cache"]
     checks: dict[str, str] = {}
@@ -47,5 +49,8 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     }
     if loaded:
         body["model_version"] = loaded.version
+    supervised = read_state(settings.home)
+    if supervised is not None:  # under `modelops up`: each child, its restarts
+        body["processes"] = supervised["processes"]
     headers = {} if ready else {"Retry-After": "5"}
     return body, 200 if ready else 503, headers

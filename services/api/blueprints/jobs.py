@@ -65,8 +65,10 @@ def batch_score() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 
 @bp.get("/jobs/<int(max=2147483647):job_id>/result")
+@require_api_key
 def job_result(job_id: int) -> Response:
-    """The scored CSV of a finished batch-scoring job."""
+    """The scored CSV of a finished batch-scoring job: the user's rows, so always
+    behind the key (job ids are sequential: anyone could count through them)."""
     job = jobs.get_job(get_session(), job_id)
     path = scoring.get_result_file(current_app.extensions["settings"], job)
     return send_file(path, mimetype="text/csv", as_attachment=True,
