@@ -110,6 +110,10 @@ CASES = [
          "`modelops up` with default settings",
          "every listening socket on 127.0.0.1",
          "tests/e2e/test_up.py"),
+    Case("11", "supervisor-restarts",
+         "under `modelops up`, SIGKILL to the worker (mid batch score), beat, Flower, Redis and the API's gunicorn master in turn, one client predicting",
+         "each restarted and counted; no failed /predict but while the API restarts; the job completes once; Redis keeps its data (AOF)",
+         "tests/e2e/test_supervisor.py"),
 ]  # fmt: skip
 
 
