@@ -208,7 +208,15 @@ class Settings:
         "Labelled predictions the accuracy rule needs in its window.", 100
     )
     retrain_cooldown_minutes: int = _doc(
-        "Least time between two automatic retraining jobs.", 60
+        "Least time between two automatic retraining jobs when the last one fixed "
+        "what triggered it.",
+        60,
+    )
+    retrain_retry_minutes: int = _doc(
+        "When the last automatic retrain did not fix it (its challenger was rejected, "
+        "it failed, or the new champion still breaks a rule), the next attempt comes "
+        "after this, doubling per attempt up to the cooldown.",
+        1,
     )
     alert_webhook_url: str = _doc(
         "Where alerts are also POSTed (JSON, HMAC-signed); empty means dashboard only.",
@@ -357,7 +365,7 @@ _POSITIVE = (
     "metrics_snapshot_seconds", "drift_check_seconds", "monitor_interval_seconds",
     "job_republish_seconds",
     "drift_window_rows",
-    "retrain_drift_k", "retrain_drift_n", "retrain_min_labels",
+    "retrain_drift_k", "retrain_drift_n", "retrain_min_labels", "retrain_retry_minutes",
     "alert_webhook_attempts",
 )  # fmt: skip
 

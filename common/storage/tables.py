@@ -255,3 +255,18 @@ class AuditEvent(Base):
     subject_id: Mapped[str] = mapped_column(String(100))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+
+
+class RetrainingState(Base):
+    """The retraining policy's last decision per model, so a person (GET /retraining,
+    the dashboard) sees why it acts or waits and when it may act next."""
+
+    __tablename__ = "retraining_states"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    decision: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    next_action_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_healthy_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

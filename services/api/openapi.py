@@ -137,6 +137,8 @@ OPERATIONS = (
               query=(("hours", "number"),)),
     Operation("get", "/metrics/prometheus", "Prometheus text format", (s.LiveOut,),
               ok_media="text/plain", tags=("monitoring",)),
+    Operation("get", "/retraining", "The retraining policy's last decision",
+              (s.RetrainingOut,), tags=("monitoring",)),
     Operation("get", "/drift", "The latest drift report", (s.DriftOut,),
               errors=(404,), tags=("monitoring",)),
     Operation("get", "/drift/history", "Recent drift checks", (s.DriftHistoryOut,),

@@ -343,6 +343,34 @@ class LiveOut(BaseModel):
     status: Literal["alive"]
 
 
+class RetrainingRulesOut(BaseModel):
+    on_drift: bool
+    drift_k_of_n: list[int]
+    accuracy_floor: float
+    min_labels: int
+    cooldown_minutes: int
+    retry_minutes: int
+
+
+class RetrainingOut(BaseModel):
+    """The retraining policy's last decision (`GET /retraining`)."""
+
+    model: str
+    decision: Literal[
+        "not_evaluated", "healthy", "watching", "waiting", "busy", "retrain"
+    ] = Field(
+        description="healthy: every rule holds; watching: evidence still to come; "
+        "waiting: a rule fired but the last attempt's wait is not over; busy: a "
+        "retrain is queued or running; retrain: it started one"
+    )
+    reason: str
+    decided_at: str | None
+    next_action_at: str | None = Field(description="When it may start a retrain")
+    last_healthy_at: str | None
+    job_id: int | None
+    rules: RetrainingRulesOut
+
+
 class ProcessOut(BaseModel):
     """A child of `modelops up`, as its supervisor last saw it."""
 

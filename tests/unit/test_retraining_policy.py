@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -93,18 +94,120 @@ def test_drift_in_k_of_n_checks_starts_one_retrain_with_evidence(
         assert job.params["evidence"]["drifted_features"] == ["age", "income"]
         assert job.params["evidence"]["labelled_since"] == 20
         assert job.params["since"] == to_iso(first_drifted.created_at)
-        # queued: no second one, and after it finishes the cooldown holds
+        # queued: no second one; finished without a fix, the retry backoff holds
         assert (
             retraining_policy.apply_policy(session, champion, _published(queue)) is None
         )
+        assert _state(session, champion)["decision"] == "busy"
         jobs.finish_job(session, job.id, jobs.JobState.SUCCEEDED, result={})
         assert (
             retraining_policy.apply_policy(session, champion, _published(queue)) is None
         )
-        session.get(Job, job.id).created_at = utcnow() - timedelta(hours=2)
-        session.flush()
+        state = _state(session, champion)
+        assert state["decision"] == "waiting"
+        assert "attempt 2 after a backoff of 1 min" in state["reason"]
+        _age(session, job.id, minutes=2)
         assert retraining_policy.apply_policy(session, champion, _published(queue))
     assert len(queue) == 2
+
+
+def _state(session, settings):
+    session.flush()
+    return retraining_policy.policy_state(session, settings)
+
+
+def _age(session, job_id, minutes):
+    job = session.get(Job, job_id)
+    job.created_at = job.finished_at = utcnow() - timedelta(minutes=minutes)
+    session.flush()
+
+
+def test_a_retrain_that_did_not_fix_it_is_retried_after_a_doubling_backoff(
+    session_factory, champion
+):
+    settings = champion.with_overrides(retrain_on_drift=False)
+    queue = []
+    with session_scope(session_factory) as session:
+        _labelled(session, settings, 30, 3)
+        first = retraining_policy.apply_policy(session, settings, _published(queue))
+        assert _state(session, settings)["decision"] == "retrain"
+        jobs.finish_job(session, first.id, jobs.JobState.SUCCEEDED,
+                        result={"outcome": "rejected"})  # fmt: skip
+        _age(session, first.id, minutes=1.5)  # past the first backoff (1 min)
+        second = retraining_policy.apply_policy(session, settings, _published(queue))
+        assert second is not None
+        jobs.finish_job(session, second.id, jobs.JobState.FAILED)
+        _age(session, second.id, minutes=1.5)  # the second backoff is 2 min
+        assert retraining_policy.apply_policy(session, settings, _published([])) is None
+        state = _state(session, settings)
+        assert state["decision"] == "waiting"
+        assert state["reason"].startswith("live accuracy 0.100 under 0.7 on 30 labels")
+        assert f"job {second.id} (failed) has not fixed it: attempt 3 after a " \
+            "backoff of 2 min" in state["reason"]  # fmt: skip
+        assert state["next_action_at"] is not None
+        _age(session, second.id, minutes=2.5)
+        assert retraining_policy.apply_policy(session, settings, _published(queue))
+    assert len(queue) == 3
+
+
+def test_once_a_retrain_fixed_it_the_next_problem_waits_the_full_cooldown(
+    session_factory, champion
+):
+    settings = champion.with_overrides(retrain_on_drift=False)
+    with session_scope(session_factory) as session:
+        _labelled(session, settings, 30, 3)
+        job = retraining_policy.apply_policy(session, settings, _published([]))
+        jobs.finish_job(session, job.id, jobs.JobState.SUCCEEDED, result={})
+        _age(session, job.id, minutes=5)
+        train_champion(session, settings, reason="retrained")  # a good champion
+        _labelled(session, settings, 30, 30)
+        assert retraining_policy.apply_policy(session, settings, _published([])) is None
+        assert _state(session, settings)["decision"] == "healthy"
+        _labelled(session, settings, 60, 0)  # later, it falls again
+        assert retraining_policy.apply_policy(session, settings, _published([])) is None
+        state = _state(session, settings)
+        assert state["decision"] == "waiting"
+        assert (
+            f"job {job.id} fixed the last problem; the cooldown (60 min)"
+            in (state["reason"])
+        )
+
+
+def test_the_state_says_what_the_rules_wait_for(session_factory, champion):
+    with session_scope(session_factory) as session:
+        assert _state(session, champion)["decision"] == "not_evaluated"
+        _drift(session, champion, [False, True])
+        retraining_policy.apply_policy(session, champion, _published([]))
+        state = _state(session, champion)
+        assert state["decision"] == "watching"
+        assert state["reason"] == (
+            "dataset drift in 1 of the last 2 checks; it retrains at 2 of 3"
+        )
+        _drift(session, champion, [False, False, False])
+        _labelled(session, champion, 5, 5)
+        retraining_policy.apply_policy(session, champion, _published([]))
+        assert _state(session, champion)["reason"] == (
+            "5 of 20 labels on version 1 to judge its accuracy"
+        )
+        _labelled(session, champion, 20, 20)
+        retraining_policy.apply_policy(session, champion, _published([]))
+        state = _state(session, champion)
+        assert (state["decision"], state["last_healthy_at"] is not None) == (
+            "healthy",
+            True,
+        )
+
+
+def test_the_accuracy_change_point_finds_the_fall_not_the_noise():
+    from common.accuracy_change import change_point
+
+    rng = np.random.default_rng(3)
+    before = rng.random(600) < 0.8
+    after = rng.random(300) < 0.25
+    index, z = change_point(np.concatenate([before, after]).astype(float), 20)
+    assert abs(index - 600) <= 10 and z > 10
+    steady = (rng.random(900) < 0.6).astype(float)
+    assert change_point(steady, 20) is None  # no fall: no change point
 
 
 def test_low_live_accuracy_with_enough_labels_starts_a_retrain(
@@ -112,12 +215,35 @@ def test_low_live_accuracy_with_enough_labels_starts_a_retrain(
 ):
     settings = champion.with_overrides(retrain_on_drift=False)
     with session_scope(session_factory) as session:
-        _labelled(session, settings, 30, 9)
+        _labelled(session, settings, 30, 3)  # wrong throughout: no fall to find
         job = retraining_policy.apply_policy(session, settings, _published([]))
         assert job.params["trigger"] == "accuracy"
         assert job.params["evidence"]["labeled_count"] == 30
-        assert job.params["evidence"]["accuracy"] == pytest.approx(0.3)
+        assert job.params["evidence"]["accuracy"] == pytest.approx(0.1)
         assert job.params["since"] is not None
+
+
+def test_a_fall_in_accuracy_retrains_on_the_labels_after_it_only(
+    session_factory, champion
+):
+    settings = champion.with_overrides(retrain_on_drift=False, retrain_min_labels=40)
+    with session_scope(session_factory) as session:
+        _labelled(session, settings, 200, 200)  # right, then the world changes
+        _labelled(session, settings, 30, 6)
+        assert retraining_policy.apply_policy(session, settings, _published([])) is None
+        state = _state(session, settings)
+        assert state["decision"] == "watching"  # the window is still above the floor
+        _labelled(session, settings, 40, 8)
+        job = retraining_policy.apply_policy(session, settings, _published([]))
+        assert job is not None, _state(session, settings)
+        evidence = job.params["evidence"]
+        assert evidence["accuracy_before"] == pytest.approx(1.0)
+        # Only the answers after the fall (its first right ones may count as before).
+        assert 60 <= evidence["labeled_count"] <= 70
+        assert evidence["accuracy"] < 0.2
+        rows = session.scalars(select(PredictionLog).order_by(PredictionLog.id)).all()
+        assert to_iso(rows[200].created_at) <= job.params["since"]
+        assert job.params["since"] <= to_iso(rows[210].created_at)
 
 
 def test_the_accuracy_rule_judges_the_champion_not_its_predecessor(

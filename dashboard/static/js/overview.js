@@ -55,12 +55,24 @@ function psiChart(check) {
 
 const clock = (iso) => new Date(iso).toLocaleTimeString();
 
+// The retraining policy in one line: what it decided, why, and when it may act next.
+function showPolicy(policy) {
+  const next = policy.next_action_at ? ` Next possible retrain: ${clock(policy.next_action_at)}.` : "";
+  const decided = policy.decided_at ? ` (${clock(policy.decided_at)})` : "";
+  const el = $("#policy");
+  el.dataset.decision = policy.decision;
+  fill(el, h("strong", {}, `Retraining policy: ${policy.decision.replace("_", " ")}`),
+    `${decided}: ${policy.reason}.${next}`);
+}
+
 export async function refresh(state) {
-  const [metrics, history, drift] = await Promise.all([
+  const [metrics, history, drift, policy] = await Promise.all([
     get("/metrics"),
     get("/metrics/history?hours=6"),
     get("/drift/history?limit=100"),
+    get("/retraining"),
   ]);
+  showPolicy(policy.data);
   const m = metrics.data;
   const ci = m.accuracy_ci;
   const serving = state.model;
@@ -85,5 +97,5 @@ export async function refresh(state) {
     checks.map((c) => clock(c.checked_at)), [checks.map((c) => c.drift_share)]);
   const measured = checks.filter((c) => c.status !== "insufficient_data");
   psiChart(measured[measured.length - 1]);
-  return [metrics, history, drift];
+  return [metrics, history, drift, policy];
 }

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from common import drift_checks, metrics, registry
+from common import drift_checks, metrics, registry, retraining_policy
 from common.errors import InvalidInputError
 from services.api import prometheus
 from services.api.database import get_session, get_session_factory
@@ -61,6 +61,13 @@ def drift_history() -> dict[str, Any]:
     """Summaries of the last `limit` drift checks (default 100), oldest first."""
     limit = int(_number("limit", 100, 1000))
     return {"checks": drift_checks.drift_history(get_session(), limit)}
+
+
+@bp.get("/retraining")
+def retraining_state() -> dict[str, Any]:
+    """The retraining policy: its last decision, why, and when it may act next."""
+    settings = current_app.extensions["settings"]
+    return retraining_policy.policy_state(get_session(), settings)
 
 
 @bp.get("/metrics/prometheus")
