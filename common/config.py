@@ -207,6 +207,12 @@ class Settings:
     retrain_min_labels: int = _doc(
         "Labelled predictions the accuracy rule needs in its window.", 100
     )
+    retrain_recent_rows: int = _doc(
+        "Labelled predictions since a change that an automatic retrain waits for and "
+        "learns from. They also make the new champion's reference profile, which its "
+        "drift checks compare against: too few make a noisy one that reports drift.",
+        500,
+    )
     retrain_cooldown_minutes: int = _doc(
         "Least time between two automatic retraining jobs when the last one fixed "
         "what triggered it.",
@@ -366,6 +372,7 @@ _POSITIVE = (
     "job_republish_seconds",
     "drift_window_rows",
     "retrain_drift_k", "retrain_drift_n", "retrain_min_labels", "retrain_retry_minutes",
+    "retrain_recent_rows",
     "alert_webhook_attempts",
 )  # fmt: skip
 

@@ -6,8 +6,8 @@ the evidence, and every evaluation records its decision (`GET /retraining`).
 A triggered retrain trains on the labelled predictions since the change was first
 seen: the first drifted check, or the point where the champion's accuracy fell (a
 change point in its labelled answers). That is the world the next model must fit.
-Until enough of them carry labels (`retrain_min_labels`) the policy waits rather
-than retrain on the old world.
+Until enough of them carry labels (`retrain_recent_rows`) the policy waits rather
+than retrain on the old world or on a handful of rows.
 
 After an automatic retrain the policy waits: the full cooldown when the champion was
 seen healthy since (the retrain fixed it: a new problem is a new episode), else a
@@ -108,7 +108,7 @@ def _drift_rule(session: Session, settings: Settings, champion_id: int) -> RuleV
     # may be the old world's (its window straddled the change), so they stay out.
     since = as_utc(min(c.created_at for c in drifted))
     labelled = count_labelled_since(session, since)
-    if labelled < settings.retrain_min_labels:
+    if labelled < settings.retrain_recent_rows:
         wanted = _labels_wanted("drift", since, labelled, settings)
         return RuleView(waiting=wanted, decides=True)
     features = sorted(
@@ -138,18 +138,18 @@ def _accuracy_rule(session: Session, settings: Settings, champion: Any) -> RuleV
         wanted = f"{labels} of {settings.retrain_min_labels} labels on version " \
             f"{champion.model_version.version} to judge its accuracy"  # fmt: skip
         return RuleView(waiting=wanted) if flowing else RuleView(holds=True)
-    start, needed = window["window_start"], settings.retrain_min_labels
+    start, needed = window["window_start"], settings.retrain_recent_rows
     drop = find_accuracy_drop(session, champion.model_version_id, start,
                               FALL_SIDE_LABELS)  # fmt: skip
     if drop is not None and drop.after < floor:  # it fell: judge what came after
         since, accuracy, count = drop.since, drop.after, drop.labels_after
-        if count < needed:
-            wanted = _labels_wanted("the accuracy drop", since, count, settings)
-            return RuleView(waiting=wanted)
     elif window["accuracy"] < floor:  # below the floor all along
         drop, since, accuracy, count = None, start, window["accuracy"], labels
     else:
         return RuleView(holds=True)
+    if count < needed:
+        what = "the accuracy drop" if drop else "accuracy under the floor"
+        return RuleView(waiting=_labels_wanted(what, since, count, settings))
     fell = f" (it fell from {drop.before:.3f} at {drop.since})" if drop else ""
     return RuleView(trigger={
         "trigger": "accuracy",
@@ -169,7 +169,7 @@ def _any_labels_since(session: Session, since: str) -> bool:
 
 def _labels_wanted(what: str, since: datetime | str, have: int, s: Settings) -> str:
     at = since if isinstance(since, str) else to_iso(since)
-    return f"{what} since {at}: {have} of {s.retrain_min_labels} labels to train on"
+    return f"{what} since {at}: {have} of {s.retrain_recent_rows} labels to train on"
 
 
 def next_allowed_at(
@@ -301,6 +301,7 @@ def policy_state(session: Session, settings: Settings) -> dict[str, Any]:
             "drift_k_of_n": [settings.retrain_drift_k, settings.retrain_drift_n],
             "accuracy_floor": settings.retrain_accuracy_floor,
             "min_labels": settings.retrain_min_labels,
+            "recent_rows": settings.retrain_recent_rows,
             "cooldown_minutes": settings.retrain_cooldown_minutes,
             "retry_minutes": settings.retrain_retry_minutes,
         },

@@ -348,6 +348,7 @@ class RetrainingRulesOut(BaseModel):
     drift_k_of_n: list[int]
     accuracy_floor: float
     min_labels: int
+    recent_rows: int
     cooldown_minutes: int
     retry_minutes: int
 

@@ -21,6 +21,47 @@ CHARTS_HAVE_DATA = """ids => ids.every(id => {
 })"""
 
 
+POLICY_DECISIONS = {"not_evaluated", "healthy", "watching", "waiting", "busy",
+                    "retrain"}  # fmt: skip
+# Every word of the cells drawn on one line: a word split across two lines reads
+# as two (what overflow-wrap: anywhere did to the jobs table).
+WORDS_SPLIT_ACROSS_LINES = """selector => {
+  const split = [];
+  for (const cell of document.querySelectorAll(selector)) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const match of node.data.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, match.index);
+        range.setEnd(node, match.index + match[0].length);
+        const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+        if (tops.size > 1) split.push(match[0]);
+      }
+    }
+  }
+  return split;
+}"""
+# Tick labels of the time axes, as drawn: each pair of neighbours apart.
+OVERLAPPING_TICKS = """ids => ids.flatMap(id => {
+  const chart = Chart.getChart(document.getElementById(id));
+  const boxes = chart.scales.x.getLabelItems().map(item => {
+    chart.ctx.font = item.font.string;
+    const width = chart.ctx.measureText(String(item.label)).width;
+    const x = item.options.translation[0];
+    return { id, label: item.label, rotation: item.options.rotation,
+             left: x - width / 2, right: x + width / 2 };
+  });
+  return boxes.slice(1)
+    .filter((box, i) => box.rotation !== 0 || box.left < boxes[i].right);
+})"""
+TIME_CHARTS = ["chart-volume", "chart-latency", "chart-accuracy", "chart-drift"]
+PAGES = {  # each page, and what shows that its data is drawn
+    "overview": "#cards .card", "models": "#models-table tbody tr",
+    "jobs": "#jobs-table tbody tr", "alerts": "#alert-lists > *",
+    "try": "#try-fields .field", "demo": "#demo-reset",
+}  # fmt: skip
+
+
 def _give_key(tab: Tab) -> None:
     tab.page.fill("#key-input", API_KEY)
     tab.page.click("#key-form button[value=ok]")
@@ -41,6 +82,9 @@ def test_overview_shows_cards_and_live_charts_after_traffic(tab: Tab) -> None:
         arg=before,
         timeout=30_000,
     )  # new snapshots arrive without a reload
+    policy = page.locator("#policy")
+    expect(policy).to_contain_text("Retraining policy:")  # its decision and why
+    assert policy.get_attribute("data-decision") in POLICY_DECISIONS
     tab.screenshot("overview")
     assert tab.errors == []
 
@@ -166,6 +210,42 @@ def test_batch_scoring_upload_then_rollback(tab: Tab, tmp_path: Path) -> None:
     page.click("#rollback")
     page.click("#confirm-ok")
     expect(page.locator("#serving")).to_contain_text("serving v1", timeout=15_000)
+    assert tab.errors == []
+
+
+def test_the_jobs_table_reads_whole_words_at_1280_px(tab: Tab) -> None:
+    page = tab.page
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto("/#jobs")
+    expect(page.locator("#jobs-table tbody tr")).not_to_have_count(0)
+    expect(page.locator("#jobs-table tbody tr").first).to_contain_text("batch_score")
+    assert page.evaluate(WORDS_SPLIT_ACROSS_LINES, "#jobs-table td") == []
+    assert page.evaluate(WORDS_SPLIT_ACROSS_LINES, "#models-table td") == []
+    page.goto("/")
+    page.wait_for_function(CHARTS_HAVE_DATA, arg=CHARTS, timeout=30_000)
+    assert page.evaluate(OVERLAPPING_TICKS, TIME_CHARTS) == []
+    tab.screenshot("jobs-1280")
+    assert tab.errors == []
+
+
+def test_no_page_scrolls_sideways_on_a_390_px_phone(tab: Tab) -> None:
+    page = tab.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/")
+    page.wait_for_function(CHARTS_HAVE_DATA, arg=CHARTS, timeout=30_000)
+    for name, drawn in PAGES.items():
+        page.goto(f"/#{name}")
+        expect(page.locator(f"#page-{name}")).to_be_visible()
+        expect(page.locator(drawn).first).to_be_visible()
+        widths = page.evaluate(
+            "() => [document.documentElement.scrollWidth,"
+            " document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], (name, widths)
+    page.goto("/")
+    page.wait_for_function(CHARTS_HAVE_DATA, arg=CHARTS, timeout=30_000)
+    assert page.evaluate(OVERLAPPING_TICKS, TIME_CHARTS) == []
+    tab.screenshot("overview-390")
     assert tab.errors == []
 
 

@@ -37,6 +37,7 @@ LOOP = {
     "MODELOPS_DRIFT_WINDOW_ROWS": "250",
     "MODELOPS_DRIFT_MIN_ROWS": "200",
     "MODELOPS_RETRAIN_MIN_LABELS": "400",
+    "MODELOPS_RETRAIN_RECENT_ROWS": "400",
     "MODELOPS_MODEL_POLL_MS": "200",
 }
 # The default rules, with the accuracy floor needing 200 labels: baseline accuracy

@@ -16,7 +16,7 @@ from tests.conftest import train_champion
 
 @pytest.fixture
 def champion(session_factory, db_settings):
-    settings = db_settings.with_overrides(retrain_min_labels=20)
+    settings = db_settings.with_overrides(retrain_min_labels=20, retrain_recent_rows=20)
     with session_scope(session_factory) as session:
         train_champion(session, settings)
     return settings
@@ -226,7 +226,7 @@ def test_low_live_accuracy_with_enough_labels_starts_a_retrain(
 def test_a_fall_in_accuracy_retrains_on_the_labels_after_it_only(
     session_factory, champion
 ):
-    settings = champion.with_overrides(retrain_on_drift=False, retrain_min_labels=40)
+    settings = champion.with_overrides(retrain_on_drift=False, retrain_recent_rows=40)
     with session_scope(session_factory) as session:
         _labelled(session, settings, 200, 200)  # right, then the world changes
         _labelled(session, settings, 30, 6)
