@@ -45,8 +45,11 @@ chromium:
 		fi; \
 	fi
 
+# Independent test files run side by side; a file's tests stay together, in order.
+TEST_WORKERS ?= 2
+
 test: lint chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 BENCHES := training_time predict batch_score dispatch workers drift
 

@@ -7,6 +7,7 @@ prediction; the job goes on.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import logging
 import re
@@ -40,6 +41,7 @@ UPLOADS = "uploads"
 OUTPUTS = "outputs"
 RESERVED = ("prediction", "confidence", "error", "model_version")
 COPY_CHUNK_BYTES = 1 << 20
+SNIFF_BYTES = 1 << 16  # the start of an upload is checked to be UTF-8 text
 HEADER_SAFE = re.compile(r'^[^,"\r\n]*$')
 
 
@@ -55,10 +57,22 @@ def save_upload(settings: Settings, stream: IO[bytes], limit_bytes: int) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{uuid.uuid4().hex}.csv"
     size = 0
-    with (folder / name).open("wb") as out:
-        while chunk := stream.read(COPY_CHUNK_BYTES):
-            size += len(chunk)
-            out.write(chunk)
+    text = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with (folder / name).open("wb") as out:
+            while chunk := stream.read(COPY_CHUNK_BYTES):
+                if size < SNIFF_BYTES:  # a binary file shows itself at once
+                    text.decode(chunk[: SNIFF_BYTES - size])
+                size += len(chunk)
+                out.write(chunk)
+    except UnicodeDecodeError as exc:
+        (folder / name).unlink()
+        raise InvalidInputError(
+            f"the upload is not a UTF-8 CSV (it holds the byte "
+            f"0x{exc.object[exc.start]:02x}, which is not UTF-8 text); save it as CSV "
+            "with UTF-8 encoding",
+            field="file",
+        ) from exc
     if size == 0:
         (folder / name).unlink()
         raise InvalidInputError("the uploaded file is empty", field="file")

@@ -20,7 +20,7 @@ from common.lifecycle import train_version
 from common.storage.db import make_engine, make_session_factory
 from common.storage.tables import ModelVersion
 from services.launcher import free_port, redis_command
-from tests.databases import POSTGRES_URL, migrated_database
+from tests.databases import INTEGRATION_BACKENDS, migrated_database
 
 
 def train_champion(
@@ -45,13 +45,11 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=str(tmp_path / "home"), demo_rows=600, profile_sample_size=200)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=INTEGRATION_BACKENDS)
 def db_settings(
     request: pytest.FixtureRequest, settings: Settings
 ) -> Iterator[Settings]:
     """Settings on a migrated database: SQLite always, PostgreSQL when configured."""
-    if request.param == "postgresql" and not POSTGRES_URL:
-        pytest.skip("MODELOPS_TEST_DATABASE_URL is not set")
     with migrated_database(settings, request.param) as migrated:
         yield migrated
 

@@ -17,7 +17,13 @@ from common.storage.migrate import upgrade_database
 
 # Taken out of the environment: it is the suite's option, not a setting, and the
 # settings loader rightly refuses unknown MODELOPS_* variables in the code under test.
-POSTGRES_URL = os.environ.pop("MODELOPS_TEST_DATABASE_URL", "")
+# It goes on under a name the loader ignores, for pytest-xdist's workers, which start
+# after this module ran in the controller.
+POSTGRES_URL = os.environ.pop("MODELOPS_TEST_DATABASE_URL", "") or os.environ.get(
+    "TEST_POSTGRES_URL", ""
+)
+if POSTGRES_URL:
+    os.environ["TEST_POSTGRES_URL"] = POSTGRES_URL
 
 
 def _postgres_schema_url(schema: str) -> str:

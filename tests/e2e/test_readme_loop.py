@@ -37,6 +37,7 @@ def _get(url: str) -> Any:
     return body
 
 
+@pytest.mark.timeout(480)  # start-up, the reset and up to three minutes of loop
 def test_the_readme_demo_closes_the_loop_within_three_minutes(tmp_path, record):
     port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
@@ -65,12 +66,13 @@ def test_the_readme_demo_closes_the_loop_within_three_minutes(tmp_path, record):
         assert status == 202, reset
         _wait(lambda: _get(f"{url}/jobs/{reset['job_id']}")["state"] == "succeeded",
               90, "the demo reset")  # fmt: skip
-        simulate = subprocess.Popen(
-            [str(MODELOPS), "simulate", "--url", url, "--rate", "20",
-             "--label-delay", "2", "--duration", "3600"],
-            cwd=tmp_path, env={**env, "MODELOPS_API_KEY": key},
-            stdout=(tmp_path / "simulate.out").open("wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with (tmp_path / "simulate.out").open("wb") as simulate_log:
+            simulate = subprocess.Popen(
+                [str(MODELOPS), "simulate", "--url", url, "--rate", "20",
+                 "--label-delay", "2", "--duration", "3600"],
+                cwd=tmp_path, env={**env, "MODELOPS_API_KEY": key},
+                stdout=simulate_log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         status, _, body = http("POST", f"{url}/demo/drift",
                                {"scenario": "regime_change"}, auth)  # fmt: skip
         assert status == 200, body

@@ -134,3 +134,22 @@ def test_prometheus_names_routes_as_they_are_written(serving):
     text = serving.get("/metrics/prometheus").data.decode()
     assert 'endpoint="/jobs/<job_id>"' in text
     assert "int(max=" not in text
+
+
+def test_a_binary_upload_is_refused_as_not_utf8_text_and_nothing_is_kept(
+    serving, serving_settings, queued
+):
+    photo = bytes(range(256)) * 64
+    response = serving.post(
+        "/jobs/batch-score",
+        headers=AUTH,
+        content_type="multipart/form-data",
+        data={"file": (io.BytesIO(photo), "photo.csv")},
+    )
+    assert response.status_code == 400
+    assert response.json["error"]["message"].startswith(
+        "the upload is not a UTF-8 CSV (it holds the byte 0x80"
+    )
+    uploads = Path(serving_settings.data_dir) / "uploads"
+    assert not uploads.exists() or not list(uploads.iterdir())
+    assert queued == []

@@ -9,6 +9,13 @@ function summary(job) {
   return job.message || (job.result && job.result.message) || "";
 }
 
+// Where a job is, in words: its step while it runs, where it ended once it has.
+function progressText(job) {
+  if (job.state === "succeeded") return "done";
+  if (job.state === "failed" || job.state === "cancelled") return `${job.state} at ${job.progress}%`;
+  return `${job.progress}% ${job.stage || job.state}`;
+}
+
 function links(job) {
   const items = [];
   if (job.kind === "batch_score" && job.state === "succeeded") {
@@ -26,7 +33,7 @@ export async function refresh(state) {
   state.busy = jobs.data.jobs.some((job) => job.state === "queued" || job.state === "running");
   fill($("#jobs-table tbody"), jobs.data.jobs.map((job) => h("tr", { "data-job": String(job.id), class: job.state },
     h("td", {}, String(job.id)), h("td", {}, job.kind), h("td", {}, job.state),
-    h("td", {}, progressBar(job.progress, `${job.progress}% ${job.stage || ""}`)),
+    h("td", {}, progressBar(job.progress, progressText(job))),
     h("td", {}, job.reason || ""), h("td", {}, summary(job)), h("td", {}, job.worker || ""),
     h("td", {}, fmtTime(job.created_at)),
     h("td", {}, links(job)))));
