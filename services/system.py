@@ -1,8 +1,10 @@
-"""`modelops up`: the whole system on one machine, as child processes.
+"""`modelops up`: the whole system on one machine, as supervised child processes.
 
 A private Redis (unless `MODELOPS_REDIS_URL` is set), migrations, the demo model for
-an empty registry, then worker, beat, API and Flower; stopped in order on Ctrl-C or
-SIGTERM, the API first and Redis last.
+an empty registry, then worker, beat, API and Flower. A child that exits is restarted
+with backoff; one that keeps crashing is given up on, and losing Redis or the API
+that way stops the system. Stopped in order on Ctrl-C or SIGTERM, the API first and
+Redis last.
 """
 
 from __future__ import annotations

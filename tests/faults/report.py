@@ -114,6 +114,10 @@ CASES = [
          "under `modelops up`, SIGKILL to the worker (mid batch score), beat, Flower, Redis and the API's gunicorn master in turn, one client predicting",
          "each restarted and counted; no failed /predict but while the API restarts; the job completes once; Redis keeps its data (AOF)",
          "tests/e2e/test_supervisor.py"),
+    Case("12", "closed-loop-readme",
+         "the README's demo as written: `modelops up` with drift checks every 20 s and the policy every 5 s, a demo reset, `simulate --rate 20 --label-delay 2`, the switch to regime_change",
+         "a new champion, every alert resolved and the policy healthy within 3 minutes; a decision and its reason at every poll",
+         "tests/e2e/test_readme_loop.py"),
 ]  # fmt: skip
 
 
