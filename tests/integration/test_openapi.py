@@ -76,7 +76,7 @@ def test_app_keeps_to_its_openapi_document(live_app):
     """Generated requests for every operation: no 5xx, nothing outside the spec."""
     schema = schemathesis.openapi.from_wsgi("/openapi.json", live_app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 25
+    assert len(operations) == 26
     for operation in operations:
 
         @given(case=operation.as_strategy())
