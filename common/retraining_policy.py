@@ -79,6 +79,19 @@ def assess(session: Session, settings: Settings) -> Assessment:
     return seen
 
 
+def _no_drift_evidence(session: Session, settings: Settings, champion_id: int) -> str:
+    last = session.scalar(
+        select(DriftReport).where(DriftReport.model_version_id == champion_id)
+        .order_by(DriftReport.id.desc()).limit(1)
+    )  # fmt: skip
+    if last is None:
+        return "no drift check of this champion yet"
+    return (
+        "too few recent inputs for a drift check of this champion "
+        f"({last.window_size} of {settings.drift_min_rows} at the last one)"
+    )
+
+
 def find_trigger(session: Session, settings: Settings) -> dict[str, Any] | None:
     """The reason to retrain now, with its evidence, or None."""
     return assess(session, settings).trigger
@@ -97,7 +110,7 @@ def _drift_rule(session: Session, settings: Settings, champion_id: int) -> RuleV
     drifted = [c for c in checks if c.dataset_drift]
     k, n = settings.retrain_drift_k, settings.retrain_drift_n
     if not checks:
-        return RuleView(waiting="no drift check of this champion yet")
+        return RuleView(waiting=_no_drift_evidence(session, settings, champion_id))
     if not drifted:
         return RuleView(holds=True)  # its latest checks are clean
     if len(checks) < n or len(drifted) < k:

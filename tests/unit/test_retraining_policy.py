@@ -176,6 +176,14 @@ def test_once_a_retrain_fixed_it_the_next_problem_waits_the_full_cooldown(
 def test_the_state_says_what_the_rules_wait_for(session_factory, champion):
     with session_scope(session_factory) as session:
         assert _state(session, champion)["decision"] == "not_evaluated"
+        version_id = registry.get_champion(session, champion).model_version_id
+        session.add(DriftReport(model_version_id=version_id, window_size=40,
+                                status="insufficient_data", report={}))  # fmt: skip
+        retraining_policy.apply_policy(session, champion, _published([]))
+        assert _state(session, champion)["reason"] == (
+            "too few recent inputs for a drift check of this champion "
+            "(40 of 200 at the last one)"
+        )
         _drift(session, champion, [False, True])
         retraining_policy.apply_policy(session, champion, _published([]))
         state = _state(session, champion)
