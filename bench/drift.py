@@ -20,9 +20,9 @@ import pandas as pd
 from scipy import stats
 
 from common.config import Settings
-from common.drift import check_drift
-from common.profile import build_reference_profile
-from common.schemas import FeatureSpec
+from common.models.profile import build_reference_profile
+from common.models.schemas import FeatureSpec
+from common.monitoring.drift import check_drift
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
 WINDOWS = (10_000, 100_000, 1_000_000)

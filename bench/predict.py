@@ -31,10 +31,10 @@ from pathlib import Path
 import pandas as pd
 from sklearn.datasets import make_classification
 
-from common import registry
 from common.config import Settings
-from common.datasets import Dataset
-from common.lifecycle import train_version
+from common.data.datasets import Dataset
+from common.models import registry
+from common.models.lifecycle import train_version
 from common.storage.db import make_engine, make_session_factory, session_scope
 from common.storage.migrate import upgrade_database
 from services.launcher import free_port

@@ -12,9 +12,9 @@ import statistics
 import sys
 import time
 
-from common import synthetic
 from common.config import MODEL_TYPES, Settings
-from common.training import ModelTrainer
+from common.data import synthetic
+from common.models.training import ModelTrainer
 
 
 def main() -> None:

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from common.alert_rules import DEFAULT_ALERT_RULES, AlertRule, parse_alert_rules
 from common.errors import ConfigError
+from common.monitoring.alert_rules import (
+    DEFAULT_ALERT_RULES,
+    AlertRule,
+    parse_alert_rules,
+)
 
 ENV_PREFIX = "MODELOPS_"
 MODEL_TYPES = ("logistic_regression", "random_forest", "hist_gradient_boosting")

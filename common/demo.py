@@ -13,12 +13,15 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common import registry, scoring, synthetic
-from common.artifacts import artifact_url, remove_artifact
 from common.config import Settings
-from common.datasets import load_dataset
+from common.data import synthetic
+from common.data.datasets import load_dataset
 from common.errors import InvalidInputError
-from common.progress import ProgressCallback
+from common.jobs import scoring
+from common.jobs.progress import ProgressCallback
+from common.models import registry
+from common.models.artifacts import artifact_url, remove_artifact
+from common.models.training import ModelTrainer
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import (
@@ -34,7 +37,6 @@ from common.storage.tables import (
     ModelVersion,
     PredictionLog,
 )
-from common.training import ModelTrainer
 
 log = logging.getLogger(__name__)
 CLEARED = (

@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, render_template, send_file
 from flask.typing import ResponseReturnValue
 
-from common.synthetic import SCENARIOS
+from common.data.synthetic import SCENARIOS
 
 NODE_MODULES = Path(__file__).resolve().parent / "node_modules"
 VENDOR_FILES = {"chart.umd.js": NODE_MODULES / "chart.js" / "dist" / "chart.umd.js"}

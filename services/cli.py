@@ -11,12 +11,13 @@ from typing import Any
 
 import click
 
-from common import registry, synthetic
 from common.config import MODEL_TYPES, Settings, describe_settings, get_settings
-from common.datasets import list_datasets, load_training_source
+from common.data import synthetic
+from common.data.datasets import list_datasets, load_training_source
 from common.errors import AppError
-from common.lifecycle import train_version
 from common.logging import configure_logging
+from common.models import registry
+from common.models.lifecycle import train_version
 from common.storage.db import make_engine, session_scope
 from common.storage.migrate import (
     current_revision,

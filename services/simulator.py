@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import synthetic
+from common.data import synthetic
 
 log = logging.getLogger(__name__)
 BLOCK_ROWS = 1000

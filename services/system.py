@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.broker import check_broker
 from common.config import Settings
-from common.datasets import load_dataset
+from common.data.datasets import load_dataset
 from common.errors import AppError
-from common.lifecycle import registry_is_empty, train_version
+from common.models.lifecycle import registry_is_empty, train_version
 from common.storage.db import session_scope
 from common.storage.migrate import migrated_sessions
 from services import launcher

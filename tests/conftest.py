@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
-from common.datasets import load_dataset
-from common.lifecycle import train_version
+from common.data.datasets import load_dataset
+from common.models.lifecycle import train_version
 from common.storage.db import make_engine, make_session_factory
 from common.storage.tables import ModelVersion
 from services.launcher import free_port, redis_command
@@ -75,7 +75,7 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 @pytest.fixture
 def churn_frame() -> pd.DataFrame:
     """A small learnable mixed-type frame (the synthetic generator's baseline)."""
-    from common.synthetic import generate
+    from common.data.synthetic import generate
 
     return generate("baseline", 400, seed=7)
 

@@ -7,10 +7,10 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from common import registry
 from common.config import Settings
+from common.models import registry
+from common.models.training import ModelResult, ModelTrainer
 from common.storage.tables import Job, ModelVersion
-from common.training import ModelResult, ModelTrainer
 
 
 def train_result(

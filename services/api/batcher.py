@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import UnprocessableDataError
-from common.prediction import Prediction, predict_rows
-from common.validation import to_frame
+from common.models.prediction import Prediction, predict_rows
+from common.models.validation import to_frame
 from services.api.model_cache import LoadedModel
 
 log = logging.getLogger(__name__)

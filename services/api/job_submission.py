@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app
 
-from common import jobs
+from common.jobs import tracker
 from common.queue import TASK_OF_KIND, enqueue
 from services.api import schemas
 from services.api.database import get_session
@@ -21,7 +21,7 @@ def submit(
     when Redis does not take it.
     """
     celery = current_app.extensions["celery"]
-    job = jobs.submit_job(
+    job = tracker.submit_job(
         get_session(), kind, params, reason,
         lambda job_id: enqueue(celery, TASK_OF_KIND[kind], job_id),
     )  # fmt: skip

@@ -19,16 +19,17 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common import alerts, registry
 from common.clock import utcnow
 from common.config import Settings
-from common.data import example_features
+from common.data.processing import example_features
 from common.errors import AppError, ArtifactError
-from common.schemas import FeatureSpec
+from common.models import registry
+from common.models.schemas import FeatureSpec
+from common.models.validation import to_frame
+from common.monitoring import alerts
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import Alert, ModelVersion
-from common.validation import to_frame
 
 log = logging.getLogger(__name__)
 

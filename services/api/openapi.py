@@ -9,8 +9,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from common.config import Settings
-from common.schemas import FeatureSpec
-from common.validation import largest_plausible
+from common.models.schemas import FeatureSpec
+from common.models.validation import largest_plausible
 from services.api import schemas as s
 
 REF = "#/components/schemas/{model}"

@@ -11,8 +11,8 @@ from typing import Any
 from common.clock import utcnow
 from common.config import Settings
 from common.errors import InvalidInputError, ModelNotReadyError, PredictionTimeoutError
-from common.prediction import Prediction
-from common.validation import validate_instances
+from common.models.prediction import Prediction
+from common.models.validation import validate_instances
 from services.api.batcher import MicroBatcher
 from services.api.model_cache import LoadedModel, ModelCache
 from services.api.prediction_log import PredictionLogWriter

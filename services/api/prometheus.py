@@ -31,8 +31,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common import metrics, registry
 from common.config import Settings
+from common.models import registry
+from common.monitoring import metrics
 from common.process_state import read_state
 from common.storage.db import session_scope
 from common.storage.tables import Alert, DriftReport, Job

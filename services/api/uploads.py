@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import request
 
-from common import scoring
 from common.config import Settings
-from common.datasets import BUILTIN, export_builtin, resolve_data_file
+from common.data.datasets import BUILTIN, export_builtin, resolve_data_file
 from common.errors import InvalidInputError
+from common.jobs import scoring
 from services.api.requests import parse_body
 from services.api.schemas import BatchScoreRequest
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from common import synthetic
+from common.data import synthetic
 from tests.browser.conftest import XSS, System, Tab
 from tests.e2e.conftest import API_KEY, launch_api
 

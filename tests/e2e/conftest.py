@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from common import registry
 from common.config import Settings
-from common.datasets import load_dataset
-from common.lifecycle import train_version
+from common.data.datasets import load_dataset
+from common.models import registry
+from common.models.lifecycle import train_version
 from common.storage.db import make_engine, make_session_factory, session_scope
 from common.storage.migrate import upgrade_database
 from services.launcher import free_port

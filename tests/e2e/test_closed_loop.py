@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from common.synthetic import SCENARIOS
+from common.data.synthetic import SCENARIOS
 from tests.e2e.conftest import (
     AUTH,
     http,

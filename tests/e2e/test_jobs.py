@@ -78,7 +78,7 @@ def test_retrain_on_bad_data_fails_with_problems_and_keeps_the_champion(
 
 
 def _scoring_file(home, rows: int) -> None:
-    from common import synthetic
+    from common.data import synthetic
 
     frame = synthetic.generate("baseline", rows, 11).rename(
         columns={"churned": "truth"}

@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from common import synthetic
 from common.config import Settings
+from common.data import synthetic
 from tests.databases import INTEGRATION_BACKENDS, empty_database
 from tests.e2e.conftest import AUTH, http, prepare_home, result_request
 

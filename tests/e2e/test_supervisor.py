@@ -22,7 +22,7 @@ import psutil
 import pytest
 import redis
 
-from common import synthetic
+from common.data import synthetic
 from services.launcher import free_port
 from tests.e2e.conftest import API_KEY, AUTH, ROW, http, result_request
 

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from common import synthetic
+from common.data import synthetic
 from tests.e2e.conftest import AUTH, http, prepare_home, result_request
 
 pytestmark = pytest.mark.faults

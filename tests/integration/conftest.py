@@ -7,8 +7,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from common import registry
 from common.config import Settings, get_settings
+from common.models import registry
 from common.storage.db import make_engine, make_session_factory, session_scope
 from services.api.app import create_app, stop_background
 from tests.databases import INTEGRATION_BACKENDS, migrated_database

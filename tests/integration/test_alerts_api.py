@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from common import alerts
-from common.alert_rules import AlertRule
+from common.monitoring import alerts
+from common.monitoring.alert_rules import AlertRule
 from common.storage.db import make_engine, make_session_factory, session_scope
 from tests.integration.conftest import AUTH
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from common import jobs, synthetic
+from common.data import synthetic
+from common.jobs import tracker
 from common.storage.db import make_engine, make_session_factory, session_scope
 from services.api import job_submission
 from tests.integration.conftest import AUTH
@@ -109,7 +110,7 @@ def test_upload_must_be_a_csv_in_the_file_field(serving, queued):
 def test_result_is_404_before_409_after_failure_and_a_csv_once_done(
     serving, serving_settings
 ):
-    from common import scoring
+    from common.jobs import scoring
 
     engine = make_engine(serving_settings)
     factory = make_session_factory(engine)
@@ -117,12 +118,14 @@ def test_result_is_404_before_409_after_failure_and_a_csv_once_done(
     data.mkdir(parents=True, exist_ok=True)
     (data / "few.csv").write_bytes(_csv_bytes())
     with session_scope(factory) as session:
-        done = jobs.create_job(session, "batch_score", {"source": "few.csv"}, "t").id
-        failed = jobs.create_job(session, "batch_score", {"source": "x"}, "t").id
-        jobs.finish_job(session, failed, jobs.JobState.FAILED, error={"type": "x"})
+        done = tracker.create_job(session, "batch_score", {"source": "few.csv"}, "t").id
+        failed = tracker.create_job(session, "batch_score", {"source": "x"}, "t").id
+        tracker.finish_job(
+            session, failed, tracker.JobState.FAILED, error={"type": "x"}
+        )
     assert serving.get(f"/jobs/{done}/result", headers=AUTH).status_code == 404
     assert serving.get(f"/jobs/{failed}/result", headers=AUTH).status_code == 409
-    jobs.run_job(
+    tracker.run_job(
         factory,
         done,
         "t",

@@ -96,7 +96,7 @@ def test_app_keeps_to_its_openapi_document(live_app):
 
 
 def test_every_synthetic_scenario_can_be_chosen_for_demo_traffic(live_app):
-    from common.synthetic import SCENARIOS
+    from common.data.synthetic import SCENARIOS
 
     document = live_app.test_client().get("/openapi.json").json
     schema = document["components"]["schemas"]["DemoDriftRequest"]

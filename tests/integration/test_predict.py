@@ -231,7 +231,7 @@ def test_metrics_count_answers_failures_and_labels(serving_app, row):
 
 
 def test_drift_endpoints_before_and_after_a_check(serving_app, serving_settings):
-    from common.drift_checks import run_drift_check
+    from common.monitoring.drift_checks import run_drift_check
     from common.storage.db import make_engine, make_session_factory, session_scope
 
     client = serving_app.test_client()

@@ -5,11 +5,15 @@ from datetime import timedelta
 
 import pytest
 
-from common import alerts
-from common.alert_rules import DEFAULT_ALERT_RULES, AlertRule, parse_alert_rules
 from common.clock import utcnow
 from common.config import Settings
 from common.errors import ConfigError, ConflictError
+from common.monitoring import alerts
+from common.monitoring.alert_rules import (
+    DEFAULT_ALERT_RULES,
+    AlertRule,
+    parse_alert_rules,
+)
 from common.storage.db import session_scope
 from common.storage.tables import (
     Alert,

@@ -59,3 +59,23 @@ def test_adapters_do_not_import_each_other():
         if name.startswith(banned)
     ]
     assert offenders == []
+
+
+def test_common_is_grouped_by_domain():
+    """A newcomer finds a behaviour from the tree in one step: the top level keeps
+    only what every domain uses; each domain package says what it holds."""
+    top_level = {p.stem for p in (ROOT / "common").glob("*.py")} - {"__init__"}
+    assert top_level <= {
+        "config",
+        "errors",
+        "logging",
+        "clock",
+        "queue",
+        "task_names",
+        "broker",
+        "demo",
+        "process_state",
+    }, "put new modules in a domain package (models, monitoring, jobs, data, storage)"
+    for package in ("models", "monitoring", "jobs", "data", "storage"):
+        init = ROOT / "common" / package / "__init__.py"
+        assert ast.get_docstring(ast.parse(init.read_text())), package

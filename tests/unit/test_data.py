@@ -4,13 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.data import DataProcessor, coerce_features, example_features
+from common.data.processing import DataProcessor, coerce_features, example_features
 from common.errors import (
     DatasetNotFoundError,
     InvalidInputError,
     UnprocessableDataError,
 )
-from common.schemas import FeatureSpec
+from common.models.schemas import FeatureSpec
 
 
 @pytest.fixture

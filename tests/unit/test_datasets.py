@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.datasets import BUILTIN, list_datasets, load_dataset, resolve_data_file
+from common.data.datasets import BUILTIN, list_datasets, load_dataset, resolve_data_file
 from common.errors import DatasetNotFoundError, InvalidInputError
 
 

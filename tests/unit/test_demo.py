@@ -5,8 +5,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from common import jobs, registry
 from common.demo import reset_demo
+from common.jobs import tracker
+from common.models import registry
 from common.storage.db import session_scope
 from common.storage.tables import (
     Alert,
@@ -37,12 +38,12 @@ def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_set
         )
         session.add(FeedbackLabel(prediction_id=pid, label="1"))
         session.add(Alert(rule="r", subject="s", severity="warn", message="m"))
-        jobs.create_job(session, "batch_score", {"source": "x.csv"}, "old")
-        reset_id = jobs.create_job(session, "demo_reset", {}, "reset").id
+        tracker.create_job(session, "batch_score", {"source": "x.csv"}, "old")
+        reset_id = tracker.create_job(session, "demo_reset", {}, "reset").id
     old_files = list(Path(settings.artifact_dir).rglob("*.joblib"))
     assert len(old_files) == 2
 
-    result = jobs.run_job(
+    result = tracker.run_job(
         session_factory,
         reset_id,
         "t",

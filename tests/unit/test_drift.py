@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common import synthetic
 from common.config import Settings
-from common.drift import DRIFT_TESTS, check_drift, compute_psi
-from common.training import ModelTrainer
+from common.data import synthetic
+from common.models.training import ModelTrainer
+from common.monitoring.drift import DRIFT_TESTS, check_drift, compute_psi
 
 MEAN_SHIFTED = ("monthly_spend", "usage_hours", "age")
 WIDENED = ("income", "tenure_months")

@@ -4,10 +4,15 @@ import uuid
 
 import pytest
 
-from common import registry, synthetic
-from common.drift_checks import drift_history, latest_drift_report, run_drift_check
+from common.data import synthetic
 from common.errors import ModelNotReadyError, NotFoundError
-from common.metrics import compute_window_metrics
+from common.models import registry
+from common.monitoring.drift_checks import (
+    drift_history,
+    latest_drift_report,
+    run_drift_check,
+)
+from common.monitoring.metrics import compute_window_metrics
 from common.storage.db import session_scope
 from common.storage.tables import PredictionLog
 from tests.conftest import train_champion

@@ -5,16 +5,16 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from common import jobs
 from common.errors import ConflictError, DependencyError, UnprocessableDataError
-from common.jobs import JobConflictError, JobState
+from common.jobs import tracker
+from common.jobs.tracker import JobConflictError, JobState
 from common.storage.db import session_scope
 from common.storage.tables import AuditEvent, Job
 
 
 def _create(session_factory, kind="retrain"):
     with session_scope(session_factory) as session:
-        return jobs.create_job(session, kind, {"x": 1}, "test").id
+        return tracker.create_job(session, kind, {"x": 1}, "test").id
 
 
 def test_one_active_job_per_single_flight_kind(session_factory):
@@ -24,7 +24,7 @@ def test_one_active_job_per_single_flight_kind(session_factory):
     assert caught.value.details["job_id"] == first and caught.value.status == 409
     assert _create(session_factory, kind="batch_score") != first  # not single-flight
     with session_scope(session_factory) as session:
-        jobs.finish_job(session, first, JobState.SUCCEEDED, result={})
+        tracker.finish_job(session, first, JobState.SUCCEEDED, result={})
     assert _create(session_factory) != first  # the slot is free again
 
 
@@ -53,7 +53,7 @@ def test_submit_marks_the_job_failed_when_the_queue_is_down(session_factory):
         raise DependencyError("the job queue (Redis) is unreachable")
 
     with session_scope(session_factory) as session, pytest.raises(DependencyError):
-        jobs.submit_job(session, "retrain", {}, "test", broken_queue)
+        tracker.submit_job(session, "retrain", {}, "test", broken_queue)
     with session_scope(session_factory) as session:
         job = session.scalars(select(Job)).one()
         assert job.state == "failed" and job.active_key is None
@@ -70,11 +70,13 @@ def test_run_job_records_success_and_a_rerun_is_a_no_op(session_factory):
         progress(50, "halfway")
         return {"answer": 42, "message": "done"}
 
-    assert jobs.run_job(session_factory, job_id, "task-1", work) == {
+    assert tracker.run_job(session_factory, job_id, "task-1", work) == {
         "answer": 42,
         "message": "done",
     }
-    assert jobs.run_job(session_factory, job_id, "task-2", work) is None  # redelivered
+    assert (
+        tracker.run_job(session_factory, job_id, "task-2", work) is None
+    )  # redelivered
     assert calls == [job_id]
     with session_scope(session_factory) as session:
         job = session.get(Job, job_id)
@@ -109,7 +111,7 @@ def test_run_job_records_failures_with_type_and_message(
     def work(job, progress):
         raise error
 
-    jobs.run_job(session_factory, job_id, "t", work, timeout_errors=(TimeoutError,))
+    tracker.run_job(session_factory, job_id, "t", work, timeout_errors=(TimeoutError,))
     with session_scope(session_factory) as session:
         job = session.get(Job, job_id)
         assert job.state == state and job.error["type"] == kind
@@ -123,7 +125,7 @@ def test_dependency_trouble_requeues_for_a_retry(session_factory):
         raise DependencyError("database locked")
 
     with pytest.raises(DependencyError):
-        jobs.run_job(session_factory, job_id, "t", work)
+        tracker.run_job(session_factory, job_id, "t", work)
     with session_scope(session_factory) as session:
         assert session.get(Job, job_id).state == "queued"
 
@@ -131,8 +133,8 @@ def test_dependency_trouble_requeues_for_a_retry(session_factory):
 def test_cancel_queued_now_and_running_at_next_stage(session_factory):
     queued = _create(session_factory, kind="batch_score")
     with session_scope(session_factory) as session:
-        assert jobs.request_cancel(session, queued).state == "cancelled"
-    assert jobs.run_job(session_factory, queued, "t", lambda j, p: {}) is None
+        assert tracker.request_cancel(session, queued).state == "cancelled"
+    assert tracker.run_job(session_factory, queued, "t", lambda j, p: {}) is None
 
     running = _create(session_factory, kind="batch_score")
     stages = []
@@ -140,27 +142,29 @@ def test_cancel_queued_now_and_running_at_next_stage(session_factory):
     def work(job, progress):
         progress(10, "first")
         with session_scope(session_factory) as session:
-            jobs.request_cancel(session, job.id)
+            tracker.request_cancel(session, job.id)
         stages.append("after cancel")
         progress(20, "second")  # raises: the job was cancelled
         stages.append("never")
         return {}
 
-    jobs.run_job(session_factory, running, "t", work)
+    tracker.run_job(session_factory, running, "t", work)
     assert stages == ["after cancel"]
     with session_scope(session_factory) as session:
         assert session.get(Job, running).state == "cancelled"
         with pytest.raises(ConflictError):
-            jobs.request_cancel(session, running)
+            tracker.request_cancel(session, running)
 
 
 def test_list_jobs_filters_and_pages(session_factory):
     ids = [_create(session_factory, kind="batch_score") for _ in range(5)]
     with session_scope(session_factory) as session:
-        jobs.finish_job(session, ids[0], JobState.FAILED, error={"type": "x"})
-        rows, total = jobs.list_jobs(session, kind="batch_score", page=1, page_size=2)
+        tracker.finish_job(session, ids[0], JobState.FAILED, error={"type": "x"})
+        rows, total = tracker.list_jobs(
+            session, kind="batch_score", page=1, page_size=2
+        )
         assert total == 5 and [r.id for r in rows] == ids[::-1][:2]
-        rows, total = jobs.list_jobs(session, state="failed")
+        rows, total = tracker.list_jobs(session, state="failed")
         assert total == 1 and rows[0].id == ids[0]
 
 
@@ -173,10 +177,10 @@ def test_a_running_job_whose_heartbeat_stopped_is_requeued(session_factory):
     fresh = _create(session_factory, kind="batch_score")
     with session_scope(session_factory) as session:
         for ident, age in ((job_id, 120), (fresh, 5)):
-            job = jobs.start_job(session, ident, "t1")
+            job = tracker.start_job(session, ident, "t1")
             job.heartbeat_at = utcnow() - timedelta(seconds=age)
     published = []
-    requeued = jobs.requeue_stalled_jobs(
+    requeued = tracker.requeue_stalled_jobs(
         session_factory, 60, lambda job: published.append(job.id) or "t2"
     )
     assert requeued == [job_id] and published == [job_id]
@@ -184,7 +188,7 @@ def test_a_running_job_whose_heartbeat_stopped_is_requeued(session_factory):
         job = session.get(Job, job_id)
         assert (job.state, job.task_id, job.attempts) == ("queued", "t2", 1)
         assert session.get(Job, fresh).state == "running"
-    result = jobs.run_job(session_factory, job_id, "t2", lambda j, p: {"ok": True})
+    result = tracker.run_job(session_factory, job_id, "t2", lambda j, p: {"ok": True})
     assert result == {"ok": True}
     with session_scope(session_factory) as session:
         assert session.get(Job, job_id).attempts == 2
@@ -202,7 +206,7 @@ def test_a_long_job_keeps_beating_while_it_works(session_factory):
             beats.append(session.get(Job, job_id).heartbeat_at)
         return {}
 
-    jobs.run_job(session_factory, job_id, "t", slow, heartbeat_seconds=0.1)
+    tracker.run_job(session_factory, job_id, "t", slow, heartbeat_seconds=0.1)
     with session_scope(session_factory) as session:
         started = session.get(Job, job_id).started_at
     assert beats[0] > started  # updated during the work, without any progress call
@@ -227,13 +231,13 @@ def test_of_two_deliveries_of_one_job_only_one_runs_it(session_factory):
         return {"rows": 1}
 
     owner = threading.Thread(
-        target=jobs.run_job,
+        target=tracker.run_job,
         args=(session_factory, job_id, "t1", work),
         kwargs={"worker": "celery@a"},
     )
     owner.start()
     assert started.wait(10)
-    second = jobs.run_job(session_factory, job_id, "t1", work, worker="celery@b")
+    second = tracker.run_job(session_factory, job_id, "t1", work, worker="celery@b")
     release.set()
     owner.join(10)
     assert second is None and runs == ["celery@a"]
@@ -244,9 +248,9 @@ def test_of_two_deliveries_of_one_job_only_one_runs_it(session_factory):
     # A running job whose owner stopped beating is claimed by the next delivery.
     stalled = _create(session_factory, kind="batch_score")
     with session_scope(session_factory) as session:
-        jobs.start_job(session, stalled, "t2", worker="celery@a")
+        tracker.start_job(session, stalled, "t2", worker="celery@a")
         session.get(Job, stalled).heartbeat_at = utcnow() - timedelta(seconds=120)
-    result = jobs.run_job(
+    result = tracker.run_job(
         session_factory, stalled, "t2", work, worker="celery@b", stall_seconds=60
     )
     assert result == {"rows": 1}
@@ -260,13 +264,15 @@ def test_a_task_for_a_missing_job_or_another_kind_runs_nothing(session_factory):
     job_id = _create(session_factory, kind="batch_score")
     ran = []
     work = lambda job, progress: ran.append(job.id) or {}  # noqa: E731
-    assert jobs.run_job(session_factory, job_id, "t", work, kind="demo_reset") is None
-    assert jobs.run_job(session_factory, 9999, "t", work, kind="batch_score") is None
+    assert (
+        tracker.run_job(session_factory, job_id, "t", work, kind="demo_reset") is None
+    )
+    assert tracker.run_job(session_factory, 9999, "t", work, kind="batch_score") is None
     assert ran == []
     with session_scope(session_factory) as session:
         job = session.get(Job, job_id)
         assert (job.state, job.attempts) == ("queued", 0)
-    assert jobs.run_job(session_factory, job_id, "t", work, kind="batch_score") == {}
+    assert tracker.run_job(session_factory, job_id, "t", work, kind="batch_score") == {}
     assert ran == [job_id]
 
 
@@ -281,18 +287,18 @@ def test_a_job_queued_long_after_its_publication_is_published_again(session_fact
     with session_scope(session_factory) as session:
         for ident, age in ((lost, 900), (recent, 30), (cancelled, 900)):
             session.get(Job, ident).published_at = utcnow() - timedelta(seconds=age)
-        jobs.request_cancel(session, cancelled)
+        tracker.request_cancel(session, cancelled)
     published = []
-    again = jobs.republish_lost_jobs(
+    again = tracker.republish_lost_jobs(
         session_factory, 600, lambda job: published.append(job.id) or "t-new"
     )
     assert again == [lost] and published == [lost]
-    assert jobs.republish_lost_jobs(session_factory, 600, lambda job: "x") == []
+    assert tracker.republish_lost_jobs(session_factory, 600, lambda job: "x") == []
     with session_scope(session_factory) as session:
         assert session.get(Job, lost).task_id == "t-new"
     # The old message, if it was only slow, and the new one: the job runs once.
     runs = []
     for task in ("t-old", "t-new"):
-        jobs.run_job(session_factory, lost, task, lambda j, p: runs.append(1) or {},
+        tracker.run_job(session_factory, lost, task, lambda j, p: runs.append(1) or {},
                      kind="batch_score")  # fmt: skip
     assert runs == [1]

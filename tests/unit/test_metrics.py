@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from common.clock import utcnow
-from common.metrics import (
+from common.monitoring.metrics import (
     compute_window_metrics,
     metric_history,
     record_snapshot,

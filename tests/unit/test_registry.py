@@ -11,10 +11,10 @@ from fsspec.core import url_to_fs
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from common import registry
-from common.artifacts import artifact_url
 from common.config import Settings
 from common.errors import ArtifactError, ConflictError, ModelNotFoundError
+from common.models import registry
+from common.models.artifacts import artifact_url
 from common.storage.tables import AuditEvent, ModelVersion
 from tests.factories import make_job, register_version, train_result
 

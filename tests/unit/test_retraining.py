@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from common import jobs, registry, synthetic
 from common.clock import to_iso, utcnow
-from common.drift import check_drift
+from common.data import synthetic
 from common.errors import InvalidInputError, UnprocessableDataError
-from common.retraining import check_retrain_params, run_retrain
+from common.jobs import tracker
+from common.jobs.retraining import check_retrain_params, run_retrain
+from common.models import registry
+from common.monitoring.drift import check_drift
 from common.storage.db import session_scope
 from common.storage.tables import AuditEvent, FeedbackLabel, Job, PredictionLog
 from tests.conftest import train_champion
@@ -27,9 +29,9 @@ def with_champion(session_factory, db_settings):
 
 def _run(session_factory, settings, **params):
     with session_scope(session_factory) as session:
-        job_id = jobs.create_job(session, "retrain", params, "test").id
+        job_id = tracker.create_job(session, "retrain", params, "test").id
     seen = []
-    result = jobs.run_job(
+    result = tracker.run_job(
         session_factory, job_id, "task",
         lambda job, progress: run_retrain(
             session_factory, settings, job,

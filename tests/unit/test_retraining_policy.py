@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from common import jobs, registry, retraining_policy
 from common.clock import to_iso, utcnow
+from common.jobs import tracker
+from common.models import registry
+from common.monitoring import retraining_policy
 from common.storage.db import session_scope
 from common.storage.tables import DriftReport, FeedbackLabel, Job, PredictionLog
 from tests.conftest import train_champion
@@ -99,7 +101,7 @@ def test_drift_in_k_of_n_checks_starts_one_retrain_with_evidence(
             retraining_policy.apply_policy(session, champion, _published(queue)) is None
         )
         assert _state(session, champion)["decision"] == "busy"
-        jobs.finish_job(session, job.id, jobs.JobState.SUCCEEDED, result={})
+        tracker.finish_job(session, job.id, tracker.JobState.SUCCEEDED, result={})
         assert (
             retraining_policy.apply_policy(session, champion, _published(queue)) is None
         )
@@ -131,12 +133,12 @@ def test_a_retrain_that_did_not_fix_it_is_retried_after_a_doubling_backoff(
         _labelled(session, settings, 30, 3)
         first = retraining_policy.apply_policy(session, settings, _published(queue))
         assert _state(session, settings)["decision"] == "retrain"
-        jobs.finish_job(session, first.id, jobs.JobState.SUCCEEDED,
+        tracker.finish_job(session, first.id, tracker.JobState.SUCCEEDED,
                         result={"outcome": "rejected"})  # fmt: skip
         _age(session, first.id, minutes=1.5)  # past the first backoff (1 min)
         second = retraining_policy.apply_policy(session, settings, _published(queue))
         assert second is not None
-        jobs.finish_job(session, second.id, jobs.JobState.FAILED)
+        tracker.finish_job(session, second.id, tracker.JobState.FAILED)
         _age(session, second.id, minutes=1.5)  # the second backoff is 2 min
         assert retraining_policy.apply_policy(session, settings, _published([])) is None
         state = _state(session, settings)
@@ -157,7 +159,7 @@ def test_once_a_retrain_fixed_it_the_next_problem_waits_the_full_cooldown(
     with session_scope(session_factory) as session:
         _labelled(session, settings, 30, 3)
         job = retraining_policy.apply_policy(session, settings, _published([]))
-        jobs.finish_job(session, job.id, jobs.JobState.SUCCEEDED, result={})
+        tracker.finish_job(session, job.id, tracker.JobState.SUCCEEDED, result={})
         _age(session, job.id, minutes=5)
         train_champion(session, settings, reason="retrained")  # a good champion
         _labelled(session, settings, 30, 30)
@@ -207,7 +209,7 @@ def test_the_state_says_what_the_rules_wait_for(session_factory, champion):
 
 
 def test_the_accuracy_change_point_finds_the_fall_not_the_noise():
-    from common.accuracy_change import change_point
+    from common.monitoring.accuracy_change import change_point
 
     rng = np.random.default_rng(3)
     before = rng.random(600) < 0.8

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from common import jobs, scoring, synthetic
+from common.data import synthetic
 from common.errors import ConflictError, NotFoundError
+from common.jobs import scoring, tracker
 from common.storage.db import session_scope
 from common.storage.tables import Job
 from tests.conftest import train_champion
@@ -28,9 +29,9 @@ def _write(settings, name, frame):
 
 def _score(session_factory, settings, name):
     with session_scope(session_factory) as session:
-        job_id = jobs.create_job(session, "batch_score", {"source": name}, "t").id
+        job_id = tracker.create_job(session, "batch_score", {"source": name}, "t").id
     stages = []
-    jobs.run_job(
+    tracker.run_job(
         session_factory,
         job_id,
         "t",
@@ -148,10 +149,12 @@ def test_result_file_is_served_only_for_a_succeeded_scoring_job(
     job, _ = _score(session_factory, champion_settings, "ok.csv")
     assert scoring.get_result_file(champion_settings, job).is_file()
     with session_scope(session_factory) as session:
-        queued = jobs.create_job(session, "batch_score", {"source": "ok.csv"}, "t")
+        queued = tracker.create_job(session, "batch_score", {"source": "ok.csv"}, "t")
         with pytest.raises(NotFoundError, match="not ready"):
             scoring.get_result_file(champion_settings, queued)
-        failed = jobs.finish_job(session, queued.id, jobs.JobState.FAILED, error={})
+        failed = tracker.finish_job(
+            session, queued.id, tracker.JobState.FAILED, error={}
+        )
         with pytest.raises(ConflictError):
             scoring.get_result_file(champion_settings, failed)
 

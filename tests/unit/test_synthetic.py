@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import synthetic
+from common.data import synthetic
 from common.errors import InvalidInputError
-from common.training import ModelTrainer
+from common.models.training import ModelTrainer
 
 
 def test_same_seed_same_bytes(tmp_path):

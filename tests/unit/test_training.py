@@ -5,8 +5,8 @@ import pytest
 
 from common.config import MODEL_TYPES
 from common.errors import InvalidInputError, UnprocessableDataError
-from common.schemas import ModelMetadata, PerformanceMetrics, PredictionLog
-from common.training import ModelTrainer
+from common.models.schemas import ModelMetadata, PerformanceMetrics, PredictionLog
+from common.models.training import ModelTrainer
 from tests.factories import train_result
 
 

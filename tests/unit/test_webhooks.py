@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from common import webhooks
+from common.monitoring import webhooks
 from common.storage.db import session_scope
 from common.storage.tables import Alert, AlertDelivery
 from services.launcher import free_port

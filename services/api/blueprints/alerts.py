@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from common import alerts
 from common.errors import InvalidInputError
+from common.monitoring import alerts
 from services.api.auth import require_api_key
 from services.api.database import get_session
 

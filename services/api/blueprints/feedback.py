@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
-from common import feedback
+from common.monitoring import feedback
 from services.api.auth import require_predict_key
 from services.api.database import get_session
 from services.api.requests import parse_body

@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, send_file
 
-from common import jobs, registry, scoring
 from common.errors import InvalidInputError
+from common.jobs import scoring, tracker
+from common.models import registry
 from services.api import schemas
 from services.api.auth import require_api_key
 from services.api.database import get_session
@@ -38,14 +39,14 @@ def list_jobs() -> dict[str, Any]:
     """Jobs newest first; filter by `kind` and `state`, page with `page`/`page_size`."""
     settings = current_app.extensions["settings"]
     state = request.args.get("state")
-    if state and state not in {s.value for s in jobs.JobState}:
+    if state and state not in {s.value for s in tracker.JobState}:
         raise InvalidInputError(f"unknown state {state[:50]!r}",
                                 problems=[{"field": "state", "code": "enum",
                                            "message": "queued, running, succeeded, "
                                            "failed or cancelled"}])  # fmt: skip
     page = _positive_int("page", 1, 10**6)
     size = _positive_int("page_size", settings.jobs_page_size, MAX_PAGE_SIZE)
-    rows, total = jobs.list_jobs(
+    rows, total = tracker.list_jobs(
         get_session(), kind=request.args.get("kind"), state=state, page=page,
         page_size=size,
     )  # fmt: skip
@@ -69,7 +70,7 @@ def batch_score() -> tuple[dict[str, Any], int, dict[str, str]]:
 def job_result(job_id: int) -> Response:
     """The scored CSV of a finished batch-scoring job: the user's rows, so always
     behind the key (job ids are sequential: anyone could count through them)."""
-    job = jobs.get_job(get_session(), job_id)
+    job = tracker.get_job(get_session(), job_id)
     path = scoring.get_result_file(current_app.extensions["settings"], job)
     return send_file(path, mimetype="text/csv", as_attachment=True,
                      download_name=f"job-{job_id}-scores.csv")  # fmt: skip
@@ -78,7 +79,7 @@ def job_result(job_id: int) -> Response:
 @bp.get("/jobs/<int(max=2147483647):job_id>")
 def get_job(job_id: int) -> dict[str, Any]:
     """One job with its progress, stage, result or error."""
-    return schemas.job_out(jobs.get_job(get_session(), job_id), _flower())
+    return schemas.job_out(tracker.get_job(get_session(), job_id), _flower())
 
 
 @bp.post("/jobs/<int(max=2147483647):job_id>/cancel")
@@ -86,6 +87,6 @@ def get_job(job_id: int) -> dict[str, Any]:
 def cancel_job(job_id: int) -> dict[str, Any]:
     """Cancel a queued job now; a running one stops at its next stage."""
     session = get_session()
-    job = jobs.request_cancel(session, job_id)
+    job = tracker.request_cancel(session, job_id)
     session.commit()
     return schemas.job_out(job, _flower())

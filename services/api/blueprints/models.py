@@ -8,9 +8,10 @@ from typing import Any
 from flask import Blueprint, current_app
 from sqlalchemy.orm import Session
 
-from common import alerts, registry
 from common.errors import ArtifactError
-from common.retraining import check_retrain_params
+from common.jobs.retraining import check_retrain_params
+from common.models import registry
+from common.monitoring import alerts
 from common.storage.tables import Champion
 from services.api import schemas
 from services.api.auth import require_api_key

@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from common import drift_checks, metrics, registry, retraining_policy
 from common.errors import InvalidInputError
+from common.models import registry
+from common.monitoring import drift_checks, metrics, retraining_policy
 from services.api import prometheus
 from services.api.database import get_session, get_session_factory
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from celery import Task
 
-from common import demo, jobs
+from common import demo
 from common import task_names as names
 from common.errors import DependencyError
+from common.jobs import tracker
 from services.worker.celery_app import app, settings
 from services.worker.database import session_factory
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 )  # fmt: skip
 def reset_demo(self: Task, job_id: int) -> dict[str, Any] | None:
     """Clear the demo data and serve a fresh demo model. A done job is a no-op."""
-    return jobs.run_job(
+    return tracker.run_job(
         session_factory(settings), job_id, self.request.id,
         lambda job, progress: demo.reset_demo(session_factory(settings), settings, job,
                                               progress),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from common import jobs, scoring
 from common import task_names as names
+from common.jobs import scoring, tracker
 from common.queue import TASK_OF_KIND, enqueue
 from common.storage.tables import Job
 from services.worker.celery_app import app, settings
@@ -24,8 +24,8 @@ def requeue_stalled_jobs() -> list[int]:
         return enqueue(app, TASK_OF_KIND[job.kind], job.id)
 
     factory = session_factory(settings)
-    stalled = jobs.requeue_stalled_jobs(factory, settings.job_stall_seconds, publish)
-    lost = jobs.republish_lost_jobs(factory, settings.job_republish_seconds, publish)
+    stalled = tracker.requeue_stalled_jobs(factory, settings.job_stall_seconds, publish)
+    lost = tracker.republish_lost_jobs(factory, settings.job_republish_seconds, publish)
     return stalled + lost
 
 

@@ -6,15 +6,9 @@ import logging
 
 from celery import Task
 
-from common import (
-    alerts,
-    drift_checks,
-    metrics,
-    registry,
-    retraining_policy,
-    webhooks,
-)
 from common import task_names as names
+from common.models import registry
+from common.monitoring import alerts, drift_checks, metrics, retraining_policy, webhooks
 from common.queue import enqueue
 from common.storage.db import session_scope
 from services.worker.celery_app import app, settings

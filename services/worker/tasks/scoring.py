@@ -8,9 +8,9 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from common import jobs, scoring
 from common import task_names as names
 from common.errors import DependencyError
+from common.jobs import scoring, tracker
 from services.worker.celery_app import app, settings
 from services.worker.database import session_factory
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def batch_score(self: Task, job_id: int) -> dict[str, Any] | None:
     """Score one job's CSV. A second delivery is harmless: only one claims it."""
     log.info("batch score start job_id=%s retry=%s", job_id, self.request.retries)
-    return jobs.run_job(
+    return tracker.run_job(
         session_factory(settings), job_id, self.request.id,
         lambda job, progress: scoring.run_batch_score(
             session_factory(settings), settings, job, progress

@@ -8,9 +8,9 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from common import jobs, retraining
 from common import task_names as names
 from common.errors import DependencyError
+from common.jobs import retraining, tracker
 from services.worker.celery_app import app, settings
 from services.worker.database import session_factory
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def retrain_model(self: Task, job_id: int) -> dict[str, Any] | None:
     """Run one retraining job. A second delivery is harmless: only one claims it."""
     log.info("retrain start job_id=%s retry=%s", job_id, self.request.retries)
-    return jobs.run_job(
+    return tracker.run_job(
         session_factory(settings), job_id, self.request.id,
         lambda job, progress: retraining.run_retrain(
             session_factory(settings), settings, job, progress

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.clock import utcnow
 from common.errors import AppError, ConflictError, DependencyError, JobNotFoundError
-from common.progress import ProgressCallback
+from common.jobs.progress import ProgressCallback
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import Job

@@ -10,11 +10,11 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common import registry
 from common.clock import to_iso
 from common.config import Settings
-from common.drift import check_drift
 from common.errors import NotFoundError
+from common.models import registry
+from common.monitoring.drift import check_drift
 from common.storage.tables import DriftReport, PredictionLog
 
 log = logging.getLogger(__name__)

@@ -21,17 +21,17 @@ import pandas as pd
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common import registry
 from common.clock import from_iso, to_iso, utcnow
 from common.config import Settings
-from common.datasets import BUILTIN, load_dataset, resolve_data_file
+from common.data.datasets import BUILTIN, load_dataset, resolve_data_file
 from common.errors import InvalidInputError, UnprocessableDataError
-from common.evaluation import ModelEvaluator
-from common.progress import ProgressCallback
+from common.jobs.progress import ProgressCallback
+from common.models import registry
+from common.models.evaluation import ModelEvaluator
+from common.models.training import ModelTrainer, build_estimator
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import FeedbackLabel, Job, ModelVersion, PredictionLog
-from common.training import ModelTrainer, build_estimator
 
 log = logging.getLogger(__name__)
 

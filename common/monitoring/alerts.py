@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from common.alert_rules import AlertRule
 from common.clock import from_iso, to_iso, utcnow
 from common.errors import ConflictError, NotFoundError
-from common.metrics import compute_window_metrics
+from common.monitoring.alert_rules import AlertRule
+from common.monitoring.metrics import compute_window_metrics
 from common.storage import repositories as repo
 from common.storage.tables import Alert, AlertDelivery, DriftReport, ModelVersion
 

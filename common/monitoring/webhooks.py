@@ -14,9 +14,9 @@ import urllib.request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from common.alerts import alert_out
 from common.config import Settings
 from common.errors import NotFoundError
+from common.monitoring.alerts import alert_out
 from common.storage.tables import Alert, AlertDelivery
 
 log = logging.getLogger(__name__)

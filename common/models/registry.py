@@ -14,13 +14,6 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from common.artifacts import (
-    artifact_url,
-    read_artifact,
-    remove_artifact,
-    verified_bytes,
-    write_artifact,
-)
 from common.clock import utcnow
 from common.config import Settings
 from common.errors import (
@@ -29,10 +22,17 @@ from common.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
 )
-from common.schemas import FeatureSpec
+from common.models.artifacts import (
+    artifact_url,
+    read_artifact,
+    remove_artifact,
+    verified_bytes,
+    write_artifact,
+)
+from common.models.schemas import FeatureSpec
+from common.models.training import ModelResult
 from common.storage import repositories as repo
 from common.storage.tables import Champion, ChampionHistory, ModelVersion
-from common.training import ModelResult
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.schemas import FeatureSpec
+from common.models.schemas import FeatureSpec
 
 PLAUSIBLE_FACTOR = 1e12  # times the largest magnitude seen in training
 

@@ -21,7 +21,6 @@ import pyarrow as pa
 from pyarrow import csv as pa_csv
 from sqlalchemy.orm import Session, sessionmaker
 
-from common import registry
 from common.config import Settings
 from common.errors import (
     ConflictError,
@@ -29,11 +28,12 @@ from common.errors import (
     NotFoundError,
     UnprocessableDataError,
 )
-from common.progress import ProgressCallback
-from common.schemas import FeatureSpec
+from common.jobs.progress import ProgressCallback
+from common.models import registry
+from common.models.schemas import FeatureSpec
+from common.models.validation import largest_plausible
 from common.storage.db import session_scope
 from common.storage.tables import Job
-from common.validation import largest_plausible
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.evaluation import to_plain
+from common.models.evaluation import to_plain
 
 
 @dataclass(frozen=True)

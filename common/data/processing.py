@@ -22,7 +22,7 @@ from common.errors import (
     InvalidInputError,
     UnprocessableDataError,
 )
-from common.schemas import FeatureSpec
+from common.models.schemas import FeatureSpec
 
 log = logging.getLogger(__name__)
 

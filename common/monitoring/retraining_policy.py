@@ -27,12 +27,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from common import jobs, registry
-from common.accuracy_change import find_accuracy_drop
 from common.clock import as_utc, from_iso, to_iso, utcnow
 from common.config import Settings
-from common.metrics import compute_window_metrics
-from common.retraining import count_labelled_since
+from common.jobs import tracker
+from common.jobs.retraining import count_labelled_since
+from common.models import registry
+from common.monitoring.accuracy_change import find_accuracy_drop
+from common.monitoring.metrics import compute_window_metrics
 from common.storage.tables import DriftReport, Job, RetrainingState
 
 log = logging.getLogger(__name__)
@@ -227,9 +228,9 @@ def start_retrain(
     if trigger.get("since"):  # drift or accuracy: train on the new world only
         params["since"] = trigger["since"]
     try:
-        job = jobs.submit_job(session, "retrain", params,
+        job = tracker.submit_job(session, "retrain", params,
                               AUTO_PREFIX + trigger["summary"], enqueue)  # fmt: skip
-    except jobs.JobConflictError:
+    except tracker.JobConflictError:
         session.rollback()
         return None
     log.info("automatic retrain job=%d: %s", job.id, trigger["summary"])
@@ -243,7 +244,7 @@ def apply_policy(
     the decision either way."""
     now = utcnow()
     state = _state(session, settings)
-    active = jobs.find_active(session, "retrain")
+    active = tracker.find_active(session, "retrain")
     if active is not None:
         _decide(state, "busy", f"retrain job {active.id} is {active.state}", None)
         return None

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from common.clock import as_utc, to_iso, utcnow
-from common.evaluation import ModelEvaluator
+from common.models.evaluation import ModelEvaluator
 from common.storage.tables import (
     Alert,
     AuditEvent,

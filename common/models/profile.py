@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.schemas import FeatureSpec
+from common.models.schemas import FeatureSpec
 
 PROFILE_FORMAT = 1
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from common import registry
 from common.config import Settings
-from common.datasets import Dataset
-from common.progress import ProgressCallback, ignore_progress
+from common.data.datasets import Dataset
+from common.jobs.progress import ProgressCallback, ignore_progress
+from common.models import registry
+from common.models.training import ModelResult, ModelTrainer
 from common.storage.tables import ModelVersion
-from common.training import ModelResult, ModelTrainer
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 from sklearn import datasets as sk_datasets
 
-from common import synthetic
 from common.config import Settings
-from common.data import READERS, DataProcessor
+from common.data import synthetic
+from common.data.processing import READERS, DataProcessor
 from common.errors import DatasetNotFoundError, InvalidInputError
 
 

@@ -17,12 +17,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 from common.config import MODEL_TYPES, Settings
-from common.data import DataProcessor, coerce_features, fingerprint_data
+from common.data.processing import DataProcessor, coerce_features, fingerprint_data
 from common.errors import InvalidInputError
-from common.evaluation import EvaluationReport, ModelEvaluator, to_plain
-from common.profile import build_reference_profile
-from common.progress import ProgressCallback, ignore_progress
-from common.schemas import FeatureSpec
+from common.jobs.progress import ProgressCallback, ignore_progress
+from common.models.evaluation import EvaluationReport, ModelEvaluator, to_plain
+from common.models.profile import build_reference_profile
+from common.models.schemas import FeatureSpec
 
 log = logging.getLogger(__name__)
 

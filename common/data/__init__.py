@@ -1,0 +1,1 @@
+"""Data: loading and validating frames, named datasets, synthetic data."""

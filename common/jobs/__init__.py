@@ -1,0 +1,1 @@
+"""Jobs: the job tracker and the long work it runs (retraining, batch scoring)."""

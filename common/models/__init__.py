@@ -1,0 +1,1 @@
+"""Models: registering, storing, training, evaluating and serving versions."""

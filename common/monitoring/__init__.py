@@ -1,0 +1,1 @@
+"""Monitoring: live metrics, drift, alerts and the retraining policy."""
