@@ -1,8 +1,9 @@
 """`modelops up` as a supervisor: each child SIGKILLed under prediction traffic is
 restarted and counted, predictions go on while a worker, beat, Flower or Redis
 restarts, a job the dead worker held completes once, a child that keeps crashing is
-given up on while the rest run, and losing the API for good stops the system with
-the reason. Started the way `make run` starts it: a relative home."""
+given up on while the rest run, and losing Redis for good stops the system with the
+reason (the API is essential the same way: tests/unit/test_launcher.py). Started the
+way `make run` starts it: a relative home."""
 
 from __future__ import annotations
 
@@ -213,7 +214,7 @@ def test_each_child_killed_under_load_is_restarted_and_predictions_go_on(
            seconds_api_down=round(api_down, 1), jobs_completed_once=1)  # fmt: skip
 
 
-def test_a_crashing_child_is_given_up_and_losing_the_api_stops_everything(
+def test_a_crashing_child_is_given_up_and_losing_redis_stops_everything(
     system: System,
 ):
     for crash in range(1, 6):  # Flower, five times within five minutes
@@ -228,15 +229,15 @@ def test_a_crashing_child_is_given_up_and_losing_the_api_stops_everything(
     assert http("GET", f"{system.url}/readyz")[0] == 200  # the rest keep running
     log = system.output.read_text()
     assert log.count("giving up on flower") == 1
-    for crash in range(1, 6):  # now the API, for good
-        system.wait("the API running", lambda: system.processes()["api"]["state"]
+    for crash in range(1, 6):  # now Redis, for good (the API is as essential)
+        system.wait("Redis running", lambda: system.processes()["redis"]["state"]
                     == "running", 60)  # fmt: skip
-        system.kill("api")
+        system.kill("redis")
         if crash < 5:
-            system.wait("the API back", system.restarted("api", crash), 60)
+            system.wait("Redis back", system.restarted("redis", crash), 60)
     assert system.process.wait(120) == 1
     log = system.output.read_text()
-    assert "ModelOps cannot run without its api. Stopping." in log
+    assert "ModelOps cannot run without its redis. Stopping." in log
     assert log.rstrip().endswith("stopped")
 
 
