@@ -146,6 +146,14 @@ def test_each_child_killed_under_load_is_restarted_and_predictions_go_on(
     frame = synthetic.generate("baseline", ROWS, 3).drop(columns="churned")
     frame.insert(0, "row_id", range(ROWS))
     frame.to_csv(data / "big.csv", index=False)
+    essential = {name: p["essential"] for name, p in system.processes().items()}
+    assert essential == {
+        "redis": True,
+        "api": True,
+        "worker": False,
+        "beat": False,
+        "flower": False,
+    }  # losing these two for good stops it all
     load = Load(system.url)
     thread = threading.Thread(target=load.run, daemon=True)
     thread.start()
