@@ -40,6 +40,33 @@ def train_champion(
     ).version
 
 
+# The files that take longest, longest first (measured in CI, each a minute or more).
+# pytest-xdist hands whole files to its workers in collection order: started first,
+# they run beside the many short files instead of finishing alone at the end.
+LONGEST_FIRST = (
+    "tests/faults/test_contention.py",
+    "tests/e2e/test_readme_loop.py",
+    "tests/browser/test_dashboard.py",
+    "tests/e2e/test_supervisor.py",
+    "tests/e2e/test_closed_loop.py",
+    "tests/faults/test_database_trouble.py",
+    "tests/faults/test_worker_killed.py",
+    "tests/faults/test_redis_restart.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the files longest first; the tests inside a file keep their order."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return (
+            LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+        )
+
+    items.sort(key=rank)  # a stable sort: everything else keeps its order
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(home=str(tmp_path / "home"), demo_rows=600, profile_sample_size=200)

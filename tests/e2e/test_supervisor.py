@@ -111,8 +111,8 @@ def system(tmp_path: Path) -> Iterator[System]:
     running = System(process, f"http://127.0.0.1:{api_port}", tmp_path / "var", output)
     children: list[psutil.Process] = []
     try:
-        running.wait("the system", lambda: http("GET", f"{running.url}/readyz",
-                                                timeout=2)[0] == 200, 120)  # fmt: skip
+        # Started: every child up (Flower last), not only the API answering.
+        running.wait("the system", lambda: "ModelOps is up" in output.read_text(), 120)
         children = psutil.Process(process.pid).children(recursive=True)
         yield running
     finally:
