@@ -24,6 +24,7 @@ from common.monitoring.alert_rules import (
 ENV_PREFIX = "MODELOPS_"
 MODEL_TYPES = ("logistic_regression", "random_forest", "hist_gradient_boosting")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEMO_MODES = ("auto", "on", "off")
 
 
 def _doc(text: str, default: Any) -> Any:
@@ -97,6 +98,14 @@ class Settings:
     )
     profile_sample_size: int = _doc(
         "Rows kept per numeric feature in the reference profile.", 1000
+    )
+    demo: str = _doc(
+        "Demo mode: the /demo routes (reset, traffic scenario) and the dashboard's "
+        "Demo view. `auto` turns it on under `modelops up` (the embedded default) "
+        "and off everywhere else (docker-compose, a gunicorn of your own); `on` or "
+        "`off` decide. A demo reset clears the deployment's predictions, labels and "
+        "versions.",
+        "auto",
     )
     demo_dataset: str = _doc("Dataset the demo model is trained on.", "synthetic")
     demo_model_type: str = _doc("Model type of the demo model.", "random_forest")
@@ -308,6 +317,8 @@ class Settings:
             raise ConfigError(
                 f"{_env('log_level')} must be one of {', '.join(LOG_LEVELS)}"
             )
+        if self.demo not in DEMO_MODES:
+            raise ConfigError(f"{_env('demo')} must be one of {', '.join(DEMO_MODES)}")
         if self.demo_model_type not in MODEL_TYPES:
             raise ConfigError(
                 f"{_env('demo_model_type')} must be one of {', '.join(MODEL_TYPES)}"
@@ -332,6 +343,12 @@ class Settings:
         """Reads need the API key when asked to, or when the API can be reached from
         other machines: the data behind them is the user's."""
         return self.read_auth or not _is_loopback(self.api_host)
+
+    @property
+    def demo_on(self) -> bool:
+        """Demo routes are served. `auto` reaches a process as `on` only through
+        `modelops up`, which resolves it for its children."""
+        return self.demo == "on"
 
     @property
     def is_sqlite(self) -> bool:

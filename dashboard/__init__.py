@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, render_template, send_file
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    render_template,
+    send_file,
+)
 from flask.typing import ResponseReturnValue
 
 from common.data.synthetic import SCENARIOS
@@ -36,6 +43,7 @@ def index() -> Response:
         "index.html",
         charts=VENDOR_FILES["chart.umd.js"].is_file(),
         scenarios=SCENARIOS,
+        demo=current_app.extensions["settings"].demo_on,
     )
     response = Response(page, mimetype="text/html")
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

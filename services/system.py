@@ -114,6 +114,7 @@ def _child_settings(settings: Settings) -> dict[str, Any]:
         "artifact_dir": settings.artifact_dir,
         "data_dir": settings.data_dir,
         "log_level": settings.log_level,
+        "demo": "on" if settings.demo == "auto" else settings.demo,  # embedded default
         "config_file": str(Path(settings.config_file).resolve()),
     }
 

@@ -69,7 +69,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=str(tmp_path / "home"), demo_rows=600, profile_sample_size=200)
+    # demo mode on, as under `modelops up`; a test of it off says so
+    return Settings(home=str(tmp_path / "home"), demo_rows=600, profile_sample_size=200,
+                    demo="on")  # fmt: skip
 
 
 @pytest.fixture(params=INTEGRATION_BACKENDS)

@@ -209,6 +209,8 @@ def build_openapi(
         label["enum"] = sorted({*map(str, classes), *classes}, key=str)
     paths: dict[str, Any] = {}
     for op in OPERATIONS:
+        if "demo" in op.tags and not settings.demo_on:
+            continue  # the demo routes exist only in demo mode
         paths.setdefault(op.path, {})[op.method] = _operation(op, settings)
     return {
         "openapi": "3.1.0",

@@ -116,6 +116,7 @@ def _service_env(settings: Settings) -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
     env["MODELOPS_HOME"] = Path(settings.home).name
+    env["MODELOPS_DEMO"] = "on"  # what `modelops up` hands its children
     if settings.database_url != Settings(home=settings.home).database_url:
         env["MODELOPS_DATABASE_URL"] = settings.database_url  # not the derived one
     return env

@@ -99,3 +99,16 @@ def test_the_probes_need_the_key_when_configured(keyed_app):
         assert client.get(path).status_code == 401, path
         assert client.get(path, headers=AUTH).status_code in (200, 503), path
     assert client.get("/metrics").status_code == 200  # reads stay open on loopback
+
+
+def test_with_demo_mode_off_the_demo_routes_are_404_and_unlisted(keyed_app):
+    client = keyed_app(demo="off")
+    for method, path in (("POST", "/demo/reset"), ("POST", "/demo/drift"),
+                         ("GET", "/demo/scenario")):  # fmt: skip
+        response = client.open(path, method=method, headers=AUTH, json={})
+        assert response.status_code == 404, path
+        assert "MODELOPS_DEMO" in response.json["error"]["message"]
+    assert not [p for p in client.get("/openapi.json").json["paths"] if "/demo" in p]
+    page = client.get("/").data.decode()
+    assert 'id="page-demo"' not in page and 'href="#demo"' not in page
+    assert 'href="#demo"' in keyed_app(demo="on").get("/").data.decode()

@@ -13,7 +13,11 @@ import { askKey, changes, describeError, notice, toast } from "./ui.js";
 
 const POLL_MS = 3000;
 const BUSY_POLL_MS = 1000; // while a job the page shows is queued or running
-const PAGES = { overview, models, jobs, alerts, try: tester, demo };
+// The views this page has: the Demo view only in demo mode (MODELOPS_DEMO).
+const PAGES = Object.fromEntries(
+  Object.entries({ overview, models, jobs, alerts, try: tester, demo })
+    .filter(([name]) => document.getElementById(`page-${name}`)),
+);
 const state = { model: null, seenAlerts: null, oldestShown: null, busy: false };
 
 function currentPage() {

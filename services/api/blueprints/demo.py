@@ -1,12 +1,13 @@
-"""Demo controls."""
+"""Demo controls, served only in demo mode (MODELOPS_DEMO)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
 from common import demo
+from common.errors import NotFoundError
 from services.api.auth import require_api_key
 from services.api.database import get_session
 from services.api.job_submission import submit
@@ -14,6 +15,17 @@ from services.api.requests import parse_body
 from services.api.schemas import DemoDriftRequest
 
 bp = Blueprint("demo", __name__)
+
+
+@bp.before_request
+def _demo_mode_only() -> None:
+    """The demo routes exist only in demo mode: a reset clears the deployment."""
+    if not current_app.extensions["settings"].demo_on:
+        raise NotFoundError(
+            "the demo routes exist only in demo mode (MODELOPS_DEMO=on; `modelops up` "
+            "turns it on by default)",
+            setting="MODELOPS_DEMO",
+        )
 
 
 @bp.post("/demo/reset")
