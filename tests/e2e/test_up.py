@@ -92,7 +92,8 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path, record):
             "synthetic",
         )
         assert model["reason"] == "demo model for an empty registry"
-        assert _get(f"{api}/demo/scenario") == (200, {"scenario": "baseline"})  # demo on
+        demo = _get(f"{api}/demo/scenario")  # demo mode is on under `modelops up`
+        assert demo == (200, {"scenario": "baseline"})
 
         deadline = time.monotonic() + 30  # a drift check every 2 s, as configured
         while not _get(f"{api}/drift/history")[1]["checks"]:
