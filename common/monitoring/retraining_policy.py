@@ -93,11 +93,6 @@ def _no_drift_evidence(session: Session, settings: Settings, champion_id: int) -
     )
 
 
-def find_trigger(session: Session, settings: Settings) -> dict[str, Any] | None:
-    """The reason to retrain now, with its evidence, or None."""
-    return assess(session, settings).trigger
-
-
 def _drift_rule(session: Session, settings: Settings, champion_id: int) -> RuleView:
     """The drift trigger; else what it waits for (a first check, drift seen fewer
     than K times, or too few labels since it began)."""
