@@ -67,17 +67,21 @@ def save_upload(settings: Settings, stream: IO[bytes], limit_bytes: int) -> str:
                 out.write(chunk)
     except UnicodeDecodeError as exc:
         (folder / name).unlink()
-        raise InvalidInputError(
-            f"the upload is not a UTF-8 CSV (it holds the byte "
-            f"0x{exc.object[exc.start]:02x}, which is not UTF-8 text); save it as CSV "
-            "with UTF-8 encoding",
-            field="file",
-        ) from exc
+        raise InvalidInputError(not_utf8("the upload", exc), field="file") from exc
     if size == 0:
         (folder / name).unlink()
         raise InvalidInputError("the uploaded file is empty", field="file")
     log.info("upload saved bytes=%d limit=%d", size, limit_bytes)
     return f"{UPLOADS}/{name}"
+
+
+def not_utf8(what: str, error: UnicodeDecodeError) -> str:
+    """Why a binary file cannot be scored, in the words of its first bad byte."""
+    byte = bytes(error.object[error.start : error.start + 1]).hex()
+    return (
+        f"{what} is not a UTF-8 CSV (it holds the byte 0x{byte}, which is not UTF-8 "
+        "text); save it as CSV with UTF-8 encoding"
+    )
 
 
 def output_path(settings: Settings, job_id: int) -> Path:
@@ -173,11 +177,7 @@ def _chunks(path: Path, rows: int, schema: list[FeatureSpec]) -> Any:
         text = {name: str for name in header if name not in numeric}
         yield from pd.read_csv(path, chunksize=rows, dtype=text, na_values=[""])
     except UnicodeDecodeError as exc:
-        byte = bytes(exc.object[exc.start : exc.start + 1]).hex()
-        raise UnprocessableDataError(
-            f"the file is not a UTF-8 CSV (it holds the byte 0x{byte}, which is not "
-            "UTF-8 text); save it as CSV with UTF-8 encoding"
-        ) from exc
+        raise UnprocessableDataError(not_utf8("the file", exc)) from exc
     except (pd.errors.ParserError, ValueError) as exc:
         raise UnprocessableDataError(f"the file is not a readable CSV: {exc}") from exc
 

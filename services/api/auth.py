@@ -78,16 +78,22 @@ PAGES = frozenset({
     "dashboard.index", "dashboard.vendor", "dashboard.static",
     "docs.docs", "docs.docs_asset", "docs.static",
 })  # fmt: skip
-PROBES = frozenset({"health.livez", "health.readyz", "monitoring.prometheus_metrics"})
+PROBES = frozenset({"/livez", "/readyz", "/metrics/prometheus"})  # by route
 READS = frozenset({"GET", "HEAD"})
+
+
+def read_needs_key(settings: Settings, route: str) -> bool:
+    """Whether a read of `route` needs the key: one rule for the check below and for
+    the OpenAPI document's `security`."""
+    return settings.probes_auth if route in PROBES else settings.reads_need_key
 
 
 def check_read_access() -> None:
     """Before every request: a read needs the key when the settings say reads do.
     Writes are checked by their views' decorators; an unknown path is a 404."""
     settings: Settings = current_app.extensions["settings"]
-    endpoint = request.endpoint
-    if request.method not in READS or endpoint is None or endpoint in PAGES:
+    rule = request.url_rule
+    if request.method not in READS or rule is None or request.endpoint in PAGES:
         return
-    if settings.probes_auth if endpoint in PROBES else settings.reads_need_key:
+    if read_needs_key(settings, rule.rule):
         check_api_key(settings)

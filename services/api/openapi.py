@@ -12,6 +12,7 @@ from common.config import Settings
 from common.models.schemas import FeatureSpec
 from common.models.validation import largest_plausible
 from services.api import schemas as s
+from services.api.auth import read_needs_key
 
 REF = "#/components/schemas/{model}"
 
@@ -231,15 +232,10 @@ def build_openapi(
     }
 
 
-PROBE_PATHS = ("/livez", "/readyz", "/metrics/prometheus")
-
-
 def needs_key(op: Operation, settings: Settings) -> bool:
     """Whether this server refuses the operation without the API key."""
     if op.auth is None:
-        return settings.probes_auth if op.path in PROBE_PATHS else (
-            settings.reads_need_key
-        )  # fmt: skip
+        return read_needs_key(settings, op.path)
     return op.auth == "api_key" or settings.predict_auth
 
 

@@ -46,7 +46,7 @@ async function parse(response) {
 
 const GATEWAY = new Set([502, 504]);
 
-async function call(method, path, { body, form, auth = false, key } = {}) {
+async function call(method, path, { body, form, auth = false, key, raw = false } = {}) {
   const headers = { Accept: "application/json" };
   if (auth && key) headers["X-API-Key"] = key;
   let payload;
@@ -67,6 +67,7 @@ async function call(method, path, { body, form, auth = false, key } = {}) {
     throw new Offline(`the API cannot be reached (HTTP ${response.status})`);
   }
   setOnline(true);
+  if (raw && response.ok) return { data: null, response }; // a file: the caller reads it
   const data = await parse(response);
   if (!response.ok) throw new ApiError(response.status, data);
   return { data, response };
@@ -143,12 +144,12 @@ export async function ensureKey(askKey, refused = false) {
  * A call that needs the API key: asks for it once (then keeps it for the session);
  * a refused key is forgotten and asked for again, once.
  */
-export async function send(method, path, options = {}, askKey) {
+async function keyed(method, path, options, askKey) {
   for (let attempt = 0; attempt < 2; attempt += 1) {
     const key = await ensureKey(askKey, attempt > 0);
     if (!key) throw new ApiError(401, { error: { message: "no API key given" } });
     try {
-      return (await call(method, path, { ...options, auth: true, key })).data;
+      return await call(method, path, { ...options, auth: true, key });
     } catch (error) {
       if (!(error instanceof ApiError) || error.status !== 401 || attempt > 0) throw error;
       forgetKey();
@@ -157,34 +158,22 @@ export async function send(method, path, options = {}, askKey) {
   throw new Error("unreachable");
 }
 
+export async function send(method, path, options = {}, askKey) {
+  return (await keyed(method, path, options, askKey)).data;
+}
+
 /**
  * Download `path` (a file the API keeps behind the key) as `filename`: fetched with
  * the key, then handed to the browser as a local object URL.
  */
 export async function download(path, filename, askKey) {
-  for (let attempt = 0; attempt < 2; attempt += 1) {
-    const key = await ensureKey(askKey, attempt > 0);
-    if (!key) throw new ApiError(401, { error: { message: "no API key given" } });
-    let response;
-    try {
-      response = await fetch(path, { headers: { "X-API-Key": key }, cache: "no-store" });
-    } catch (error) {
-      setOnline(false);
-      throw new Offline(`the API cannot be reached (${error.message})`);
-    }
-    if (response.status === 401 && attempt === 0) {
-      forgetKey();
-      continue;
-    }
-    if (!response.ok) throw new ApiError(response.status, await parse(response));
-    const url = URL.createObjectURL(await response.blob());
-    const link = Object.assign(document.createElement("a"), { href: url, download: filename });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
-    return;
-  }
+  const { response } = await keyed("GET", path, { raw: true }, askKey);
+  const url = URL.createObjectURL(await response.blob());
+  const link = Object.assign(document.createElement("a"), { href: url, download: filename });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 /** POST a file with upload progress (fetch cannot report it). */
