@@ -36,6 +36,7 @@ from common.storage.tables import (
     MetricSnapshot,
     ModelVersion,
     PredictionLog,
+    RetrainingState,
 )
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ CLEARED = (
     FeedbackLabel,
     PredictionLog,
     ChampionHistory,
+    RetrainingState,  # its decisions name jobs and alerts that are gone
 )
 
 

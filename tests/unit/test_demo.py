@@ -16,6 +16,7 @@ from common.storage.tables import (
     Job,
     ModelVersion,
     PredictionLog,
+    RetrainingState,
 )
 from tests.conftest import train_champion
 
@@ -38,6 +39,8 @@ def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_set
         )
         session.add(FeedbackLabel(prediction_id=pid, label="1"))
         session.add(Alert(rule="r", subject="s", severity="warn", message="m"))
+        session.add(RetrainingState(name="default", decision="waiting", reason="job 9",
+                                    details={}))  # fmt: skip
         tracker.create_job(session, "batch_score", {"source": "x.csv"}, "old")
         reset_id = tracker.create_job(session, "demo_reset", {}, "reset").id
     old_files = list(Path(settings.artifact_dir).rglob("*.joblib"))
@@ -56,6 +59,7 @@ def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_set
             return session.scalar(select(func.count()).select_from(table))
 
         assert (count(PredictionLog), count(FeedbackLabel), count(Alert)) == (0, 0, 0)
+        assert count(RetrainingState) == 0  # no decision naming a job that is gone
         assert session.scalars(select(Job.kind)).all() == ["demo_reset"]
         assert count(ModelVersion) == 1
         champion = registry.get_champion(session, settings)
