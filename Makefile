@@ -49,7 +49,8 @@ chromium:
 TEST_WORKERS ?= 2
 
 test: lint chromium
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(BIN)/pytest -m serial
 
 BENCHES := training_time predict batch_score dispatch workers drift
 
