@@ -8,10 +8,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, get_type_hints
 
 from common.errors import ConfigError
@@ -25,9 +27,24 @@ ENV_PREFIX = "MODELOPS_"
 MODEL_TYPES = ("logistic_regression", "random_forest", "hist_gradient_boosting")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEMO_MODES = ("auto", "on", "off")
+# Settings a model may override under `[models.NAME]`: how it is watched, judged,
+# retrained and served; not where the deployment keeps things or how it runs.
+PER_MODEL = (
+    "alert_rules", "test_size", "min_training_rows", "min_class_rows",
+    "max_categories", "profile_bins", "profile_sample_size", "retrain_feedback_days",
+    "gate_f1_tolerance", "metrics_window_minutes", "drift_window_rows",
+    "drift_min_rows", "drift_psi_threshold", "drift_alpha", "drift_share_threshold",
+    "retrain_cron", "retrain_on_drift", "retrain_drift_k", "retrain_drift_n",
+    "retrain_accuracy_floor", "retrain_min_labels", "retrain_recent_rows",
+    "retrain_cooldown_minutes", "retrain_retry_minutes",
+)  # fmt: skip
+MODEL_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+RENAMED = {"MODELOPS_MODEL_NAME": "MODELOPS_DEFAULT_MODEL"}
 
 
 def _doc(text: str, default: Any) -> Any:
+    if default is None:  # a table: empty unless modelops.toml has one
+        return field(default_factory=dict, metadata={"doc": text})
     return field(default=default, metadata={"doc": text})
 
 
@@ -110,7 +127,50 @@ class Settings:
     demo_dataset: str = _doc("Dataset the demo model is trained on.", "synthetic")
     demo_model_type: str = _doc("Model type of the demo model.", "random_forest")
     demo_rows: int = _doc("Rows of synthetic data for the demo model.", 5000)
-    model_name: str = _doc("Registry name of the served model.", "default")
+    default_model: str = _doc(
+        "The model the root routes (/predict, /model/status, /model/retrain, "
+        "/metrics, /drift, ...) act on, and that /readyz waits for.",
+        "default",
+    )
+    demo_model: str = _doc(
+        "The model the demo trains, drives and resets; no other model is touched "
+        "by a demo control.",
+        "default",
+    )
+    models: Mapping[str, Mapping[str, Any]] = _doc(
+        "Per-model overrides: `[models.NAME]` tables in modelops.toml of how a model "
+        "is watched, judged and retrained (docs/models.md lists the keys).",
+        None,
+    )
+    model_cache_mb: int = _doc(
+        "Memory budget of the champions each API process keeps loaded; the least "
+        "recently used one is dropped to make room (a model larger than the budget "
+        "still serves, alone).",
+        1024,
+    )
+    allow_pickle: bool = _doc(
+        "Let `POST /models` register joblib or pickle files (with "
+        "`allow_pickle=true` in the request). Loading one runs any code it holds: "
+        "turn this on only when everyone with the API key may run code on this "
+        "host. `modelops register --allow-pickle` needs no setting.",
+        False,
+    )
+    trusted_types: tuple[str, ...] = _doc(
+        "Types a skops file may hold beyond skops' own trusted set, for every "
+        "registration (comma-separated, e.g. `mylib.MyTransformer`).",
+        (),
+    )
+    register_timeout_seconds: int = _doc(
+        "Longest a registration may take to load and check a model file in its "
+        "own process.",
+        120,
+    )
+    register_memory_mb: int = _doc(
+        "Address-space limit of that process: a model file that needs more is "
+        "refused, not allowed to exhaust the host.",
+        4096,
+    )
+    model_name: str = field(default="", metadata={"internal": True})
     predict_timeout_ms: int = _doc(
         "Time budget of one /predict call; past it the answer is 408.", 2000
     )
@@ -261,8 +321,15 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if not self.model_name:
+            object.__setattr__(self, "model_name", self.default_model)
         self._resolve_paths()
         self._check()
+
+    def for_model(self, name: str) -> Settings:
+        """These settings as they apply to model `name`: its `[models.NAME]`
+        overrides on top, and `model_name` set to it."""
+        return replace(self, model_name=name, **self.models.get(name, {}))
 
     def _resolve_paths(self) -> None:
         """Make every path absolute once, here: `home` against the working directory,
@@ -317,6 +384,9 @@ class Settings:
             raise ConfigError(
                 f"{_env('log_level')} must be one of {', '.join(LOG_LEVELS)}"
             )
+        for name in ("default_model", "demo_model", "model_name"):
+            if not MODEL_NAME_PATTERN.match(getattr(self, name)):
+                raise ConfigError(_bad_model_name(_env(name), getattr(self, name)))
         if self.demo not in DEMO_MODES:
             raise ConfigError(f"{_env('demo')} must be one of {', '.join(DEMO_MODES)}")
         if self.demo_model_type not in MODEL_TYPES:
@@ -394,11 +464,17 @@ _POSITIVE = (
     "drift_window_rows",
     "retrain_drift_k", "retrain_drift_n", "retrain_min_labels", "retrain_retry_minutes",
     "retrain_recent_rows",
-    "alert_webhook_attempts",
+    "alert_webhook_attempts", "model_cache_mb", "register_timeout_seconds",
+    "register_memory_mb",
 )  # fmt: skip
 
 
-TOML_ONLY = ("alert_rules",)  # structured settings: tables in modelops.toml only
+TOML_ONLY = ("alert_rules", "models")  # tables: from modelops.toml only
+
+
+def _bad_model_name(where: str, name: object) -> str:
+    return (f"{where}: {name!r} is not a model name (a lower-case letter, then up "
+            "to 62 lower-case letters, digits, '_' or '-')")  # fmt: skip
 
 
 def _is_loopback(host: str) -> bool:
@@ -431,7 +507,9 @@ def _types() -> dict[str, type]:
 
 def _field_name(key: str) -> str:
     name = key.removeprefix(ENV_PREFIX).lower()
-    if name not in _types():
+    if key in RENAMED:
+        raise ConfigError(f"{key} is now {RENAMED[key]}", key=key)
+    if name not in _types() or name in _INTERNAL:
         raise ConfigError(f"unknown setting {key}", key=key)
     return name
 
@@ -448,6 +526,8 @@ def _parse_env(key: str, name: str, raw: str) -> Any:
         if lowered in ("0", "false", "no", "off", ""):
             return False
         raise ConfigError(f"{key} must be true or false, got {raw!r}", key=key)
+    if kind == tuple[str, ...]:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     if kind in (int, float):
         try:
             return kind(raw)
@@ -470,13 +550,48 @@ def _read_toml(path: Path) -> dict[str, Any]:
     types = _types()
     values: dict[str, Any] = {}
     for name, value in data.items():
-        if name not in types:
+        if name not in types or name in _INTERNAL:
             raise ConfigError(f"unknown setting {name!r} in {path}", file=str(path))
-        if name in TOML_ONLY:
-            values[name] = parse_alert_rules(value, str(path))
-            continue
-        values[name] = _check_toml_type(path, name, value, types[name])
+        values[name] = _toml_value(path, name, value, types[name])
     return values
+
+
+def _toml_value(path: Path, name: str, value: Any, kind: Any) -> Any:
+    if name == "alert_rules":
+        return parse_alert_rules(value, str(path))
+    if name == "models":
+        return _model_overrides(path, value)
+    if kind == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"setting {name!r} in {path} must be a list of strings",
+                              file=str(path))  # fmt: skip
+        return tuple(value)
+    return _check_toml_type(path, name, value, kind)
+
+
+def _model_overrides(path: Path, tables: Any) -> Mapping[str, Mapping[str, Any]]:
+    """`[models.NAME]` tables: known names, per-model keys only, each type checked."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"models in {path} must be tables [models.NAME]",
+                          file=str(path))  # fmt: skip
+    types = _types()
+    overrides: dict[str, Mapping[str, Any]] = {}
+    for model, table in tables.items():
+        if not MODEL_NAME_PATTERN.match(model) or not isinstance(table, dict):
+            raise ConfigError(_bad_model_name(f"[models.{model}] in {path}", model),
+                              file=str(path))  # fmt: skip
+        refused = sorted(set(table) - set(PER_MODEL))
+        if refused:
+            raise ConfigError(
+                f"[models.{model}] in {path}: {', '.join(refused)} cannot be set per "
+                f"model; these can: {', '.join(PER_MODEL)}",
+                file=str(path),
+            )
+        overrides[model] = {
+            key: _toml_value(path, key, value, types[key])
+            for key, value in table.items()
+        }
+    return MappingProxyType(overrides)
 
 
 def _check_toml_type(path: Path, name: str, value: Any, kind: type) -> Any:
@@ -496,10 +611,22 @@ def describe_settings() -> list[tuple[str, str, Any, str]]:
     """Return (env var, type, default, doc) for every setting, for the docs."""
     types = _types()
     return [
-        (_env(f.name), getattr(types[f.name], "__name__", "table"), f.default,
+        (_env(f.name), _type_name(f.name, types[f.name]),
+         f.default if f.default_factory is MISSING else f.default_factory(),
          f.metadata["doc"])
-        for f in fields(Settings)
+        for f in fields(Settings) if f.name not in _INTERNAL
     ]  # fmt: skip
+
+
+def _type_name(name: str, kind: Any) -> str:
+    if name in TOML_ONLY:
+        return "table"
+    if kind == tuple[str, ...]:
+        return "list"
+    return str(getattr(kind, "__name__", kind))
+
+
+_INTERNAL = frozenset(f.name for f in fields(Settings) if f.metadata.get("internal"))
 
 
 @functools.cache

@@ -1,12 +1,12 @@
-"""Back to a clean demo state without restarting anything: predictions, labels,
-metrics, drift reports, alerts, other jobs, versions and uploaded files are removed
-and a fresh demo model becomes champion. The champion's generation keeps growing, so
+"""Back to a clean demo state without restarting anything: the demo model's
+predictions, labels, metrics, drift reports, alerts, jobs, versions and their files
+are removed and a fresh demo model becomes its champion. Every other model, and
+everything of theirs, is left as it is. The champion's generation keeps growing, so
 every API process swaps to the new model by itself."""
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,6 @@ from common.storage.tables import (
 )
 
 log = logging.getLogger(__name__)
-CLEARED = (
-    AlertDelivery,
-    Alert,
-    DriftReport,
-    MetricSnapshot,
-    FeedbackLabel,
-    PredictionLog,
-    ChampionHistory,
-    RetrainingState,  # its decisions name jobs and alerts that are gone
-)
 
 
 def reset_demo(
@@ -58,7 +48,9 @@ def reset_demo(
     job: Job,
     progress: ProgressCallback,
 ) -> dict[str, Any]:
-    """Train a fresh demo model, then clear the demo data and make it champion."""
+    """Train a fresh demo model, then clear the demo model's data and make the new
+    version its champion."""
+    settings = settings.for_model(settings.demo_model)
     dataset = load_dataset(settings, settings.demo_dataset)
     result = ModelTrainer(settings).train_model(
         dataset.frame,
@@ -73,7 +65,7 @@ def reset_demo(
             artifact_url(settings.artifact_dir, v.artifact_path)
             for v in registry.list_versions(session, settings)
         ]
-        generation = _clear(session, settings, job.id)
+        generation, old_outputs = _clear(session, settings, job.id)
         version = registry.register_model(
             session, settings, result, reason="demo reset"
         )
@@ -94,12 +86,13 @@ def reset_demo(
             )
         )
         repo.add_audit_event(
-            session, "demo_reset", "job", job.id, generation=generation + 1
-        )
+            session, "demo_reset", "job", job.id, generation=generation + 1,
+            model=settings.model_name,
+        )  # fmt: skip
     for url in old_files:
         remove_artifact(url)
-    for folder in (scoring.UPLOADS, scoring.OUTPUTS):
-        shutil.rmtree(Path(settings.data_dir) / folder, ignore_errors=True)
+    for path in old_outputs:
+        Path(settings.data_dir, path).unlink(missing_ok=True)
     progress(99, "done")
     return {
         "model_version": version.version,
@@ -108,17 +101,46 @@ def reset_demo(
     }
 
 
-def _clear(session: Session, settings: Settings, keep_job: int) -> int:
-    """Delete the demo data; return the champion generation it had."""
+def _clear(
+    session: Session, settings: Settings, keep_job: int
+) -> tuple[int, list[str]]:
+    """Delete the demo model's data; return the champion generation it had and the
+    files (uploads, outputs) of its removed jobs."""
+    name = settings.model_name
     champion = registry.find_champion(session, settings)
     generation = champion.generation if champion else 0
-    for table in CLEARED:
-        session.execute(delete(table))
-    session.execute(delete(Champion))
-    session.execute(delete(Job).where(Job.id != keep_job))
-    session.execute(delete(ModelVersion))
+    ids = select(PredictionLog.prediction_id).where(PredictionLog.model == name)
+    alerts = select(Alert.id).where(Alert.model == name)
+    jobs = session.scalars(
+        select(Job).where(Job.model == name, Job.id != keep_job)
+    ).all()
+    files = [path for job in jobs for path in _job_files(job)]
+    session.execute(delete(AlertDelivery).where(AlertDelivery.alert_id.in_(alerts)))
+    session.execute(delete(FeedbackLabel).where(FeedbackLabel.prediction_id.in_(ids)))
+    session.execute(delete(Alert).where(Alert.model == name))
+    session.execute(delete(DriftReport).where(DriftReport.model == name))
+    session.execute(delete(MetricSnapshot).where(MetricSnapshot.model == name))
+    session.execute(delete(PredictionLog).where(PredictionLog.model == name))
+    session.execute(delete(ChampionHistory).where(ChampionHistory.name == name))
+    session.execute(delete(Champion).where(Champion.name == name))
+    # the policy's last decision names jobs and alerts that are gone
+    session.execute(delete(RetrainingState).where(RetrainingState.name == name))
+    session.execute(delete(Job).where(Job.model == name, Job.id != keep_job))
+    session.execute(delete(ModelVersion).where(ModelVersion.name == name))
     session.flush()
-    return generation
+    return generation, files
+
+
+def _job_files(job: Job) -> list[str]:
+    """A removed job's files under the data directory: its upload and output."""
+    files = []
+    source = (job.params or {}).get("source")
+    if isinstance(source, str) and source.startswith(f"{scoring.UPLOADS}/"):
+        files.append(source)
+    output = (job.result or {}).get("output")
+    if isinstance(output, str) and output.startswith(f"{scoring.OUTPUTS}/"):
+        files.append(output)
+    return files
 
 
 def set_demo_scenario(session: Session, scenario: str, actor: str) -> str:

@@ -4,6 +4,7 @@ AppError (500 internal_error)
 ├── ConfigError (500 config_error)            a setting is unknown or malformed
 ├── InvalidInputError (400 invalid_input)     payload or parameters fail validation
 ├── UnauthorizedError (401 unauthorized)      missing or wrong API key
+├── ForbiddenError (403 forbidden)            the deployment does not allow it
 ├── NotFoundError (404 not_found)
 │   ├── ModelNotFoundError (model_not_found)
 │   ├── JobNotFoundError (job_not_found)
@@ -54,6 +55,10 @@ class InvalidInputError(AppError):
 
 class UnauthorizedError(AppError):
     status, code = 401, "unauthorized"
+
+
+class ForbiddenError(AppError):
+    status, code = 403, "forbidden"
 
 
 class PredictionTimeoutError(AppError):

@@ -16,7 +16,8 @@ from common.data import synthetic
 from common.data.datasets import list_datasets, load_training_source
 from common.errors import AppError
 from common.logging import configure_logging
-from common.models import registry
+from common.models import catalog, registry
+from common.models.importing import ImportRequest, register_file
 from common.models.lifecycle import train_version
 from common.storage.db import make_engine, session_scope
 from common.storage.migrate import (
@@ -41,6 +42,12 @@ class AppErrorGroup(click.Group):
             raise click.ClickException(f"{exc.message}{details}") from exc
 
 
+MODEL_OPTION = click.option(
+    "--model", default=None, metavar="NAME",
+    help="The model to act on (default: MODELOPS_DEFAULT_MODEL).",
+)  # fmt: skip
+
+
 @click.group(cls=AppErrorGroup)
 def main() -> None:
     """ModelOps: deploy, monitor and retrain scikit-learn models on one machine."""
@@ -56,6 +63,11 @@ def _settings(*, quiet: bool = True, **overrides: Any) -> Settings:
     if quiet:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     return settings
+
+
+def _model_settings(model: str | None) -> Settings:
+    settings = _settings()
+    return settings.for_model(catalog.check_model_name(model or settings.default_model))
 
 
 @main.group()
@@ -99,6 +111,7 @@ def db_current() -> None:
     help="Make it champion (default: only when there is none).",
 )
 @click.option("--reason", default="manual training from the CLI", show_default=True)
+@MODEL_OPTION
 def train(
     source: str | None,
     target: str | None,
@@ -106,9 +119,11 @@ def train(
     params: tuple[str, ...],
     promote: bool | None,
     reason: str,
+    model: str | None,
 ) -> None:
-    """Train on SOURCE (a dataset name or a CSV/Parquet path) and register it."""
-    settings = _settings()
+    """Train on SOURCE (a dataset name or a CSV/Parquet path) and register it as a
+    version of --model (default: the default model)."""
+    settings = _model_settings(model)
     dataset = load_training_source(settings, source or settings.demo_dataset, target)
     with (
         migrated_sessions(settings) as factory,
@@ -309,45 +324,121 @@ def datasets_command() -> None:
 
 @main.group()
 def models() -> None:
-    """Registered model versions."""
+    """Models and their versions."""
 
 
 @models.command("list")
 def models_list() -> None:
-    """Versions, newest first, with state and metrics."""
+    """Every model: task, champion, versions."""
     settings = _settings()
     with migrated_sessions(settings) as factory, session_scope(factory) as session:
+        rows = catalog.list_models(session)
+        if not rows:
+            click.echo("no model is registered yet")
+        for model in rows:
+            scoped = settings.for_model(model.name)
+            champion = registry.find_champion(session, scoped)
+            count = len(registry.list_versions(session, scoped))
+            serving = champion.model_version.version if champion else "-"
+            mark = " (default)" if model.name == settings.default_model else ""
+            click.echo(f"{model.name:<24} {model.task:<15} champion {serving!s:<5} "
+                       f"versions {count}{mark}")  # fmt: skip
+
+
+@models.command("versions")
+@MODEL_OPTION
+def models_versions(model: str | None) -> None:
+    """A model's versions, newest first, with state and metrics."""
+    settings = _model_settings(model)
+    with migrated_sessions(settings) as factory, session_scope(factory) as session:
+        catalog.get_model(session, settings.model_name)
         for v in registry.list_versions(session, settings):
-            click.echo(
-                f"{v.version:>4}  {v.state:<10} {v.model_type:<24} "
-                f"accuracy={v.accuracy:.4f} f1={v.f1_score:.4f}  {v.sha256[:12]}"
-            )
+            click.echo(f"{v.version:>4}  {v.state:<10} {v.model_type:<24} "
+                       f"{_scores(v.task, v.metrics)}  {v.sha256[:12]}")  # fmt: skip
+
+
+def _scores(task: str, metrics: dict[str, Any]) -> str:
+    if task == "regression":
+        return f"mae={metrics.get('mae', 0):.4g} r2={metrics.get('r2') or 0:.4f}"
+    return (f"accuracy={metrics.get('accuracy', 0):.4f} "
+            f"f1={metrics.get('f1_score', 0):.4f}")  # fmt: skip
 
 
 @models.command("promote")
 @click.argument("version", type=int)
 @click.option("--reason", default="manual promotion from the CLI", show_default=True)
-def models_promote(version: int, reason: str) -> None:
-    """Make VERSION the champion."""
-    settings = _settings()
+@MODEL_OPTION
+def models_promote(version: int, reason: str, model: str | None) -> None:
+    """Make VERSION the champion of --model."""
+    settings = _model_settings(model)
     with migrated_sessions(settings) as factory, session_scope(factory) as session:
         champion = registry.promote_version(
             session, settings, version, reason=reason, actor="cli"
         )
-        click.echo(f"version {version} is champion (generation {champion.generation})")
+        click.echo(f"version {version} of {settings.model_name} is champion "
+                   f"(generation {champion.generation})")  # fmt: skip
 
 
 @models.command("rollback")
 @click.option("--reason", default="manual rollback from the CLI", show_default=True)
-def models_rollback(reason: str) -> None:
-    """Serve the champion before the current one again."""
-    settings = _settings()
+@MODEL_OPTION
+def models_rollback(reason: str, model: str | None) -> None:
+    """Serve the champion of --model before the current one again."""
+    settings = _model_settings(model)
     with migrated_sessions(settings) as factory, session_scope(factory) as session:
         champion = registry.rollback(session, settings, reason=reason, actor="cli")
         click.echo(
-            f"version {champion.model_version.version} is champion "
-            f"(generation {champion.generation})"
+            f"version {champion.model_version.version} of {settings.model_name} is "
+            f"champion (generation {champion.generation})"
         )
+
+
+@main.command()
+@click.argument("name")
+@click.argument("artifact", type=click.Path(exists=True, dir_okay=False))
+@click.option("--reference", required=True, type=click.Path(exists=True,
+              dir_okay=False), help="CSV or Parquet the model was made for, with the "
+              "target column.")  # fmt: skip
+@click.option("--target", required=True, help="The reference's target column.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Accept a joblib or pickle file. Loading one runs any code it "
+              "holds: only for files you trust like your own code.")  # fmt: skip
+@click.option("--trust", "trusted", multiple=True, metavar="TYPE",
+              help="A type to trust in a skops file (repeatable).")  # fmt: skip
+@click.option("--promote", is_flag=True,
+              help="Make it champion (a new model's first is).")  # fmt: skip
+@click.option("--description", default=None, help="What the model is for.")
+@click.option("--task", type=click.Choice(catalog.TASKS), default=None,
+              help="Only when the estimator does not say.")  # fmt: skip
+def register(
+    name: str,
+    artifact: str,
+    reference: str,
+    target: str,
+    allow_pickle: bool,
+    trusted: tuple[str, ...],
+    promote: bool,
+    description: str | None,
+    task: str | None,
+) -> None:
+    """Register ARTIFACT (a skops file, or joblib/pickle with --allow-pickle) as a
+    new version of model NAME."""
+    settings = _settings()
+    request = ImportRequest(
+        name=name, artifact=Path(artifact), filename=Path(artifact).name,
+        reference=Path(reference), target=target, allow_pickle=allow_pickle,
+        trusted_types=trusted, promote=promote, description=description, task=task,
+    )  # fmt: skip
+    with migrated_sessions(settings) as factory, session_scope(factory) as session:
+        done = register_file(session, settings, request)
+        version = done.version
+        click.echo(f"registered {name} version {version.version} ({version.task}, "
+                   f"{version.model_type}); sha256 {version.sha256[:12]}")  # fmt: skip
+        click.echo(f"  on the reference: {_scores(version.task, version.metrics)}")
+        for warning in done.warnings:
+            click.echo(f"  warning: {warning}")
+        if done.promoted:
+            click.echo(f"  version {version.version} is champion of {name}")
 
 
 @main.command()

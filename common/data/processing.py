@@ -106,8 +106,10 @@ class DataProcessor:
         df: pd.DataFrame,
         target: str,
         schema: list[FeatureSpec] | None = None,
+        task: str = "classification",
     ) -> ValidationResult:
-        """Check `df` for training; list every problem, and infer the input schema.
+        """Check `df` for training a `task` model; list every problem, and infer the
+        input schema.
 
         With `schema` (a champion's), feature types come from it instead of inference.
         """
@@ -120,7 +122,7 @@ class DataProcessor:
                 )
             )
             df = df.loc[:, ~df.columns.duplicated()]
-        _check_target(self.settings, df, target, result)
+        _check_target(self.settings, df, target, result, task)
         features = [str(c) for c in df.columns if c != target]
         if not features:
             result.problems.append(DataProblem("no_features", "no feature columns"))
@@ -187,7 +189,11 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _check_target(
-    settings: Settings, df: pd.DataFrame, target: str, result: ValidationResult
+    settings: Settings,
+    df: pd.DataFrame,
+    target: str,
+    result: ValidationResult,
+    task: str = "classification",
 ) -> None:
     if target not in df.columns:
         result.problems.append(
@@ -215,6 +221,9 @@ def _check_target(
     usable = len(df) - missing
     if usable < settings.min_training_rows:
         result.problems.append(_too_few_rows(settings, usable))
+    if task == "regression":
+        _check_numeric_target(labels.dropna(), target, result)
+        return
     counts = labels.dropna().astype(str).value_counts()
     if len(counts) < 2:
         result.problems.append(
@@ -233,6 +242,28 @@ def _check_target(
                 column=target,
             )
         )
+
+
+def _check_numeric_target(
+    labels: pd.Series, target: str, result: ValidationResult
+) -> None:
+    """A regressor's target: finite numbers, not all the same."""
+    numbers = pd.to_numeric(labels, errors="coerce")
+    bad = numbers.isna() | np.isinf(numbers)
+    if bad.any():
+        rows = _first_rows(bad)
+        result.problems.append(DataProblem(
+            "non_numeric_target",
+            f"target {target!r} of a regressor must be finite numbers; "
+            f"{int(bad.sum())} values are not, e.g. "
+            f"{[str(labels.iloc[i]) for i in rows]}",
+            column=target, rows=rows,
+        ))  # fmt: skip
+    elif numbers.nunique() < 2:
+        result.problems.append(DataProblem(
+            "constant_target", f"target {target!r} has one value; a regressor needs "
+            "at least 2", column=target,
+        ))  # fmt: skip
 
 
 def _too_few_rows(settings: Settings, rows: int) -> DataProblem:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+from sklearn.base import clone
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,8 +28,13 @@ from common.data.datasets import BUILTIN, load_dataset, resolve_data_file
 from common.errors import InvalidInputError, UnprocessableDataError
 from common.jobs.progress import ProgressCallback
 from common.models import registry
-from common.models.evaluation import ModelEvaluator
-from common.models.training import ModelTrainer, build_estimator
+from common.models.evaluation import ModelEvaluator, evaluate_regression
+from common.models.training import (
+    ESTIMATORS,
+    ModelResult,
+    ModelTrainer,
+    build_estimator,
+)
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import FeedbackLabel, Job, ModelVersion, PredictionLog
@@ -36,28 +42,30 @@ from common.storage.tables import FeedbackLabel, Job, ModelVersion, PredictionLo
 log = logging.getLogger(__name__)
 
 
-def _labelled_since(since: datetime, *columns: Any) -> Select[Any]:
-    """`columns` of the answered predictions logged since `since` that have a label."""
+def _labelled_since(model: str, since: datetime, *columns: Any) -> Select[Any]:
+    """`columns` of `model`'s answered predictions logged since `since` that have a
+    label."""
     return (
         select(*columns)
         .select_from(PredictionLog)
         .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
-        .where(PredictionLog.created_at >= since, PredictionLog.status_code == 200)
-    )
+        .where(PredictionLog.model == model, PredictionLog.created_at >= since,
+               PredictionLog.status_code == 200)
+    )  # fmt: skip
 
 
 def labelled_production_data(
-    session: Session, target: str, since: datetime
+    session: Session, model: str, target: str, since: datetime
 ) -> pd.DataFrame:
-    """Logged inputs of predictions answered since `since`, with their labels."""
+    """Logged inputs of `model`'s predictions answered since `since`, with labels."""
     rows = session.execute(
-        _labelled_since(since, PredictionLog.features, FeedbackLabel.label)
+        _labelled_since(model, since, PredictionLog.features, FeedbackLabel.label)
     ).all()
     return pd.DataFrame([{**features, target: label} for features, label in rows])
 
 
-def count_labelled_since(session: Session, since: datetime) -> int:
-    return session.scalar(_labelled_since(since, func.count())) or 0
+def count_labelled_since(session: Session, model: str, since: datetime) -> int:
+    return session.scalar(_labelled_since(model, since, func.count())) or 0
 
 
 def check_retrain_params(
@@ -69,14 +77,20 @@ def check_retrain_params(
     champion = registry.get_champion(session, settings).model_version
     if params.get("dataset"):
         load_dataset_check(settings, params["dataset"])
-    build_estimator(
-        params.get("model_type") or champion.model_type,
-        params.get("params") or {},
-        settings.random_state,
-    )
+    model_type = params.get("model_type")
+    if model_type or champion.model_type in ESTIMATORS:
+        build_estimator(model_type or champion.model_type, params.get("params") or {},
+                        settings.random_state)  # fmt: skip
+    elif params.get("params"):
+        raise InvalidInputError(
+            "params apply to a model type trained here; this champion is a registered "
+            f"{champion.model_type}, refitted as it is (give model_type to replace it)",
+            field="params",
+        )
     if params.get("since"):
         since = _parse_since(params["since"])
-        check_enough_labels(settings, since, count_labelled_since(session, since))
+        labelled = count_labelled_since(session, settings.model_name, since)
+        check_enough_labels(settings, since, labelled)
         params["since"] = to_iso(since)
     params.pop("reason", None)
     return params
@@ -108,9 +122,12 @@ def _parse_since(value: Any) -> datetime:
     return since
 
 
-def _align_labels(labels: pd.Series, classes: list[Any]) -> pd.Series:
-    """Feedback labels are text; give them the classes' type (0/1, not "0")."""
-    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in classes):
+def _align_labels(labels: pd.Series, classes: list[Any], task: str) -> pd.Series:
+    """Feedback labels are text; give them the classes' type (0/1, not "0"), or a
+    regressor's numbers."""
+    if task == "regression" or all(
+        isinstance(c, int | float) and not isinstance(c, bool) for c in classes
+    ):
         return pd.to_numeric(labels, errors="coerce")
     return labels.astype(str)
 
@@ -135,16 +152,18 @@ def _training_set(
         else utcnow() - timedelta(days=settings.retrain_feedback_days)
     )
     with session_scope(session_factory) as session:
-        production = labelled_production_data(session, current.target, since)
+        production = labelled_production_data(
+            session, settings.model_name, current.target, since
+        )
     if not production.empty:
         production[current.target] = _align_labels(
-            production[current.target], list(current.classes)
+            production[current.target], list(current.classes), current.task
         )
-    name = params.get("dataset") or current.dataset or settings.demo_dataset
-    if recent:
+    name = params.get("dataset") or current.dataset
+    if recent or not name:  # a registered model without a dataset: labels only
         check_enough_labels(settings, since, len(production))
         described = f"{len(production)} labelled predictions since {to_iso(since)}"
-        return production, name, len(production), described
+        return production, name or "labelled predictions", len(production), described
     base = load_dataset(settings, name, target=current.target)
     frame = pd.concat([base.frame, production], ignore_index=True)
     described = f"{base.name} plus {len(production)} labelled predictions"
@@ -166,6 +185,7 @@ def run_retrain(
     UnprocessableDataError
         The training set fails validation (every problem listed); nothing changes.
     """
+    settings = settings.for_model(job.model or settings.default_model)
     params = job.params or {}
     with session_scope(session_factory) as session:
         current = registry.get_champion(session, settings).model_version
@@ -174,7 +194,11 @@ def run_retrain(
     frame, dataset, labelled, described = _training_set(
         session_factory, settings, current, params
     )
+    champion_model = registry.load_model(settings, current)
     model_type = params.get("model_type") or current.model_type
+    estimator = None
+    if not params.get("model_type") and current.model_type not in ESTIMATORS:
+        estimator = clone_estimator(champion_model)  # a registered pipeline
     result = ModelTrainer(settings).train_model(
         frame,
         current.target,
@@ -183,26 +207,20 @@ def run_retrain(
         dataset=dataset,
         schema=registry.input_schema(current),
         progress=lambda pct, stage: progress(10 + int(pct * 0.7), stage),
+        estimator=estimator,
+        task=current.task,
     )
     progress(82, "scoring the champion on the same holdout")
-    champion_f1 = (
-        ModelEvaluator()
-        .evaluate(
-            registry.load_model(settings, current), result.holdout_X, result.holdout_y
-        )
-        .f1_score
-    )
-    promote = result.metrics.f1_score >= champion_f1 - settings.gate_f1_tolerance
+    gate = _gate(settings, current.task, champion_model, result)
     progress(92, "registering")
     with session_scope(session_factory) as session:
-        version = _register(session, settings, job, result, promote)
+        version = _register(session, settings, job, result, gate["promote"])
         outcome = {
-            "outcome": "promoted" if promote else "rejected",
+            "outcome": "promoted" if gate.pop("promote") else "rejected",
+            "model": settings.model_name,
             "model_version": version.version,
             "previous_version": current.version,
-            "challenger_f1": result.metrics.f1_score,
-            "champion_f1": champion_f1,
-            "tolerance": settings.gate_f1_tolerance,
+            **gate,
             "model_type": model_type,
             "training_rows": result.training_data_size,
             "labelled_rows": labelled,
@@ -210,13 +228,56 @@ def run_retrain(
             "reason": job.reason,
         }
         outcome["message"] = _summary(outcome)
-        repo.add_audit_event(session, "retrain", "job", job.id, outcome=outcome)
-    log.info("retrain job=%d %s", job.id, outcome["message"])
+        repo.add_audit_event(session, "retrain", "job", job.id, outcome=outcome,
+                             model=settings.model_name)  # fmt: skip
+    log.info("retrain model=%s job=%d %s", settings.model_name, job.id,
+             outcome["message"])  # fmt: skip
     return outcome
 
 
+def clone_estimator(fitted: Any) -> Any:
+    """An unfitted copy of a registered pipeline, with the same parameters.
+
+    Raises
+    ------
+    UnprocessableDataError
+        The estimator cannot be cloned (it does not follow scikit-learn's
+        get_params/set_params contract); the champion keeps serving.
+    """
+    try:
+        return clone(fitted)
+    except Exception as exc:
+        raise UnprocessableDataError(
+            f"the champion ({type(fitted).__name__}) cannot be cloned for a retrain: "
+            f"{type(exc).__name__}: {exc}; register a new version instead"
+        ) from exc
+
+
+def _gate(
+    settings: Settings, task: str, champion: Any, result: ModelResult
+) -> dict[str, Any]:
+    """Compare challenger and champion on the challenger's holdout: F1 for a
+    classifier (higher is better), MAE for a regressor (lower is better)."""
+    tolerance = settings.gate_f1_tolerance
+    if task == "regression":
+        challenger = result.metrics.mae  # type: ignore[union-attr]
+        incumbent = evaluate_regression(champion, result.holdout_X,
+                                        result.holdout_y).mae  # fmt: skip
+        # Relative: errors are in the target's unit, which may be any size.
+        promote = challenger <= incumbent * (1 + tolerance)
+        return {"promote": promote, "metric": "mae", "challenger_mae": challenger,
+                "champion_mae": incumbent, "tolerance": tolerance}  # fmt: skip
+    challenger = result.metrics.f1_score  # type: ignore[union-attr]
+    incumbent = (
+        ModelEvaluator().evaluate(champion, result.holdout_X, result.holdout_y).f1_score
+    )
+    return {"promote": challenger >= incumbent - tolerance, "metric": "f1",
+            "challenger_f1": challenger, "champion_f1": incumbent,
+            "tolerance": tolerance}  # fmt: skip
+
+
 def _register(
-    session: Session, settings: Settings, job: Job, result: Any, promote: bool
+    session: Session, settings: Settings, job: Job, result: ModelResult, promote: bool
 ) -> ModelVersion:
     version = registry.register_model(
         session, settings, result, reason=f"retrain job {job.id}: {job.reason}",
@@ -237,7 +298,11 @@ def _register(
 
 def _summary(outcome: dict[str, Any]) -> str:
     verb = "promoted" if outcome["outcome"] == "promoted" else "rejected"
+    metric = outcome["metric"]
+    tolerance = outcome["tolerance"]
+    within = f"{tolerance:.0%} relative" if metric == "mae" else str(tolerance)
     return (
-        f"version {outcome['model_version']} {verb}: F1 {outcome['challenger_f1']:.4f} "
-        f"vs champion {outcome['champion_f1']:.4f} (tolerance {outcome['tolerance']})"
+        f"version {outcome['model_version']} {verb}: {metric.upper()} "
+        f"{outcome[f'challenger_{metric}']:.4f} vs champion "
+        f"{outcome[f'champion_{metric}']:.4f} (tolerance {within})"
     )

@@ -30,6 +30,7 @@ from common.errors import (
 )
 from common.jobs.progress import ProgressCallback
 from common.models import registry
+from common.models.prediction import gives_probabilities, model_classes, score_frame
 from common.models.schemas import FeatureSpec
 from common.models.validation import largest_plausible
 from common.storage.db import session_scope
@@ -102,6 +103,7 @@ def run_batch_score(
         The file lacks a feature column, uses a reserved column name, or is not CSV.
     """
     source = Path(settings.data_dir) / job.params["source"]
+    settings = settings.for_model(job.model or settings.default_model)
     with session_scope(session_factory) as session:
         version = registry.get_champion(session, settings).model_version
         session.expunge(version)
@@ -206,22 +208,26 @@ def _score_chunk(
     out = pd.DataFrame(
         {name: chunk[name].to_numpy() for name in chunk.columns if name not in used}
     )
-    classes = [str(c) for c in pipeline.classes_]
-    prediction = np.full(rows, "", dtype=object)
-    confidence = np.full(rows, np.nan)
-    probabilities = np.full((rows, len(classes)), np.nan)
-    if valid.any():
-        scores = pipeline.predict_proba(
-            features[valid] if not valid.all() else features
-        )
-        best = scores.argmax(axis=1)
-        prediction[valid] = np.asarray(classes, dtype=object)[best]
-        confidence[valid] = scores[np.arange(len(best)), best]
-        probabilities[valid] = scores
-    out["prediction"] = prediction
-    out["confidence"] = confidence
-    for index, name in enumerate(classes):
-        out[f"probability_{name}"] = probabilities[:, index]
+    selected = features[valid] if not valid.all() else features
+    scores = score_frame(pipeline, selected) if valid.any() else None
+    if model_classes(pipeline) is None:  # a regressor: one predicted value
+        prediction = np.full(rows, np.nan)
+        if scores is not None:
+            prediction[valid] = scores.predictions
+        out["prediction"] = prediction
+    else:
+        prediction = np.full(rows, "", dtype=object)
+        if scores is not None:
+            prediction[valid] = [str(p) for p in scores.predictions]
+        out["prediction"] = prediction
+        if gives_probabilities(pipeline):
+            classes = [str(c) for c in model_classes(pipeline) or []]
+            probabilities = np.full((rows, len(classes)), np.nan)
+            if scores is not None and scores.probabilities is not None:
+                probabilities[valid] = scores.probabilities
+            out["confidence"] = probabilities.max(axis=1)
+            for index, name in enumerate(classes):
+                out[f"probability_{name}"] = probabilities[:, index]
     out["error"] = errors
     out["model_version"] = version
     return out

@@ -68,9 +68,16 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def find_active(session: Session, kind: str) -> Job | None:
-    """The queued or running job of a single-flight kind, if any."""
-    return session.scalar(select(Job).where(Job.active_key == kind))
+def active_key(kind: str, model: str | None) -> str | None:
+    """The single-flight key: one active retrain per model, one demo reset."""
+    if kind not in SINGLE_FLIGHT:
+        return None
+    return f"{kind}:{model}" if model else kind
+
+
+def find_active(session: Session, kind: str, model: str | None = None) -> Job | None:
+    """The queued or running job of a single-flight kind (and model), if any."""
+    return session.scalar(select(Job).where(Job.active_key == active_key(kind, model)))
 
 
 def list_jobs(
@@ -78,6 +85,7 @@ def list_jobs(
     *,
     kind: str | None = None,
     state: str | None = None,
+    model: str | None = None,
     page: int = 1,
     page_size: int = 50,
 ) -> tuple[Sequence[Job], int]:
@@ -85,6 +93,8 @@ def list_jobs(
     query = select(Job)
     if kind:
         query = query.where(Job.kind == kind)
+    if model:
+        query = query.where(Job.model == model)
     if state:
         query = query.where(Job.state == state)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -94,30 +104,33 @@ def list_jobs(
     return rows, total
 
 
-def create_job(session: Session, kind: str, params: dict[str, Any], reason: str) -> Job:
-    """Add a queued job.
+def create_job(
+    session: Session,
+    kind: str,
+    params: dict[str, Any],
+    reason: str,
+    model: str | None = None,
+) -> Job:
+    """Add a queued job, of `model` when it works on one.
 
     Raises
     ------
     JobConflictError
-        A job of this single-flight kind is already queued or running (its id is in
-        the details).
+        A job of this single-flight kind is already queued or running for the model
+        (its id is in the details).
     """
-    job = Job(
-        kind=kind,
-        state=JobState.QUEUED,
-        params=params,
-        reason=reason,
-        active_key=kind if kind in SINGLE_FLIGHT else None,
-    )
+    key = active_key(kind, model)
+    job = Job(kind=kind, model=model, state=JobState.QUEUED, params=params,
+              reason=reason, active_key=key)  # fmt: skip
     try:
         with session.begin_nested():
             session.add(job)
             session.flush()
     except IntegrityError:
-        active = session.scalar(select(Job).where(Job.active_key == kind))
+        active = session.scalar(select(Job).where(Job.active_key == key))
+        of = f" of model {model!r}" if model else ""
         raise JobConflictError(
-            f"a {kind} job is already {active.state if active else 'active'}",
+            f"a {kind} job{of} is already {active.state if active else 'active'}",
             job_id=active.id if active else None,
         ) from None
     return job
@@ -129,6 +142,7 @@ def submit_job(
     params: dict[str, Any],
     reason: str,
     enqueue: Callable[[int], str],
+    model: str | None = None,
 ) -> Job:
     """Commit a queued job, then hand its id to the queue.
 
@@ -142,7 +156,7 @@ def submit_job(
     DependencyError
         The broker did not take the job.
     """
-    job = create_job(session, kind, params, reason)
+    job = create_job(session, kind, params, reason, model)
     session.commit()
     try:
         job.task_id = enqueue(job.id)
@@ -249,7 +263,7 @@ def finish_job(
     session.flush()
     repo.add_audit_event(
         session, f"job_{state}", "job", job_id, kind=job.kind, reason=job.reason,
-        result=result, error=error,
+        result=result, error=error, model=job.model,
     )  # fmt: skip
     log.info("job finished id=%d state=%s", job_id, state)
     return job

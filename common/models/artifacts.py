@@ -50,7 +50,11 @@ def write_artifact(obj: Any, url: str) -> StoredArtifact:
     """
     buffer = io.BytesIO()
     joblib.dump(obj, buffer, compress=3)
-    data = buffer.getvalue()
+    return write_artifact_bytes(buffer.getvalue(), url)
+
+
+def write_artifact_bytes(data: bytes, url: str) -> StoredArtifact:
+    """Store bytes already dumped (a registration's bundle) at `url`, as above."""
     digest = hashlib.sha256(data).hexdigest()
     fs, path = url_to_fs(url)
     if isinstance(fs, LocalFileSystem):

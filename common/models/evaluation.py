@@ -1,4 +1,4 @@
-"""Classification metrics of a fitted model on a holdout."""
+"""Metrics of a fitted model on a holdout: classification or regression."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from sklearn.metrics import (
     accuracy_score,
     classification_report,
     confusion_matrix,
+    mean_absolute_error,
+    mean_squared_error,
     precision_recall_fscore_support,
+    r2_score,
 )
 
 
@@ -30,6 +33,31 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RegressionReport:
+    """Errors of a regressor: the gate compares MAE, lower is better."""
+
+    mae: float
+    rmse: float
+    r2: float | None
+    support: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_regression(model: Any, X: pd.DataFrame, y: pd.Series) -> RegressionReport:
+    """Predict `X` with a regressor and compare with `y`."""
+    predicted = np.asarray(model.predict(X), dtype=float)
+    truth = np.asarray(y, dtype=float)
+    return RegressionReport(
+        mae=float(mean_absolute_error(truth, predicted)),
+        rmse=float(np.sqrt(mean_squared_error(truth, predicted))),
+        r2=float(r2_score(truth, predicted)) if len(truth) > 1 else None,
+        support=len(truth),
+    )
 
 
 class ModelEvaluator:

@@ -1,4 +1,5 @@
-"""Turning a fitted pipeline's probabilities into answers."""
+"""Turning a fitted pipeline's output into answers: a classifier's class with its
+probabilities (where it has `predict_proba`), or a regressor's value."""
 
 from __future__ import annotations
 
@@ -13,24 +14,62 @@ from common.models.evaluation import to_plain
 
 @dataclass(frozen=True)
 class Prediction:
-    """One answered row."""
+    """One answered row; confidence and probabilities only where the model gives
+    probabilities."""
 
     prediction: Any
-    confidence: float
-    probabilities: dict[str, float]
+    confidence: float | None
+    probabilities: dict[str, float] | None
+
+
+def model_classes(pipeline: Any) -> list[Any] | None:
+    """A classifier's classes, or None for a regressor."""
+    try:
+        classes = pipeline.classes_
+    except AttributeError:
+        return None
+    return [to_plain(c) for c in classes]
+
+
+def gives_probabilities(pipeline: Any) -> bool:
+    return model_classes(pipeline) is not None and hasattr(pipeline, "predict_proba")
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A frame's answers as arrays: what batch scoring writes and rows are made of."""
+
+    predictions: np.ndarray
+    probabilities: np.ndarray | None  # rows x classes
+    classes: list[Any] | None
+
+
+def score_frame(pipeline: Any, frame: pd.DataFrame) -> Scores:
+    """Predict every row of `frame` in one call."""
+    classes = model_classes(pipeline)
+    if classes is None:
+        values = np.asarray(pipeline.predict(frame), dtype=float).reshape(len(frame))
+        return Scores(values, None, None)
+    if not hasattr(pipeline, "predict_proba"):
+        return Scores(np.asarray(pipeline.predict(frame), dtype=object), None, classes)
+    probabilities = np.asarray(pipeline.predict_proba(frame), dtype=float)
+    best = np.argmax(probabilities, axis=1)
+    return Scores(np.asarray(classes, dtype=object)[best], probabilities, classes)
 
 
 def predict_rows(pipeline: Any, frame: pd.DataFrame) -> list[Prediction]:
-    """Predict every row of `frame`: the most probable class and all probabilities."""
-    probabilities = pipeline.predict_proba(frame)
-    classes = [to_plain(c) for c in pipeline.classes_]
-    names = [str(c) for c in classes]
-    best = np.argmax(probabilities, axis=1)
+    """Predict every row of `frame`."""
+    scores = score_frame(pipeline, frame)
+    if scores.probabilities is None:
+        return [Prediction(to_plain(p), None, None) for p in scores.predictions]
+    names = [str(c) for c in scores.classes or []]
     return [
         Prediction(
-            prediction=classes[index],
-            confidence=float(row[index]),
+            prediction=to_plain(prediction),
+            confidence=float(row.max()),
             probabilities=dict(zip(names, map(float, row), strict=True)),
         )
-        for row, index in zip(probabilities, best, strict=True)
+        for prediction, row in zip(
+            scores.predictions, scores.probabilities, strict=True
+        )
     ]

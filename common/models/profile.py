@@ -24,8 +24,10 @@ def build_reference_profile(
     bins: int,
     sample_size: int,
     random_state: int,
+    task: str = "classification",
 ) -> dict[str, Any]:
-    """Summarise `X` (and the model's `predictions` on it) for later drift checks."""
+    """Summarise `X` (and the model's `predictions` on it) for later drift checks:
+    a classifier's class shares, or a regressor's predicted values as a number."""
     rng = np.random.default_rng(random_state)
     features: dict[str, Any] = {}
     for spec in schema:
@@ -40,8 +42,17 @@ def build_reference_profile(
         "format": PROFILE_FORMAT,
         "rows": len(X),
         "features": features,
-        "predictions": _frequencies(pd.Series(predictions))["frequencies"],
+        "predictions": _prediction_profile(predictions, task, bins, sample_size, rng),
     }
+
+
+def _prediction_profile(
+    predictions: Any, task: str, bins: int, sample_size: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    if task == "regression":
+        values = pd.Series(np.asarray(predictions, dtype=float))
+        return {**_numeric_profile(values, bins, sample_size, rng), "missing_rate": 0.0}
+    return dict(_frequencies(pd.Series(predictions))["frequencies"])
 
 
 def _numeric_profile(

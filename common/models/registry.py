@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,12 +23,15 @@ from common.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
 )
+from common.models import catalog
 from common.models.artifacts import (
+    StoredArtifact,
     artifact_url,
     read_artifact,
     remove_artifact,
     verified_bytes,
     write_artifact,
+    write_artifact_bytes,
 )
 from common.models.schemas import FeatureSpec
 from common.models.training import ModelResult
@@ -60,13 +64,49 @@ def register_model(
         existing := repo.find_model_version_by_job(session, job_id)
     ):
         return existing
+    catalog.ensure_model(session, name, result.task, source=result.source)
     bundle = {
         "format": ARTIFACT_FORMAT,
         "pipeline": result.pipeline,
         "feature_names": result.feature_names,
         "classes": result.classes,
         "model_type": result.model_type,
+        "task": result.task,
     }
+    row = _version_row(result)
+    row.reason, row.job_id = reason, job_id
+    return _store(session, settings, lambda url: write_artifact(bundle, url), row,
+                  actor=actor)  # fmt: skip
+
+
+def register_bundle(
+    session: Session,
+    settings: Settings,
+    bundle: bytes,
+    row: ModelVersion,
+    *,
+    reason: str,
+    actor: str = "system",
+) -> ModelVersion:
+    """Record a new candidate version of `settings.model_name` from a bundle already
+    dumped (a registered file, checked in its own process), described by `row`."""
+    row.reason = reason
+    return _store(session, settings, lambda url: write_artifact_bytes(bundle, url),
+                  row, actor=actor)  # fmt: skip
+
+
+def _store(
+    session: Session,
+    settings: Settings,
+    write: Callable[[str], StoredArtifact],
+    row: ModelVersion,
+    *,
+    actor: str,
+) -> ModelVersion:
+    """Write the artifact under the next version number and add `row` for it; a
+    writer that loses the race for the number removes its own file and tries the
+    next one."""
+    name = settings.model_name
     for _attempt in range(REGISTER_ATTEMPTS):
         version = repo.next_version_number(session, name)
         relative = (
@@ -74,11 +114,10 @@ def register_model(
             # number removes its own file, never the winner's.
             f"{name}/{version}/model-{uuid.uuid4().hex[:12]}.joblib"
         )
-        stored = write_artifact(bundle, artifact_url(settings.artifact_dir, relative))
-        row = _version_row(
-            result, name, version, relative, stored.sha256, stored.size_bytes
-        )
-        row.reason, row.job_id = reason, job_id
+        stored = write(artifact_url(settings.artifact_dir, relative))
+        row.name, row.version, row.state = name, version, "candidate"
+        row.artifact_path, row.sha256 = relative, stored.sha256
+        row.size_bytes = stored.size_bytes
         try:
             with session.begin_nested():
                 session.add(row)
@@ -97,9 +136,10 @@ def register_model(
             "model_version",
             version,
             actor=actor,
-            reason=reason,
+            model=name,
+            reason=row.reason,
             sha256=stored.sha256,
-            job_id=job_id,
+            job_id=row.job_id,
         )
         log.info(
             "registered model=%s version=%d sha256=%s", name, version, stored.sha256
@@ -108,29 +148,24 @@ def register_model(
     raise ConflictError(f"could not allocate a version number for {name!r}; retry")
 
 
-def _version_row(
-    result: ModelResult, name: str, version: int, relative: str, sha256: str, size: int
-) -> ModelVersion:
+def _version_row(result: ModelResult) -> ModelVersion:
     return ModelVersion(
-        name=name,
-        version=version,
-        state="candidate",
         model_type=result.model_type,
         target=result.target,
-        artifact_path=relative,
-        sha256=sha256,
-        size_bytes=size,
         feature_names=result.feature_names,
         classes=result.classes,
         input_schema=[spec.to_dict() for spec in result.input_schema],
         reference_profile=result.reference_profile,
         metrics={**result.metrics.to_dict(), "holdout_size": result.holdout_size},
-        accuracy=result.metrics.accuracy,
-        f1_score=result.metrics.f1_score,
+        # Classification scores; a regressor's are in `metrics` (these stay 0).
+        accuracy=getattr(result.metrics, "accuracy", 0.0),
+        f1_score=getattr(result.metrics, "f1_score", 0.0),
         training_data_size=result.training_data_size,
         params=result.params,
         data_fingerprint=result.data_fingerprint,
         dataset=result.dataset,
+        task=result.task,
+        provenance=result.provenance,
     )
 
 
@@ -151,6 +186,16 @@ def input_schema(version: ModelVersion) -> list[FeatureSpec]:
     return [FeatureSpec.from_dict(item) for item in version.input_schema]
 
 
+def champion_schemas(session: Session) -> list[tuple[str, list[FeatureSpec]]]:
+    """Each model with a champion, and its champion's input schema, by name."""
+    rows = session.execute(
+        select(Champion.name, ModelVersion.input_schema)
+        .join(ModelVersion, ModelVersion.id == Champion.model_version_id)
+        .order_by(Champion.name)
+    ).all()  # fmt: skip
+    return [(name, [FeatureSpec.from_dict(i) for i in schema]) for name, schema in rows]
+
+
 def list_versions(session: Session, settings: Settings) -> Sequence[ModelVersion]:
     """Every version of the served model, newest first."""
     return repo.list_model_versions(session, settings.model_name)
@@ -160,7 +205,10 @@ def get_version(session: Session, settings: Settings, version: int) -> ModelVers
     """Raises `ModelNotFoundError` for an unknown version."""
     row = repo.find_model_version(session, settings.model_name, version)
     if row is None:
-        raise ModelNotFoundError(f"model version {version} not found", version=version)
+        raise ModelNotFoundError(
+            f"model {settings.model_name!r} has no version {version}",
+            model=settings.model_name, version=version,
+        )  # fmt: skip
     return row
 
 
@@ -172,7 +220,11 @@ def get_champion(session: Session, settings: Settings) -> Champion:
     """Raises `ModelNotReadyError` when no version has been promoted yet."""
     champion = find_champion(session, settings)
     if champion is None:
-        raise ModelNotReadyError("no model has been promoted yet; train one first")
+        raise ModelNotReadyError(
+            f"model {settings.model_name!r} has no champion yet; train or register "
+            "a version and promote it",
+            model=settings.model_name,
+        )
     return champion
 
 
@@ -216,10 +268,12 @@ def promote_version(
         "model_version",
         version,
         actor=actor,
+        model=settings.model_name,
         reason=reason,
         generation=champion.generation,
     )
-    log.info("promoted version=%d generation=%d", version, champion.generation)
+    log.info("promoted model=%s version=%d generation=%d", settings.model_name,
+             version, champion.generation)  # fmt: skip
     return champion
 
 
@@ -235,7 +289,10 @@ def rollback(
     """
     stack = repo.champion_stack(session, settings.model_name)
     if len(stack) < 2:
-        raise ConflictError("no previous champion to roll back to")
+        raise ConflictError(
+            f"model {settings.model_name!r} has no previous champion to roll back to",
+            model=settings.model_name,
+        )
     current, previous = stack[0], stack[1]
     current.popped_at = utcnow()
     target = session.get(ModelVersion, previous.model_version_id)
@@ -248,6 +305,7 @@ def rollback(
         "model_version",
         target.version,
         actor=actor,
+        model=settings.model_name,
         reason=reason,
         generation=champion.generation,
     )

@@ -14,6 +14,10 @@ COMPARATORS: dict[str, Callable[[float, float], bool]] = {
 }  # fmt: skip
 METRICS = {
     "accuracy": "live accuracy from labelled predictions (samples: labelled count)",
+    "mae": "a regressor's mean absolute error on labelled predictions (samples: "
+    "labelled count)",
+    "rmse": "a regressor's root mean squared error on labelled predictions "
+    "(samples: labelled count)",
     "error_rate": "share of /predict calls refused or failed (samples: requests)",
     "latency_p99_ms": "p99 latency of /predict (samples: requests)",
     "drift_share": "share of drifted features in the latest check (samples: window)",

@@ -37,27 +37,36 @@ class Observation:
     samples: int
 
 
+# Metrics judged on the champion's own answers when it is known.
+CHAMPION_METRICS = ("accuracy", "mae", "rmse")
+
+
 def observe(
     session: Session,
+    model: str,
     rule: AlertRule,
     cache: dict[tuple[int, int | None], dict[str, Any]],
     champion: ModelVersion | None = None,
 ) -> list[Observation]:
-    """The rule's current values (one per subject). Accuracy and drift are those of
-    the champion when it is given: a new champion is not blamed for its predecessor."""
+    """The rule's current values for `model` (one per subject). Accuracy, errors and
+    drift are those of the champion when it is given: a new champion is not blamed
+    for its predecessor."""
     if rule.metric in ("drift_share", "feature_psi"):
-        return _drift_observations(session, rule, champion)
-    scope = champion if rule.metric == "accuracy" else None
+        return _drift_observations(session, model, rule, champion)
+    scope = champion if rule.metric in CHAMPION_METRICS else None
     key = (rule.window_minutes, scope.id if scope else None)
     if key not in cache:
         cache[key] = compute_window_metrics(
-            session, minutes=rule.window_minutes, version=scope
-        )
+            session, model, minutes=rule.window_minutes, version=scope,
+            task=champion.task if champion else "classification",
+        )  # fmt: skip
     m = cache[key]
     if rule.metric == "volume_drop":
-        return [_volume_drop(session, rule, m)]
+        return [_volume_drop(session, model, rule, m)]
     value, samples = {
         "accuracy": (m["accuracy"], m["labeled_count"]),
+        "mae": (m.get("mae"), m["labeled_count"]),
+        "rmse": (m.get("rmse"), m["labeled_count"]),
         "error_rate": (m["error_rate"], m["request_count"]),
         "latency_p99_ms": (m["latency_ms"]["p99"], m["request_count"]),
     }[rule.metric]
@@ -65,20 +74,25 @@ def observe(
 
 
 def _volume_drop(
-    session: Session, rule: AlertRule, current: dict[str, Any]
+    session: Session, model: str, rule: AlertRule, current: dict[str, Any]
 ) -> Observation:
     """How far requests fell against the window just before (1.0: none at all)."""
     end = from_iso(current["window_start"])
-    before = compute_window_metrics(session, minutes=rule.window_minutes, until=end)
+    before = compute_window_metrics(
+        session, model, minutes=rule.window_minutes, until=end
+    )
     previous = before["request_count"]
     drop = 1 - current["request_count"] / previous if previous else None
     return Observation("traffic", drop, previous)
 
 
 def _drift_observations(
-    session: Session, rule: AlertRule, champion: ModelVersion | None
+    session: Session, model: str, rule: AlertRule, champion: ModelVersion | None
 ) -> list[Observation]:
-    query = select(DriftReport).order_by(DriftReport.id.desc()).limit(1)
+    query = (
+        select(DriftReport).where(DriftReport.model == model)
+        .order_by(DriftReport.id.desc()).limit(1)
+    )  # fmt: skip
     if champion is not None:
         query = query.where(DriftReport.model_version_id == champion.id)
     report = session.scalar(query)
@@ -95,24 +109,27 @@ def _drift_observations(
 
 def evaluate_alerts(
     session: Session,
+    model: str,
     rules: Sequence[AlertRule],
     now: datetime | None = None,
     champion: ModelVersion | None = None,
 ) -> dict[str, list[int]]:
-    """Open, refresh or resolve alerts for every rule; returns the ids it changed."""
+    """Open, refresh or resolve `model`'s alerts for every rule; returns the ids it
+    changed."""
     now = now or utcnow()
     changed: dict[str, list[int]] = {"opened": [], "resolved": []}
     cache: dict[tuple[int, int | None], dict[str, Any]] = {}
     for rule in rules:
-        for seen in observe(session, rule, cache, champion):
+        for seen in observe(session, model, rule, cache, champion):
             if seen.value is None or seen.samples < rule.min_samples:
                 continue  # not enough evidence either way: nothing changes
-            active = _active(session, rule.name, seen.subject)
+            active = _active(session, model, rule.name, seen.subject)
             if rule.holds(seen.value):
                 if active is not None:
                     _refresh(active, rule, seen, now)
-                elif not _cooling_down(session, rule, seen.subject, now):
-                    changed["opened"].append(_open(session, rule, seen, now).id)
+                elif not _cooling_down(session, model, rule, seen.subject, now):
+                    alert = _open(session, model, rule, seen, now)
+                    changed["opened"].append(alert.id)
             elif active is not None:
                 active.state, active.resolved_at = "resolved", now
                 changed["resolved"].append(active.id)
@@ -121,30 +138,34 @@ def evaluate_alerts(
     return changed
 
 
-def _active(session: Session, rule: str, subject: str) -> Alert | None:
+def _active(session: Session, model: str, rule: str, subject: str) -> Alert | None:
     return session.scalar(
-        select(Alert).where(Alert.rule == rule, Alert.subject == subject,
-                            Alert.state.in_(ACTIVE))
+        select(Alert).where(Alert.model == model, Alert.rule == rule,
+                            Alert.subject == subject, Alert.state.in_(ACTIVE))
     )  # fmt: skip
 
 
 def _cooling_down(
-    session: Session, rule: AlertRule, subject: str, now: datetime
+    session: Session, model: str, rule: AlertRule, subject: str, now: datetime
 ) -> bool:
     since = now - timedelta(minutes=rule.cooldown_minutes)
     return session.scalar(
-        select(Alert.id).where(Alert.rule == rule.name, Alert.subject == subject,
-                               Alert.resolved_at >= since).limit(1)
+        select(Alert.id).where(Alert.model == model, Alert.rule == rule.name,
+                               Alert.subject == subject, Alert.resolved_at >= since)
+        .limit(1)
     ) is not None  # fmt: skip
 
 
-def _open(session: Session, rule: AlertRule, seen: Observation, now: datetime) -> Alert:
+def _open(
+    session: Session, model: str, rule: AlertRule, seen: Observation, now: datetime
+) -> Alert:
     alert = Alert(
+        model=model,
         rule=rule.name,
         subject=seen.subject,
         severity=rule.severity,
         state="open",
-        message=_message(rule, seen, seen.value, seen.samples),
+        message=_message(model, rule, seen, seen.value, seen.samples),
         value=seen.value,
         threshold=rule.threshold,
         details={"metric": rule.metric, "comparator": rule.comparator,
@@ -162,7 +183,7 @@ def _refresh(alert: Alert, rule: AlertRule, seen: Observation, now: datetime) ->
     opened = alert.details.get("value_at_open", alert.value)
     opened_samples = alert.details.get("samples_at_open", seen.samples)
     alert.last_seen_at, alert.value = now, seen.value
-    alert.message = _message(rule, seen, opened, opened_samples)
+    alert.message = _message(alert.model, rule, seen, opened, opened_samples)
     alert.details = {
         **alert.details,
         "samples": seen.samples,
@@ -172,11 +193,16 @@ def _refresh(alert: Alert, rule: AlertRule, seen: Observation, now: datetime) ->
 
 
 def _message(
-    rule: AlertRule, seen: Observation, opened: float | None, opened_samples: int
+    model: str | None,
+    rule: AlertRule,
+    seen: Observation,
+    opened: float | None,
+    opened_samples: int,
 ) -> str:
     condition = f"{rule.comparator} {rule.threshold:g}"
+    of = model if seen.subject == "model" else f"{model} {seen.subject}"
     text = (
-        f"{rule.metric} of {seen.subject} was {_figure(opened)} at opening "
+        f"{rule.metric} of {of} was {_figure(opened)} at opening "
         f"({condition}) over {opened_samples} samples"
     )
     if opened_samples != seen.samples or opened != seen.value:
@@ -203,6 +229,7 @@ def _insert(session: Session, alert: Alert) -> Alert:
 
 def open_event_alert(
     session: Session,
+    model: str,
     rule: str,
     subject: str,
     *,
@@ -214,12 +241,12 @@ def open_event_alert(
     model artifact refused at load. None when one is already open for the rule and
     subject: the database allows one, so processes racing here open one between them.
     """
-    if _active(session, rule, subject) is not None:
+    if _active(session, model, rule, subject) is not None:
         return None
     now = utcnow()
     alert = Alert(
-        rule=rule, subject=subject, severity=severity, state="open", message=message,
-        details=details, opened_at=now, last_seen_at=now,
+        model=model, rule=rule, subject=subject, severity=severity, state="open",
+        message=message, details=details, opened_at=now, last_seen_at=now,
     )  # fmt: skip
     try:
         with session.begin_nested():
@@ -230,23 +257,23 @@ def open_event_alert(
 
 
 def artifact_refused(
-    session: Session, version: int, error: str, serving: int | None
+    session: Session, model: str, version: int, error: str, serving: int | None
 ) -> Alert | None:
     """The alert for a version whose artifact was refused (missing, truncated,
     replaced): at promotion, or when an API process went to load it."""
     return open_event_alert(
-        session, "artifact_refused", f"version:{version}", severity="critical",
-        message=f"version {version} was refused: {error}; "
+        session, model, "artifact_refused", f"version:{version}", severity="critical",
+        message=f"version {version} of {model} was refused: {error}; "
         f"still serving version {serving}",
         version=version, serving_version=serving, error=error,
     )  # fmt: skip
 
 
-def artifact_accepted(session: Session, version: int) -> Alert | None:
+def artifact_accepted(session: Session, model: str, version: int) -> Alert | None:
     """Resolve the `artifact_refused` alert of a version whose artifact has now
     passed its check (it was restored, and promoted or loaded); None if none was
     active."""
-    alert = _active(session, "artifact_refused", f"version:{version}")
+    alert = _active(session, model, "artifact_refused", f"version:{version}")
     if alert is not None:
         alert.state, alert.resolved_at = "resolved", utcnow()
         log.info("alert resolved id=%d rule=artifact_refused", alert.id)
@@ -270,21 +297,27 @@ def acknowledge(session: Session, alert_id: int, actor: str) -> Alert:
         raise ConflictError(f"alert {alert_id} is already resolved", alert_id=alert_id)
     if alert.state == "open":
         alert.state, alert.acknowledged_at = "acknowledged", utcnow()
-        repo.add_audit_event(session, "alert_ack", "alert", alert_id, actor=actor)
+        repo.add_audit_event(session, "alert_ack", "alert", alert_id, actor=actor,
+                             model=alert.model)  # fmt: skip
     session.flush()
     return alert
 
 
-def list_alerts(session: Session, state: str | None, limit: int) -> Sequence[Alert]:
+def list_alerts(
+    session: Session, state: str | None, limit: int, model: str | None = None
+) -> Sequence[Alert]:
     query = select(Alert).order_by(Alert.id.desc()).limit(limit)
     if state:
         query = query.where(Alert.state == state)
+    if model:
+        query = query.where(Alert.model == model)
     return session.scalars(query).all()
 
 
 def alert_out(alert: Alert, deliveries: Sequence[AlertDelivery]) -> dict[str, Any]:
     return {
-        "id": alert.id, "rule": alert.rule, "subject": alert.subject,
+        "id": alert.id, "model": alert.model, "rule": alert.rule,
+        "subject": alert.subject,
         "severity": alert.severity, "state": alert.state, "message": alert.message,
         "value": alert.value, "threshold": alert.threshold, "details": alert.details,
         "opened_at": to_iso(alert.opened_at),

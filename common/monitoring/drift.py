@@ -236,6 +236,14 @@ def _prediction_drift(
     reference = profile.get("predictions") or {}
     if predictions is None or not reference or predictions.empty:
         return None
+    if reference.get("type") == "number":  # a regressor's predicted values
+        values = pd.to_numeric(predictions, errors="coerce")
+        item = _feature("prediction", reference, values,
+                        max(int(profile.get("rows", 1)), 1), settings)  # fmt: skip
+        drifted = (item["psi"] >= settings.drift_psi_threshold
+                   and item["p_value"] < settings.drift_alpha)  # fmt: skip
+        return {"psi": item["psi"], "p_value": item["p_value"],
+                "drifted": bool(drifted), "kind": "number"}  # fmt: skip
     shares = predictions.astype(str).value_counts(normalize=True)
     classes = sorted(set(reference) | set(shares.index))
     result = psi_result(

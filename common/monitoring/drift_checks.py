@@ -51,7 +51,9 @@ def run_drift_check(session: Session, settings: Settings) -> DriftReport:
     report = check_drift(version.reference_profile, frame[version.feature_names],
                          predictions, settings)  # fmt: skip
     report["model_version"] = version.version
+    report["model"] = settings.model_name
     row = DriftReport(
+        model=settings.model_name,
         model_version_id=version.id,
         status=report["status"],
         window_size=report["window_size"],
@@ -70,19 +72,23 @@ def drift_report_out(row: DriftReport) -> dict[str, Any]:
     return {"id": row.id, "checked_at": to_iso(row.created_at), **row.report}
 
 
-def latest_drift_report(session: Session) -> dict[str, Any]:
-    """Raises `NotFoundError` before the first check."""
-    row = session.scalar(select(DriftReport).order_by(DriftReport.id.desc()).limit(1))
+def latest_drift_report(session: Session, model: str) -> dict[str, Any]:
+    """Raises `NotFoundError` before the model's first check."""
+    row = session.scalar(
+        select(DriftReport).where(DriftReport.model == model)
+        .order_by(DriftReport.id.desc()).limit(1)
+    )  # fmt: skip
     if row is None:
-        raise NotFoundError("no drift check has run yet")
+        raise NotFoundError(f"no drift check of model {model!r} has run yet")
     return drift_report_out(row)
 
 
-def drift_history(session: Session, limit: int) -> list[dict[str, Any]]:
-    """Summaries of the last `limit` checks, oldest first."""
+def drift_history(session: Session, model: str, limit: int) -> list[dict[str, Any]]:
+    """Summaries of the model's last `limit` checks, oldest first."""
     rows = session.scalars(
-        select(DriftReport).order_by(DriftReport.id.desc()).limit(limit)
-    ).all()
+        select(DriftReport).where(DriftReport.model == model)
+        .order_by(DriftReport.id.desc()).limit(limit)
+    ).all()  # fmt: skip
     return [
         {
             "id": r.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,32 +30,32 @@ class FeedbackOutcome:
 
 
 def record_feedback(
-    session: Session, items: list[tuple[str, Any]], default_classes: list[Any]
+    session: Session,
+    items: list[tuple[str, Any]],
+    pending: tuple[str, list[Any]] | None = None,
 ) -> list[FeedbackOutcome]:
     """Store one label per prediction id; repeating a call changes nothing.
 
-    A label is checked against the classes of the model that answered the prediction,
-    or `default_classes` (the champion's) when its log row has not landed yet; it is
-    kept either way and joins the log row when that is written.
+    A label is checked against the model that answered the prediction: one of a
+    classifier's classes, a finite number for a regressor. A prediction whose log row
+    has not landed yet is checked against `pending` (task and classes: the default
+    model's) when given; its label is kept and joins the log row when that lands.
 
     Raises
     ------
     InvalidInputError
-        Listing every label that is not a class of its model.
+        Listing every label its model cannot have.
     """
     items = list(dict(items).items())  # a later label for the same id wins
     ids = [prediction_id for prediction_id, _ in items]
-    classes_by_id = repo.find_prediction_classes(session, ids)
+    targets = repo.find_prediction_targets(session, ids)
     problems = []
     for index, (prediction_id, label) in enumerate(items):
-        allowed = [str(c) for c in classes_by_id.get(prediction_id, default_classes)]
-        if str(label) not in allowed:
+        target = targets.get(prediction_id, pending)
+        problem = _label_problem(label, *target) if target else None
+        if problem:
             problems.append(
-                {
-                    "field": f"[{index}].label",
-                    "code": "unknown_class",
-                    "message": f"label {label!r} is not one of the classes {allowed}",
-                }
+                {"field": f"[{index}].label", "code": problem[0], "message": problem[1]}
             )
     if problems:
         raise InvalidInputError("feedback refused: unknown labels", problems=problems)
@@ -72,9 +73,7 @@ def record_feedback(
             row.label, row.updated_at = text, utcnow()
             status = "updated"
         outcomes.append(
-            FeedbackOutcome(
-                prediction_id, label, status, prediction_id in classes_by_id
-            )
+            FeedbackOutcome(prediction_id, label, status, prediction_id in targets)
         )
     try:
         session.flush()
@@ -83,3 +82,21 @@ def record_feedback(
             "concurrent feedback for the same prediction; retry"
         ) from exc
     return outcomes
+
+
+def _label_problem(label: Any, task: str, classes: list[Any]) -> tuple[str, str] | None:
+    if task == "regression":
+        if isinstance(label, bool) or not _finite(label):
+            return "not_a_number", f"label {label!r} of a regressor must be a number"
+        return None
+    allowed = [str(c) for c in classes]
+    if str(label) not in allowed:
+        return "unknown_class", f"label {label!r} is not one of the classes {allowed}"
+    return None
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

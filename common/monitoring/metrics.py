@@ -45,24 +45,29 @@ RECENT_SECONDS = 60  # the request rate is that of the last minute
 
 def compute_window_metrics(
     session: Session,
+    model: str,
     *,
     minutes: float,
     until: datetime | None = None,
     version: ModelVersion | None = None,
+    task: str = "classification",
 ) -> dict[str, Any]:
-    """Metrics of the predictions answered in the last `minutes`, of every version or
-    of one (a new champion is judged on its own answers, not its predecessor's).
+    """Metrics of `model`'s predictions answered in the last `minutes`, of every
+    version or of one (a new champion is judged on its own answers, not its
+    predecessor's).
 
     Requests and their latencies count once per request, however many rows it
     carried; predictions count rows. After a demo reset the window starts there.
     """
     until = until or utcnow()
     since = until - timedelta(minutes=minutes)
-    reset = last_reset_at(session)
+    reset = last_reset_at(session, model)
     if reset is not None and since < reset <= until:
         since = reset
-    in_window = (PredictionLog.created_at >= since) & (
-        PredictionLog.created_at <= until
+    in_window = (
+        (PredictionLog.model == model)
+        & (PredictionLog.created_at >= since)
+        & (PredictionLog.created_at <= until)
     )
     if version is not None:
         in_window &= PredictionLog.model_version_id == version.id
@@ -86,7 +91,13 @@ def compute_window_metrics(
     quality: Counter[str] = Counter(
         flag.split(":", 1)[0] for r in answered for flag in (r.data_quality or [])
     )
+    performance = (
+        regression_performance(labelled) if task == "regression"
+        else _performance(labelled)
+    )  # fmt: skip
     return {
+        "model": model,
+        "task": task,
         "window_start": to_iso(since),
         "window_end": to_iso(until),
         "window_minutes": (until - since).total_seconds() / 60,
@@ -99,22 +110,22 @@ def compute_window_metrics(
         "error_rate": failed / len(requests) if requests else 0.0,
         "latency_ms": _percentiles(latencies),
         "avg_response_time": float(latencies.mean()) if len(latencies) else None,
-        **_performance(labelled),
+        **performance,
         "labeled_count": len(labelled),
         "label_coverage": len(labelled) / len(answered) if answered else 0.0,
         "estimated_accuracy": _mean([r.confidence for r in answered]),
         "data_quality": dict(quality),
-        "drift": latest_drift_summary(session),
-        "open_alerts": count_open_alerts(session),
+        "drift": latest_drift_summary(session, model),
+        "open_alerts": count_open_alerts(session, model),
     }
 
 
-def last_reset_at(session: Session) -> datetime | None:
-    """When the demo was last reset: the data before it is gone, so windows that
-    reach further back would average over minutes with nothing in them."""
+def last_reset_at(session: Session, model: str) -> datetime | None:
+    """When the demo last reset this model: the data before it is gone, so windows
+    that reach further back would average over minutes with nothing in them."""
     at = session.scalar(
         select(AuditEvent.created_at)
-        .where(AuditEvent.action == "demo_reset")
+        .where(AuditEvent.action == "demo_reset", AuditEvent.model == model)
         .order_by(AuditEvent.id.desc())
         .limit(1)
     )
@@ -145,15 +156,42 @@ def _performance(labelled: Sequence[Any]) -> dict[str, Any]:
             "accuracy_ci": {"low": low, "high": high, "level": 0.95}}  # fmt: skip
 
 
+def regression_performance(labelled: Sequence[Any]) -> dict[str, Any]:
+    """MAE, RMSE and R² of a regressor's labelled answers; a label or prediction that
+    is not a number does not count (feedback refuses them for regressors)."""
+    pairs = [(_number(p), _number(t)) for p, t in labelled]
+    kept = np.array([(p, t) for p, t in pairs if p is not None and t is not None],
+                    dtype=float).reshape(-1, 2)  # fmt: skip
+    empty = {"mae": None, "rmse": None, "r2": None, "accuracy": None,
+             "precision": None, "recall": None, "f1_score": None,
+             "accuracy_ci": None}  # fmt: skip
+    if not len(kept):
+        return empty
+    errors = kept[:, 0] - kept[:, 1]
+    spread = float(((kept[:, 1] - kept[:, 1].mean()) ** 2).sum())
+    r2 = 1 - float((errors**2).sum()) / spread if spread > 0 else None
+    return {**empty, "mae": float(np.abs(errors).mean()),
+            "rmse": float(np.sqrt((errors**2).mean())), "r2": r2}  # fmt: skip
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _mean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
 
 
-def latest_drift_summary(session: Session) -> dict[str, Any] | None:
+def latest_drift_summary(session: Session, model: str) -> dict[str, Any] | None:
     report = session.scalar(
-        select(DriftReport).order_by(DriftReport.id.desc()).limit(1)
-    )
+        select(DriftReport).where(DriftReport.model == model)
+        .order_by(DriftReport.id.desc()).limit(1)
+    )  # fmt: skip
     if report is None:
         return None
     return {"status": report.status, "drift_share": report.drift_share,
@@ -161,20 +199,22 @@ def latest_drift_summary(session: Session) -> dict[str, Any] | None:
             "checked_at": to_iso(report.created_at)}  # fmt: skip
 
 
-def count_open_alerts(session: Session) -> int:
-    return (
-        session.scalar(
-            select(func.count()).select_from(Alert).where(Alert.state == "open")
-        )
-        or 0
-    )
+def count_open_alerts(session: Session, model: str | None = None) -> int:
+    """Open alerts of `model`, or of the whole deployment."""
+    query = select(func.count()).select_from(Alert).where(Alert.state == "open")
+    if model is not None:
+        query = query.where(Alert.model == model)
+    return session.scalar(query) or 0
 
 
-def record_snapshot(session: Session, minutes: float) -> MetricSnapshot:
-    """Store the current window's metrics for the history charts."""
-    metrics = compute_window_metrics(session, minutes=minutes)
+def record_snapshot(
+    session: Session, model: str, minutes: float, task: str = "classification"
+) -> MetricSnapshot:
+    """Store the current window's metrics of `model` for the history charts."""
+    metrics = compute_window_metrics(session, model, minutes=minutes, task=task)
     now = utcnow()
     snapshot = MetricSnapshot(
+        model=model,
         window_start=now - timedelta(minutes=minutes),
         window_end=now,
         prediction_count=metrics["prediction_count"],
@@ -187,12 +227,13 @@ def record_snapshot(session: Session, minutes: float) -> MetricSnapshot:
 
 
 def metric_history(
-    session: Session, hours: float, limit: int = 2000
+    session: Session, model: str, hours: float, limit: int = 2000
 ) -> list[dict[str, Any]]:
-    """Snapshots of the last `hours`, oldest first."""
+    """Snapshots of `model` of the last `hours`, oldest first."""
     since = utcnow() - timedelta(hours=hours)
     rows = session.scalars(
-        select(MetricSnapshot).where(MetricSnapshot.created_at >= since)
+        select(MetricSnapshot)
+        .where(MetricSnapshot.model == model, MetricSnapshot.created_at >= since)
         .order_by(MetricSnapshot.id.desc()).limit(limit)
     ).all()  # fmt: skip
     return [{"at": to_iso(r.created_at), **r.metrics} for r in reversed(rows)]

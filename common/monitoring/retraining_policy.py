@@ -72,7 +72,9 @@ def assess(session: Session, settings: Settings) -> Assessment:
         views.append(_drift_rule(session, settings, champion.model_version_id))
     # While the inputs drift the drift rule decides: the accuracy window would mix
     # the old world with the new.
-    if settings.retrain_accuracy_floor > 0 and not (views and views[0].decides):
+    classifier = champion.model_version.task == "classification"
+    if (settings.retrain_accuracy_floor > 0 and classifier
+            and not (views and views[0].decides)):  # fmt: skip
         views.append(_accuracy_rule(session, settings, champion))
     seen.trigger = next((v.trigger for v in views if v.trigger), None)
     seen.waiting = [v.waiting for v in views if v.waiting]
@@ -116,7 +118,7 @@ def _drift_rule(session: Session, settings: Settings, champion_id: int) -> RuleV
     # From the first drifted check on, the inputs are the new world's; rows before it
     # may be the old world's (its window straddled the change), so they stay out.
     since = as_utc(min(c.created_at for c in drifted))
-    labelled = count_labelled_since(session, since)
+    labelled = count_labelled_since(session, settings.model_name, since)
     if labelled < settings.retrain_recent_rows:
         wanted = _labels_wanted("drift", since, labelled, settings)
         return RuleView(waiting=wanted, decides=True)
@@ -139,11 +141,14 @@ def _accuracy_rule(session: Session, settings: Settings, champion: Any) -> RuleV
     the champion above the floor, or when no feedback flows at all."""
     floor = settings.retrain_accuracy_floor
     window = compute_window_metrics(
-        session, minutes=settings.metrics_window_minutes, version=champion.model_version
-    )
+        session, settings.model_name, minutes=settings.metrics_window_minutes,
+        version=champion.model_version,
+    )  # fmt: skip
     labels = window["labeled_count"]
     if labels < settings.retrain_min_labels:
-        flowing = labels > 0 or _any_labels_since(session, window["window_start"])
+        flowing = labels > 0 or _any_labels_since(
+            session, settings.model_name, window["window_start"]
+        )
         wanted = f"{labels} of {settings.retrain_min_labels} labels on version " \
             f"{champion.model_version.version} to judge its accuracy"  # fmt: skip
         return RuleView(waiting=wanted) if flowing else RuleView(holds=True)
@@ -172,8 +177,8 @@ def _accuracy_rule(session: Session, settings: Settings, champion: Any) -> RuleV
     })  # fmt: skip
 
 
-def _any_labels_since(session: Session, since: str) -> bool:
-    return count_labelled_since(session, from_iso(since)) > 0
+def _any_labels_since(session: Session, model: str, since: str) -> bool:
+    return count_labelled_since(session, model, from_iso(since)) > 0
 
 
 def _labels_wanted(what: str, since: datetime | str, have: int, s: Settings) -> str:
@@ -185,10 +190,11 @@ def next_allowed_at(
     session: Session, settings: Settings, last_healthy_at: datetime | None
 ) -> tuple[datetime | None, str]:
     """When the next automatic retrain may start, and why then."""
-    last = session.scalar(
-        select(Job).where(Job.kind == "retrain", Job.reason.startswith(AUTO_PREFIX))
-        .order_by(Job.id.desc()).limit(1)
+    automatic = (
+        (Job.kind == "retrain") & (Job.model == settings.model_name)
+        & Job.reason.startswith(AUTO_PREFIX)
     )  # fmt: skip
+    last = session.scalar(select(Job).where(automatic).order_by(Job.id.desc()).limit(1))
     if last is None:
         return None, "no automatic retrain yet"
     cooldown = timedelta(minutes=settings.retrain_cooldown_minutes)
@@ -198,9 +204,7 @@ def next_allowed_at(
             f"job {last.id} fixed the last problem; the cooldown "
             f"({settings.retrain_cooldown_minutes} min) runs from its start"
         )
-    query = select(func.count(Job.id)).where(
-        Job.kind == "retrain", Job.reason.startswith(AUTO_PREFIX)
-    )
+    query = select(func.count(Job.id)).where(automatic)
     if last_healthy_at is not None:
         query = query.where(Job.created_at > last_healthy_at)
     attempts = session.scalar(query) or 1
@@ -215,20 +219,24 @@ def next_allowed_at(
 
 def start_retrain(
     session: Session,
+    model: str,
     trigger: dict[str, Any],
     enqueue: Callable[[int], str],
 ) -> Job | None:
-    """Submit an automatic retrain; None when one is already queued or running."""
+    """Submit an automatic retrain of `model`; None when one is already queued or
+    running."""
     params = {"trigger": trigger["trigger"], "evidence": trigger["evidence"]}
     if trigger.get("since"):  # drift or accuracy: train on the new world only
         params["since"] = trigger["since"]
     try:
         job = tracker.submit_job(session, "retrain", params,
-                              AUTO_PREFIX + trigger["summary"], enqueue)  # fmt: skip
+                                 AUTO_PREFIX + trigger["summary"], enqueue,
+                                 model=model)  # fmt: skip
     except tracker.JobConflictError:
         session.rollback()
         return None
-    log.info("automatic retrain job=%d: %s", job.id, trigger["summary"])
+    log.info("automatic retrain model=%s job=%d: %s", model, job.id,
+             trigger["summary"])  # fmt: skip
     return job
 
 
@@ -239,7 +247,7 @@ def apply_policy(
     the decision either way."""
     now = utcnow()
     state = _state(session, settings)
-    active = tracker.find_active(session, "retrain")
+    active = tracker.find_active(session, "retrain", settings.model_name)
     if active is not None:
         _decide(state, "busy", f"retrain job {active.id} is {active.state}", None)
         return None
@@ -258,7 +266,7 @@ def apply_policy(
     if allowed_at is not None and now < allowed_at:
         _decide(state, "waiting", f"{seen.trigger['summary']}; {why}", allowed_at)
         return None
-    job = start_retrain(session, seen.trigger, enqueue)
+    job = start_retrain(session, settings.model_name, seen.trigger, enqueue)
     if job is not None:
         _decide(state, "retrain", f"started job {job.id}: {seen.trigger['summary']}",
                 None, job_id=job.id)  # fmt: skip
@@ -288,7 +296,7 @@ def _decide(
     **details: Any,
 ) -> None:
     if (state.decision, state.reason) != (decision, reason):
-        log.info("retraining policy: %s: %s", decision, reason)
+        log.info("retraining policy of %s: %s: %s", state.name, decision, reason)
     state.decision, state.reason = decision, reason
     state.decided_at, state.next_action_at = utcnow(), next_action_at
     state.details = details

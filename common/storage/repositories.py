@@ -72,16 +72,16 @@ def insert_prediction_logs(session: Session, rows: list[dict[str, Any]]) -> None
         session.execute(insert(PredictionLog), rows)
 
 
-def find_prediction_classes(
+def find_prediction_targets(
     session: Session, prediction_ids: list[str]
-) -> dict[str, list[Any]]:
-    """Classes of the model version that answered each known prediction id."""
+) -> dict[str, tuple[str, list[Any]]]:
+    """Task and classes of the model version that answered each known prediction."""
     rows = session.execute(
-        select(PredictionLog.prediction_id, ModelVersion.classes)
+        select(PredictionLog.prediction_id, ModelVersion.task, ModelVersion.classes)
         .join(ModelVersion, ModelVersion.id == PredictionLog.model_version_id)
         .where(PredictionLog.prediction_id.in_(prediction_ids))
     ).all()
-    return {prediction_id: classes for prediction_id, classes in rows}
+    return {prediction_id: (task, classes) for prediction_id, task, classes in rows}
 
 
 def find_feedback(
@@ -109,10 +109,12 @@ def add_audit_event(
     subject_id: object,
     *,
     actor: str = "system",
+    model: str | None = None,
     **details: Any,
 ) -> AuditEvent:
     event = AuditEvent(
         action=action,
+        model=model,
         actor=actor,
         subject_type=subject_type,
         subject_id=str(subject_id),
@@ -123,9 +125,14 @@ def add_audit_event(
 
 
 def list_audit_events(
-    session: Session, subject_type: str | None = None, limit: int = 100
+    session: Session,
+    subject_type: str | None = None,
+    limit: int = 100,
+    model: str | None = None,
 ) -> Sequence[AuditEvent]:
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if subject_type:
         query = query.where(AuditEvent.subject_type == subject_type)
+    if model:
+        query = query.where(AuditEvent.model == model)
     return session.scalars(query).all()

@@ -31,6 +31,23 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JsonType, list[Any]: JsonType}
 
 
+MODEL_NAME = String(63)
+
+
+class Model(Base):
+    """A named model: its task, what retrains it, and what the user said it is."""
+
+    __tablename__ = "models"
+
+    name: Mapped[str] = mapped_column(MODEL_NAME, primary_key=True)
+    task: Mapped[str] = mapped_column(String(20))
+    description: Mapped[str | None] = mapped_column(Text)
+    # Where a retrain takes its base data: {"dataset": name} or {} (labelled
+    # predictions only).
+    source: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 class ModelVersion(Base):
     """One trained, registered model: artifact, schema, profile, metrics, provenance."""
 
@@ -57,6 +74,12 @@ class ModelVersion(Base):
     params: Mapped[dict[str, Any]] = mapped_column()
     data_fingerprint: Mapped[str] = mapped_column(String(64))
     dataset: Mapped[str | None] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(
+        String(20), default="classification", server_default="classification"
+    )
+    # A registered (not trained) version: its file's format, name and sha256, and
+    # the types the operator trusted to load it.
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     reason: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
@@ -102,6 +125,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(50))
+    model: Mapped[str | None] = mapped_column(MODEL_NAME, index=True)
     state: Mapped[str] = mapped_column(String(20), default="queued")
     progress: Mapped[int] = mapped_column(Integer, default=0)
     stage: Mapped[str | None] = mapped_column(String(100))
@@ -112,8 +136,8 @@ class Job(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     task_id: Mapped[str | None] = mapped_column(String(200))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Set to the kind while queued or running: a unique key that allows one active
-    # job per single-flight kind (retrain), enforced by the database.
+    # Set to "kind:model" while queued or running: a unique key that allows one
+    # active job per single-flight kind and model (retrain), enforced by the database.
     active_key: Mapped[str | None] = mapped_column(String(50))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The Celery worker (hostname) that claimed the job last: one owner at a time.
@@ -131,9 +155,13 @@ class PredictionLog(Base):
     """One answered prediction, written in batches by the API's background writer."""
 
     __tablename__ = "prediction_logs"
+    __table_args__ = (
+        Index("ix_prediction_logs_model_created_at", "model", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prediction_id: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(MODEL_NAME, server_default="default")
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
     )
@@ -169,6 +197,7 @@ class MetricSnapshot(Base):
     __tablename__ = "metric_snapshots"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(MODEL_NAME, server_default="default", index=True)
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
     )
@@ -186,6 +215,7 @@ class DriftReport(Base):
     __tablename__ = "drift_reports"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(MODEL_NAME, server_default="default", index=True)
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
     )
@@ -207,11 +237,12 @@ class Alert(Base):
     __table_args__ = (
         Index("ix_alerts_rule_subject_state", "rule", "subject", "state"),
         # Two processes that see the same problem at once open one alert, not two.
-        Index("uq_alerts_active", "rule", "subject", unique=True,
+        Index("uq_alerts_active", "model", "rule", "subject", unique=True,
               sqlite_where=text(ACTIVE_ALERT), postgresql_where=text(ACTIVE_ALERT)),
     )  # fmt: skip
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str | None] = mapped_column(MODEL_NAME, index=True)
     rule: Mapped[str] = mapped_column(String(100))
     subject: Mapped[str] = mapped_column(String(200))
     severity: Mapped[str] = mapped_column(String(20))
@@ -250,6 +281,7 @@ class AuditEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     action: Mapped[str] = mapped_column(String(50), index=True)
+    model: Mapped[str | None] = mapped_column(MODEL_NAME, index=True)
     actor: Mapped[str] = mapped_column(String(100))
     subject_type: Mapped[str] = mapped_column(String(50))
     subject_id: Mapped[str] = mapped_column(String(100))

@@ -56,6 +56,7 @@ def require_api_key(view: F) -> F:
         check_api_key(current_app.extensions["settings"])
         return view(*args, **kwargs)
 
+    wrapper.__auth__ = "api_key"  # type: ignore[attr-defined]  # for the OpenAPI
     return cast(F, wrapper)
 
 
@@ -69,6 +70,7 @@ def require_predict_key(view: F) -> F:
             check_api_key(settings)
         return view(*args, **kwargs)
 
+    wrapper.__auth__ = "predict"  # type: ignore[attr-defined]  # for the OpenAPI
     return cast(F, wrapper)
 
 

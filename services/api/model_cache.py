@@ -1,47 +1,60 @@
-"""The model this API process serves, swapped when the champion generation changes.
+"""The champions this API process serves, loaded on demand within a memory budget
+and swapped when a champion's generation changes.
 
-A watcher thread polls the (cheap) generation; on a change it loads the new version in
-the background, verifies its sha256, warms it, and swaps one reference. Requests read
-that reference once, so a swap never fails or mixes a request.
+A watcher thread polls every champion's (cheap) generation in one query. A model is
+loaded on its first request, in the background: the request waits for it up to its
+time budget. A loaded model whose generation changed is reloaded in the background
+(verified, warmed) and swapped as one reference, so a swap never fails or mixes a
+request. Loaded champions stay within `model_cache_mb`, least recently used out; the
+default model is never dropped (`/readyz` depends on it), and a model larger than the
+whole budget still serves, alone beside it.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import pickle
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.clock import utcnow
 from common.config import Settings
 from common.data.processing import example_features
-from common.errors import AppError, ArtifactError
-from common.models import registry
+from common.errors import AppError, ArtifactError, ModelNotReadyError
+from common.models import catalog, registry
+from common.models.prediction import predict_rows
 from common.models.schemas import FeatureSpec
 from common.models.validation import to_frame
 from common.monitoring import alerts
 from common.storage import repositories as repo
 from common.storage.db import session_scope
-from common.storage.tables import Alert, ModelVersion
+from common.storage.tables import Alert, Champion, ModelVersion
 
 log = logging.getLogger(__name__)
 
 # A refused champion is tried again every this many polls (10 s at the default
 # 500 ms): cheap, and a restored artifact serves without another promotion.
 RETRY_REFUSED_POLLS = 20
+LOAD_THREADS = 2  # loads of different models overlap; one model loads once at a time
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A verified, warmed pipeline and what identifies it."""
 
+    name: str
     model_version_id: int
     version: int
     generation: int
@@ -49,11 +62,25 @@ class LoadedModel:
     pipeline: Any
     input_schema: list[FeatureSpec]
     classes: list[Any]
+    task: str
     loaded_at: datetime
+    size_bytes: int  # its pickled size: what it holds in memory, near enough
+
+
+@dataclass
+class _Slot:
+    """One model in this process: what serves, what loads, what failed."""
+
+    current: LoadedModel | None = None
+    last_error: str | None = "not loaded yet"
+    loading: Future[LoadedModel | None] | None = None
+    failed: tuple[int, int] | None = None  # (generation, version id) refused
+    failed_at: float = 0.0
+    used_at: float = field(default_factory=time.monotonic)
 
 
 class ModelCache:
-    """Holds one `LoadedModel`; a failed load keeps the previous one serving."""
+    """Champions by model name; a failed load keeps the previous version serving."""
 
     def __init__(
         self,
@@ -64,15 +91,211 @@ class ModelCache:
         self.settings = settings
         self.session_factory = session_factory
         self.on_alert = on_alert  # told (alert id, event) of each alert it changes
-        self.current: LoadedModel | None = None
-        self.last_error: str | None = "no model loaded yet"
-        # (generation, version id) refused, and when: tried again after a while, so a
-        # restored artifact is picked up without another promotion.
-        self._failed: tuple[int, int] | None = None
-        self._failed_at = 0.0
+        self.budget_bytes = settings.model_cache_mb * 1024 * 1024
+        self.default = settings.default_model
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()  # least recent first
+        # name -> (generation, version id), from the last poll
+        self._champions: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
+        self._loader = ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="model-load")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.loads = 0
+        self.evictions = 0
+
+    # -- what the request path asks -------------------------------------------
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The default model, if loaded."""
+        return self.get(self.default)
+
+    @property
+    def last_error(self) -> str | None:
+        slot = self._slots.get(self.default)
+        return slot.last_error if slot else "not loaded yet"
+
+    def get(self, name: str) -> LoadedModel | None:
+        """The loaded champion of `name`, or None (nothing is loaded by asking)."""
+        slot = self._slots.get(name)
+        return slot.current if slot else None
+
+    def error_of(self, name: str) -> str | None:
+        slot = self._slots.get(name)
+        return slot.last_error if slot else "not loaded yet"
+
+    def loaded(self) -> list[LoadedModel]:
+        return [s.current for s in list(self._slots.values()) if s.current]
+
+    def put(self, loaded: LoadedModel) -> None:
+        """Serve `loaded` for its model now (tests swap in a slow pipeline)."""
+        with self._lock:
+            self._slots.setdefault(loaded.name, _Slot()).current = loaded
+
+    def require(self, name: str, timeout: float) -> LoadedModel:
+        """The champion of `name`, loading it if needed and waiting up to `timeout`.
+
+        Raises
+        ------
+        ModelNotFoundError
+            No model of that name (404, naming the models there are).
+        ModelNotReadyError
+            It has no champion, its artifact is refused, or it is still loading
+            after `timeout` (503 with Retry-After; the load goes on).
+        """
+        slot = self._slots.get(name)
+        if slot is not None and slot.current is not None:
+            self._touch(name, slot)
+            return slot.current
+        if name not in self._champions:
+            self._learn_champion(name)
+        if slot is not None and slot.failed is not None and not self._changed(name):
+            raise ModelNotReadyError(  # refused a moment ago: the watcher retries
+                f"model {name!r} cannot serve: {slot.last_error}", model=name
+            )
+        future = self._load_async(name)
+        try:
+            loaded = future.result(timeout=max(timeout, 0.0))
+        except FutureTimeout:
+            raise ModelNotReadyError(
+                f"model {name!r} is loading; retry in a moment", model=name
+            ) from None
+        if loaded is None:
+            raise ModelNotReadyError(
+                f"model {name!r} cannot serve: {self.error_of(name)}", model=name
+            )
+        return loaded
+
+    def _touch(self, name: str, slot: _Slot) -> None:
+        slot.used_at = time.monotonic()
+        if next(reversed(self._slots)) != name:
+            with self._lock:
+                if name in self._slots:
+                    self._slots.move_to_end(name)
+
+    def _learn_champion(self, name: str) -> None:
+        """A model not seen at the last poll: registered since, or unknown (404)."""
+        with session_scope(self.session_factory) as session:
+            pointer = repo.find_champion_generation(session, name)
+            if pointer is None:
+                if name != self.default:  # the default model is always expected
+                    catalog.get_model(session, name)  # 404 naming the known ones
+                raise ModelNotReadyError(no_champion(name), model=name)
+        self._champions[name] = pointer
+
+    # -- loading ---------------------------------------------------------------
+
+    def _load_async(self, name: str) -> Future[LoadedModel | None]:
+        with self._lock:
+            slot = self._slots.setdefault(name, _Slot())
+            if slot.loading is None or slot.loading.done():
+                slot.loading = self._loader.submit(self._load_champion, name)
+            return slot.loading
+
+    def refresh(self, name: str | None = None) -> LoadedModel | None:
+        """Load the champion of `name` (default: the default model) now if its
+        generation differs from the one served; returns what serves."""
+        name = name or self.default
+        try:
+            self._poll()
+        except SQLAlchemyError as exc:
+            self._slots.setdefault(name, _Slot()).last_error = str(exc)
+            return self.get(name)
+        if name not in self._champions:
+            self._slots.setdefault(name, _Slot()).last_error = no_champion(name)
+        elif self._changed(name):
+            try:
+                self._load_async(name).result()
+            except Exception:  # recorded on the slot by the load itself
+                log.debug("load of %s failed", name, exc_info=True)
+        return self.get(name)
+
+    def _changed(self, name: str) -> bool:
+        """Loaded (or wanted: the default) with another generation than its
+        champion's, and not refused a moment ago."""
+        pointer = self._champions.get(name)
+        slot = self._slots.get(name)
+        if pointer is None or (slot is None and name != self.default):
+            return False
+        if (
+            slot is not None
+            and slot.current is not None
+            and (slot.current.generation == pointer[0])
+        ):
+            return False
+        if slot is not None and slot.failed == pointer:
+            retry = RETRY_REFUSED_POLLS * self.settings.model_poll_ms / 1000
+            return time.monotonic() - slot.failed_at >= retry
+        return True
+
+    def _load_champion(self, name: str) -> LoadedModel | None:
+        target: tuple[ModelVersion, int] | None = None
+        slot = self._slots.setdefault(name, _Slot())
+        try:
+            target = self._champion(name)
+            if target is None:
+                slot.last_error = no_champion(name)
+                return slot.current
+            version, generation = target
+            if slot.current is not None and slot.current.generation == generation:
+                return slot.current
+            loaded = _load(self.settings, name, version, generation)
+        except (AppError, SQLAlchemyError) as exc:
+            slot.last_error = str(exc)
+            if target is not None:
+                slot.failed = (target[1], target[0].id)
+                slot.failed_at = time.monotonic()
+            log.warning("load of model %s failed; what it served keeps serving: %s",
+                        name, exc)  # fmt: skip
+            if target is not None and isinstance(exc, ArtifactError):
+                self._alert_refused(name, target[0], exc)
+            return slot.current
+        healed = slot.failed is not None
+        slot.current, slot.last_error, slot.failed = loaded, None, None
+        self.loads += 1
+        if healed:
+            self._resolve_refused(name, loaded.version)
+        self._fit_budget(keep=name)
+        # Models are long-lived: keep their many objects out of the cyclic GC's
+        # scans, which otherwise show up as latency spikes under load. Unfreeze and
+        # collect first, so a replaced model's cycles are still freed.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        log.info("serving model=%s version=%d generation=%d (%.1f MB)", name,
+                 loaded.version, loaded.generation,
+                 loaded.size_bytes / 2**20)  # fmt: skip
+        return loaded
+
+    def _champion(self, name: str) -> tuple[ModelVersion, int] | None:
+        with session_scope(self.session_factory) as session:
+            pointer = repo.find_champion_generation(session, name)
+            if pointer is None:
+                return None
+            self._champions[name] = pointer
+            version = session.get(ModelVersion, pointer[1])
+            assert version is not None  # foreign key
+            session.expunge(version)
+            return version, pointer[0]
+
+    def _fit_budget(self, keep: str) -> None:
+        """Drop least recently used models until the loaded ones fit the budget;
+        never the default model or the one just loaded."""
+        with self._lock:
+            total = sum(s.current.size_bytes for s in self._slots.values() if s.current)
+            for name in list(self._slots):
+                if total <= self.budget_bytes:
+                    break
+                slot = self._slots[name]
+                if name in (keep, self.default) or slot.current is None:
+                    continue
+                total -= slot.current.size_bytes
+                log.info("model %s dropped from memory (budget %d MB)", name,
+                         self.settings.model_cache_mb)  # fmt: skip
+                del self._slots[name]
+                self.evictions += 1
+
+    # -- watching --------------------------------------------------------------
 
     def start(self) -> None:
         """Start the watcher thread (once per process, after any fork)."""
@@ -87,64 +310,52 @@ class ModelCache:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        self._loader.shutdown(wait=False, cancel_futures=True)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.settings.model_poll_ms / 1000):
-            self.refresh()
-
-    def refresh(self) -> LoadedModel | None:
-        """Load the champion if its generation differs from the one served."""
-        with self._lock:
-            target: tuple[ModelVersion, int] | None = None
             try:
-                target = self._champion_if_changed()
-                if target is None:
-                    return self.current
-                version, generation = target
-                loaded = _load(self.settings, version, generation)
-            except (AppError, SQLAlchemyError) as exc:
-                self.last_error = str(exc)
-                if target is not None:
-                    self._failed = (target[1], target[0].id)
-                    self._failed_at = time.monotonic()
-                log.warning(
-                    "model load failed; the current model keeps serving: %s", exc
-                )
-                if target is not None and isinstance(exc, ArtifactError):
-                    self._alert_refused(target[0], exc)
-                return self.current
-            healed = self._failed is not None
-            self.current, self.last_error, self._failed = loaded, None, None
-            if healed:
-                self._resolve_refused(loaded.version)
-            # The model is long-lived: keep its many objects out of the cyclic GC's
-            # scans, which otherwise show up as latency spikes under load. Unfreeze
-            # and collect first, so a replaced model's cycles are still freed.
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
-            log.info("serving version=%d generation=%d", loaded.version, generation)
-            return loaded
+                self._poll()
+            except SQLAlchemyError as exc:
+                log.warning("champion poll failed; models keep serving: %s", exc)
+                continue
+            for name in [self.default, *list(self._slots)]:
+                if self._changed(name):
+                    self._load_async(name)
 
-    def _alert_refused(self, version: ModelVersion, exc: ArtifactError) -> None:
+    def _poll(self) -> None:
+        """Every champion's generation, in one query."""
+        with session_scope(self.session_factory) as session:
+            rows = session.execute(
+                select(Champion.name, Champion.generation, Champion.model_version_id)
+            ).all()
+        self._champions = {name: (gen, vid) for name, gen, vid in rows}
+
+    # -- alerts ----------------------------------------------------------------
+
+    def _alert_refused(
+        self, name: str, version: ModelVersion, exc: ArtifactError
+    ) -> None:
         """Open one alert for a champion whose artifact is refused (every API process
         that refuses it tries; the database keeps one open)."""
-        serving = self.current.version if self.current else None
+        current = self.get(name)
+        serving = current.version if current else None
         self._change_alert("opened", lambda session: alerts.artifact_refused(
-            session, version.version, exc.message, serving
+            session, name, version.version, exc.message, serving
         ))  # fmt: skip
 
-    def _resolve_refused(self, version: int) -> None:
+    def _resolve_refused(self, name: str, version: int) -> None:
         """The version's artifact loads again (it was restored): close its alert."""
         self._change_alert(
-            "resolved", lambda session: alerts.artifact_accepted(session, version)
+            "resolved",
+            lambda session: alerts.artifact_accepted(session, name, version),
         )
 
     def _change_alert(
         self, event: str, change: Callable[[Session], Alert | None]
     ) -> None:
         """Apply an alert change in its own transaction, then pass it on (webhook);
-        a database error is logged, never raised into the model watcher."""
+        a database error is logged, never raised into the loader."""
         try:
             with session_scope(self.session_factory) as session:
                 alert = change(session)
@@ -155,33 +366,34 @@ class ModelCache:
         if changed is not None and self.on_alert is not None:
             self.on_alert(changed, event)
 
-    def _champion_if_changed(self) -> tuple[ModelVersion, int] | None:
-        with session_scope(self.session_factory) as session:
-            pointer = repo.find_champion_generation(session, self.settings.model_name)
-            if pointer is None:
-                self.last_error = "no model has been promoted yet"
-                return None
-            generation, version_id = pointer
-            if self.current is not None and self.current.generation == generation:
-                return None
-            if (
-                self._failed == (generation, version_id)
-                and time.monotonic() - self._failed_at
-                < RETRY_REFUSED_POLLS * self.settings.model_poll_ms / 1000
-            ):
-                return None  # refused a moment ago; wait for a change or the retry
-            version = session.get(ModelVersion, version_id)
-            assert version is not None  # foreign key
-            return version, generation
+
+def no_champion(name: str) -> str:
+    return f"no version of model {name!r} has been promoted yet"
 
 
-def _load(settings: Settings, version: ModelVersion, generation: int) -> LoadedModel:
+class _Counter:
+    """A write-only file that counts bytes: a model's pickled size, no copy made."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(memoryview(data).cast("B"))
+        return len(data)
+
+
+def _load(
+    settings: Settings, name: str, version: ModelVersion, generation: int
+) -> LoadedModel:
     pipeline = registry.load_model(settings, version)
     schema = registry.input_schema(version)
     # One prediction before serving, so the first request pays no lazy set-up.
     example = example_features(schema)
-    pipeline.predict_proba(to_frame(schema, [[example[s.name] for s in schema]]))
+    predict_rows(pipeline, to_frame(schema, [[example[s.name] for s in schema]]))
+    counter = _Counter()
+    pickle.dump(pipeline, counter, protocol=5)
     return LoadedModel(
+        name=name,
         model_version_id=version.id,
         version=version.version,
         generation=generation,
@@ -189,5 +401,7 @@ def _load(settings: Settings, version: ModelVersion, generation: int) -> LoadedM
         pipeline=pipeline,
         input_schema=schema,
         classes=list(version.classes),
+        task=version.task,
         loaded_at=utcnow(),
+        size_bytes=counter.size,
     )

@@ -1,10 +1,15 @@
-"""The OpenAPI 3.1 document, generated from the pydantic schemas that validate."""
+"""The OpenAPI 3.1 document, built from the app's routes (path and method from
+Flask's routing, answers and body from each view's `@api` declaration, auth from its
+key decorator) and the pydantic schemas that validate."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+import re
+from dataclasses import dataclass
 from typing import Any
 
+from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -13,28 +18,9 @@ from common.models.schemas import FeatureSpec
 from common.models.validation import largest_plausible
 from services.api import schemas as s
 from services.api.auth import read_needs_key
+from services.api.declare import Declaration, auth_of, declaration_of
 
 REF = "#/components/schemas/{model}"
-
-
-@dataclass(frozen=True)
-class Operation:
-    method: str
-    path: str
-    summary: str
-    ok: tuple[type[BaseModel], ...]
-    ok_status: int = 200
-    body: type[BaseModel] | None = None
-    body_required: bool = True
-    # "api_key" always; "predict" with predict_auth; None: a read, keyed with
-    # read_auth or off loopback (the probes only with probes_auth)
-    auth: str | None = None
-    errors: tuple[int, ...] = ()
-    tags: tuple[str, ...] = field(default_factory=tuple)
-    other: dict[int, type[BaseModel]] = field(default_factory=dict)  # non-error bodies
-    query: tuple[tuple[str, str], ...] = ()  # (name, JSON type) of query parameters
-    upload: type[BaseModel] | None = None  # also accepts this as multipart/form-data
-    ok_media: str = "application/json"
 
 
 MAX_ID = 2**31 - 1  # ids and versions are 32-bit integers in every database
@@ -43,176 +29,114 @@ PATH_PARAMS = {
            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
     for name in ("version", "job_id", "alert_id")
 }  # fmt: skip
+PATH_PARAMS["name"] = {
+    "name": "name", "in": "path", "required": True,
+    "description": "A model's name (GET /models lists them)",
+    "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,62}$"},
+}  # fmt: skip
+_CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
+SKIPPED = {"HEAD", "OPTIONS"}
 
-OPERATIONS = (
-    Operation(
-        "post",
-        "/predict",
-        "Predict one row or a batch",
-        (s.PredictionOut, s.PredictionsOut),
-        body=s.PredictRequest,
-        auth="predict",
-        errors=(400, 408, 413, 415, 422, 503),
-        tags=("predict",),
-    ),
-    Operation(
-        "post",
-        "/feedback",
-        "Record true labels by prediction id",
-        (s.FeedbackOut,),
-        body=s.FeedbackRequest,
-        auth="predict",
-        errors=(400, 409, 413, 415),
-        tags=("predict",),
-    ),
-    Operation(
-        "get",
-        "/model/status",
-        "The serving model",
-        (s.ModelStatusOut,),
-        errors=(503,),
-        tags=("models",),
-    ),
-    Operation(
-        "post",
-        "/model/rollback",
-        "Serve the previous champion again",
-        (s.ChampionOut,),
-        body=s.ActionRequest,
-        body_required=False,
-        auth="api_key",
-        errors=(400, 409, 413, 415, 503),
-        tags=("models",),
-    ),
-    Operation(
-        "get", "/models", "Every model version", (s.ModelListOut,), tags=("models",)
-    ),
-    Operation(
-        "get",
-        "/models/{version}",
-        "One model version",
-        (s.ModelVersionOut,),
-        errors=(404,),
-        tags=("models",),
-    ),
-    Operation(
-        "post",
-        "/models/{version}/promote",
-        "Make a version the champion",
-        (s.ChampionOut,),
-        body=s.ActionRequest,
-        body_required=False,
-        auth="api_key",
-        errors=(400, 404, 409, 413, 415),
-        tags=("models",),
-    ),
-    Operation("get", "/livez", "The process answers", (s.LiveOut,), tags=("health",)),
-    Operation(
-        "get",
-        "/readyz",
-        "Ready to serve",
-        (s.ReadyOut,),
-        other={503: s.ReadyOut},
-        tags=("health",),
-    ),
-    Operation(
-        "post",
-        "/model/retrain",
-        "Queue a retraining job",
-        (s.JobAcceptedOut,),
-        ok_status=202,
-        body=s.RetrainRequest,
-        body_required=False,
-        auth="api_key",
-        errors=(400, 404, 409, 413, 415, 422, 503),
-        tags=("jobs",),
-    ),
-    Operation("get", "/jobs", "Jobs, newest first", (s.JobListOut,), errors=(400,),
-              tags=("jobs",), query=(("kind", "string"), ("state", "job_state"),
-                                     ("page", "integer"), ("page_size", "integer"))),
-    Operation("get", "/metrics", "Live metrics of the current window", (s.MetricsOut,),
-              errors=(400, 404), tags=("monitoring",),
-              query=(("window_minutes", "number"), ("model_version", "integer"))),
-    Operation("get", "/metrics/history", "Stored metric snapshots",
-              (s.MetricsHistoryOut,), errors=(400,), tags=("monitoring",),
-              query=(("hours", "number"),)),
-    Operation("get", "/metrics/prometheus", "Prometheus text format", (s.LiveOut,),
-              ok_media="text/plain", tags=("monitoring",)),
-    Operation("get", "/retraining", "The retraining policy's last decision",
-              (s.RetrainingOut,), tags=("monitoring",)),
-    Operation("get", "/drift", "The latest drift report", (s.DriftOut,),
-              errors=(404,), tags=("monitoring",)),
-    Operation("get", "/drift/history", "Recent drift checks", (s.DriftHistoryOut,),
-              errors=(400,), tags=("monitoring",), query=(("limit", "number"),)),
-    Operation("get", "/alerts", "Alerts with their deliveries", (s.AlertListOut,),
-              errors=(400,), tags=("monitoring",), query=(("state", "alert_state"),)),
-    Operation("post", "/alerts/{alert_id}/ack", "Acknowledge an alert", (s.AlertOut,),
-              auth="api_key", errors=(404, 409), tags=("monitoring",)),
-    Operation("post", "/demo/reset", "Queue a reset to a clean demo state",
-              (s.JobAcceptedOut,), ok_status=202, auth="api_key", errors=(409, 503),
-              tags=("demo",)),
-    Operation("post", "/demo/drift", "Switch demo traffic to a drift scenario",
-              (s.DemoScenarioOut,), body=s.DemoDriftRequest, body_required=False,
-              auth="api_key", errors=(400, 413, 415), tags=("demo",)),
-    Operation("get", "/demo/scenario", "The scenario demo traffic follows",
-              (s.DemoScenarioOut,), tags=("demo",)),
-    Operation("get", "/jobs/{job_id}", "One job", (s.JobOut,), errors=(404,),
-              tags=("jobs",)),
-    Operation("post", "/jobs/batch-score", "Queue batch scoring of a CSV",
-              (s.JobAcceptedOut,), ok_status=202, body=s.BatchScoreRequest,
-              upload=s.BatchScoreUpload, auth="api_key",
-              errors=(400, 404, 409, 413, 415, 503), tags=("jobs",)),
-    Operation("get", "/jobs/{job_id}/result", "The scored CSV of a batch job",
-              (s.JobOut,), ok_media="text/csv", auth="api_key", errors=(404, 409),
-              tags=("jobs",)),
-    Operation("post", "/jobs/{job_id}/cancel", "Cancel a job", (s.JobOut,),
-              auth="api_key", errors=(404, 409), tags=("jobs",)),
-)  # fmt: skip
+
+@dataclass(frozen=True)
+class Operation:
+    """A declared route with its path and method, as the document lists it."""
+
+    method: str
+    path: str
+    declared: Declaration
+    auth: str | None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.declared, name)
+
+
+def operations(app: Flask) -> list[Operation]:
+    """Every declared route of `app`, in routing order."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        declared = declaration_of(view)
+        if declared is None:
+            continue
+        path = _CONVERTER.sub(r"{\1}", rule.rule)
+        for method in sorted((rule.methods or set()) - SKIPPED):
+            found.append(Operation(method.lower(), path, declared, auth_of(view)))
+    return found
+
 
 STATUS_TEXT = {
     400: "Invalid input; `details.problems` lists every problem with its field",
     401: "Missing or wrong API key",
+    403: "The deployment does not allow it (see the message for the setting)",
     404: "Unknown resource",
     408: "The prediction exceeded its time budget",
     409: "The current state forbids it",
     413: "Body too large",
     415: "Body is not JSON",
-    422: "Valid input the model could not score",
+    422: "Well-formed but unusable: a model refused, too few labels, a row the "
+    "model could not score",
     500: "Internal error",
     503: "Not ready (no model, database or broker); retry after `Retry-After`",
 }
 
 
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the document says of one model's champion: its features."""
+
+    name: str
+    input_schema: list[FeatureSpec]
+
+
 def build_openapi(
-    settings: Settings,
-    input_schema: list[FeatureSpec] | None = None,
-    classes: list[Any] | None = None,
+    app: Flask, settings: Settings, models: list[ModelInputs] | None = None
 ) -> dict[str, Any]:
-    """Return the document for this configuration (batch limit, predict auth) and,
-    when a model is loaded, its exact features and classes."""
-    models = (
+    """Return the document of `app`'s declared routes for this configuration (batch
+    limit, auth) and, per model with a champion, a predict path with its own input
+    schema; the root /predict takes the default model's."""
+    ops = [
+        op for op in operations(app)
+        if settings.demo_on or "demo" not in op.tags  # demo routes: demo mode only
+    ]  # fmt: skip
+    bodies = (
         {s.ErrorOut}
-        | {m for op in OPERATIONS for m in op.ok}
-        | {op.body for op in OPERATIONS if op.body}
+        | {m for op in ops for m in op.ok}
+        | {op.body for op in ops if op.body}
+        | {op.upload for op in ops if op.upload}
+        | {m for op in ops for m in op.other.values()}
     )
     _, defs = models_json_schema(
-        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        [(m, "validation") for m in sorted(bodies, key=lambda m: m.__name__)],
         ref_template=REF,
     )
     components = defs.get("$defs", {})
-    if input_schema is not None:
+    if "PredictRequest" in components:  # any model's: exactly one of the two keys
         components["PredictRequest"] = predict_request_schema(
-            input_schema, settings.max_batch_instances
+            None, settings.max_batch_instances
         )
-    if classes is not None:
-        label = components["FeedbackItem"]["properties"]["label"]
-        label.clear()
-        label["enum"] = sorted({*map(str, classes), *classes}, key=str)
     paths: dict[str, Any] = {}
-    for op in OPERATIONS:
-        if "demo" in op.tags and not settings.demo_on:
-            continue  # the demo routes exist only in demo mode
+    for op in ops:
         paths.setdefault(op.path, {})[op.method] = _operation(op, settings)
+    for model in models or []:
+        schema_name = f"PredictRequest_{model.name}"
+        components[schema_name] = predict_request_schema(
+            model.input_schema, settings.max_batch_instances
+        )
+        if model.name == settings.default_model and "/predict" in paths:
+            _body_ref(paths["/predict"]["post"], schema_name)
+        template = paths.get("/models/{name}/predict", {}).get("post")
+        if template is not None:
+            concrete = copy.deepcopy(template)
+            concrete["operationId"] = f"predict_{model.name}"
+            concrete["summary"] = f"Predict with model {model.name}"
+            concrete["parameters"] = [
+                p for p in concrete.get("parameters", []) if p["name"] != "name"
+            ]
+            if not concrete["parameters"]:
+                del concrete["parameters"]
+            _body_ref(concrete, schema_name)
+            paths[f"/models/{model.name}/predict"] = {"post": concrete}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -230,6 +154,11 @@ def build_openapi(
             },
         },
     }
+
+
+def _body_ref(operation: dict[str, Any], schema_name: str) -> None:
+    content = operation["requestBody"]["content"]["application/json"]
+    content["schema"] = {"$ref": REF.format(model=schema_name)}
 
 
 def needs_key(op: Operation, settings: Settings) -> bool:
@@ -261,9 +190,7 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
         }
     operation: dict[str, Any] = {
         "summary": op.summary,
-        "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_')}".replace(
-            "{", ""
-        ).replace("}", ""),
+        "operationId": _operation_id(op),
         "tags": list(op.tags),
         "responses": responses,
     }
@@ -279,14 +206,22 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
     ]
     if parameters:
         operation["parameters"] = parameters
+    content = {}
     if op.body is not None:
-        content = {"application/json": {"schema": {"$ref": _ref(op.body)}}}
-        if op.upload is not None:
-            content["multipart/form-data"] = {"schema": {"$ref": _ref(op.upload)}}
-        operation["requestBody"] = {"required": op.body_required, "content": content}
+        content["application/json"] = {"schema": {"$ref": _ref(op.body)}}
+    if op.upload is not None:
+        content["multipart/form-data"] = {"schema": {"$ref": _ref(op.upload)}}
+    if content:
+        required = op.body_required or op.body is None
+        operation["requestBody"] = {"required": required, "content": content}
     if secured:
         operation["security"] = [{"bearer": []}, {"apiKey": []}]
     return operation
+
+
+def _operation_id(op: Operation) -> str:
+    path = op.path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+    return f"{op.method}_{path}".replace("-", "_")
 
 
 def _query_schema(name: str, kind: str) -> dict[str, Any]:
@@ -295,6 +230,8 @@ def _query_schema(name: str, kind: str) -> dict[str, Any]:
             "type": "string",
             "enum": ["queued", "running", "succeeded", "failed", "cancelled"],
         }
+    if kind == "model":
+        return {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,62}$"}
     if kind == "alert_state":
         return {"type": "string", "enum": ["open", "acknowledged", "resolved"]}
     if name == "window_minutes":
@@ -343,10 +280,14 @@ def _feature(spec: FeatureSpec) -> dict[str, Any]:
 
 
 def predict_request_schema(
-    input_schema: list[FeatureSpec], max_rows: int
+    input_schema: list[FeatureSpec] | None, max_rows: int
 ) -> dict[str, Any]:
-    """`features` (one row) or `instances` (1 to `max_rows` rows), never both."""
-    row = features_schema(input_schema)
+    """`features` (one row) or `instances` (1 to `max_rows` rows), never both; a row
+    is the model's own features, or any object when the model is not known here."""
+    row = (
+        features_schema(input_schema) if input_schema is not None
+        else {"type": "object", "description": s.FEATURES_DOC}
+    )  # fmt: skip
     return {
         "oneOf": [
             {

@@ -10,7 +10,7 @@ from typing import Any
 
 from common.clock import utcnow
 from common.config import Settings
-from common.errors import InvalidInputError, ModelNotReadyError, PredictionTimeoutError
+from common.errors import InvalidInputError, PredictionTimeoutError
 from common.models.prediction import Prediction
 from common.models.validation import validate_instances
 from services.api.batcher import MicroBatcher
@@ -36,22 +36,24 @@ class Predictor:
         self.quality_counts: collections.Counter[str] = collections.Counter()
 
     def predict(
-        self, body: PredictRequest, started: float
+        self, name: str, body: PredictRequest, started: float
     ) -> tuple[dict[str, Any], int]:
-        """Answer one request; returns the body and the model version that answered.
+        """Answer one request for model `name`; returns the body and the version
+        that answered.
 
         Raises
         ------
+        ModelNotFoundError
+            No model of that name (404).
         ModelNotReadyError
-            No model is loaded in this process (503).
+            Its champion is not loaded within the time budget, or cannot be (503).
         InvalidInputError
             Every problem with the instances, by field (400).
         PredictionTimeoutError
             The answer did not come within `predict_timeout_ms` (408).
         """
-        model = self.cache.current
-        if model is None:
-            raise ModelNotReadyError(f"no model loaded: {self.cache.last_error}")
+        budget = self.settings.predict_timeout_ms / 1000
+        model = self.cache.require(name, budget - (time.perf_counter() - started))
         instances, paths = self._instances(body)
         checked = validate_instances(model.input_schema, instances, paths)
         if checked.problems:
@@ -75,17 +77,20 @@ class Predictor:
                 predictions, ids, checked.quality, strict=True
             )
         ]
+        names = {"model": model.name, "model_version": model.version}
         if body.instances is None:
-            return {**items[0], "model_version": model.version}, model.version
-        return {"predictions": items, "model_version": model.version}, model.version
+            return {**items[0], **names}, model.version
+        return {"predictions": items, **names}, model.version
 
-    def log_failure(self, status_code: int, latency_ms: float) -> None:
-        """Record a refused or failed request (no features kept) for the error rate."""
+    def log_failure(self, name: str, status_code: int, latency_ms: float) -> None:
+        """Record a refused or failed request (no features kept) for the error rate
+        of model `name`."""
         if self.log_writer is None:
             return
-        model = self.cache.current
+        model = self.cache.get(name)
         self.log_writer.add([{
             "prediction_id": uuid.uuid4().hex,
+            "model": name,
             "model_version_id": model.model_version_id if model else None,
             "model_version": model.version if model else 0,
             "features": {},
@@ -149,6 +154,7 @@ class Predictor:
             [
                 {
                     "prediction_id": prediction_id,
+                    "model": model.name,
                     "model_version_id": model.model_version_id,
                     "model_version": model.version,
                     "features": instance,

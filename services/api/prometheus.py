@@ -32,15 +32,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
-from common.models import registry
+from common.models import catalog
 from common.monitoring import metrics
 from common.process_state import read_state
 from common.storage.db import session_scope
-from common.storage.tables import Alert, DriftReport, Job
+from common.storage.tables import Alert, Champion, DriftReport, Job, ModelVersion
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUESTS = Counter(
-    "modelops_http_requests", "HTTP requests answered", ["endpoint", "method", "status"]
+    "modelops_http_requests",
+    "HTTP requests answered, by route and model ('' for routes of no model)",
+    ["endpoint", "method", "status", "model"],
 )
 LATENCY = Histogram(
     "modelops_http_request_duration_seconds",
@@ -92,7 +94,10 @@ def instrument(app: Flask) -> None:
         endpoint = (
             route_label(request.url_rule.rule) if request.url_rule else "unmatched"
         )
-        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        model = g.get("model_name") or (request.view_args or {}).get("name", "")
+        REQUESTS.labels(
+            endpoint, request.method, str(response.status_code), model
+        ).inc()
         started = g.get("request_started")
         if started is not None:
             LATENCY.labels(endpoint).observe(time.perf_counter() - started)
@@ -126,76 +131,105 @@ class StateCollector(Collector):
         yield from figures
 
     def _model(self, session: Session) -> Iterator[GaugeMetricFamily]:
-        champion = registry.find_champion(session, self.settings)
-        if champion is not None:
-            yield GaugeMetricFamily(
-                "modelops_model_version",
-                "Serving champion version",
-                value=champion.model_version.version,
+        labels = ["model"]
+        version = GaugeMetricFamily(
+            "modelops_model_version", "Serving champion version", labels=labels
+        )
+        generation = GaugeMetricFamily(
+            "modelops_model_generation", "Champion pointer generation", labels=labels
+        )
+        rows = session.execute(
+            select(Champion.name, ModelVersion.version, Champion.generation).join(
+                ModelVersion, ModelVersion.id == Champion.model_version_id
             )
-            yield GaugeMetricFamily(
-                "modelops_model_generation",
-                "Champion pointer generation",
-                value=champion.generation,
-            )
+        ).all()
+        for name, number, gen in rows:
+            version.add_metric([name], number)
+            generation.add_metric([name], gen)
+        yield from (version, generation)
 
     def _live(self, session: Session) -> Iterator[GaugeMetricFamily]:
-        window = metrics.compute_window_metrics(
-            session, minutes=self.settings.metrics_window_minutes
-        )
-        if window["accuracy"] is not None:
-            yield GaugeMetricFamily(
+        labels = ["model"]
+        families = {
+            "accuracy": GaugeMetricFamily(
                 "modelops_live_accuracy",
-                "Accuracy of labelled predictions in the window",
-                value=window["accuracy"],
-            )
-        yield GaugeMetricFamily(
-            "modelops_label_coverage",
-            "Share of answered predictions with a label",
-            value=window["label_coverage"],
-        )
+                "Accuracy of labelled predictions in the window", labels=labels,
+            ),
+            "mae": GaugeMetricFamily(
+                "modelops_live_mae",
+                "A regressor's mean absolute error on labelled predictions",
+                labels=labels,
+            ),
+            "rmse": GaugeMetricFamily(
+                "modelops_live_rmse",
+                "A regressor's root mean squared error on labelled predictions",
+                labels=labels,
+            ),
+            "label_coverage": GaugeMetricFamily(
+                "modelops_label_coverage",
+                "Share of answered predictions with a label", labels=labels,
+            ),
+        }  # fmt: skip
+        for model in catalog.list_models(session):
+            window = metrics.compute_window_metrics(
+                session, model.name, task=model.task,
+                minutes=self.settings.for_model(model.name).metrics_window_minutes,
+            )  # fmt: skip
+            for key, family in families.items():
+                if window.get(key) is not None:
+                    family.add_metric([model.name], window[key])
+        yield from families.values()
 
     def _drift(self, session: Session) -> Iterator[GaugeMetricFamily]:
-        report = session.scalar(
-            select(DriftReport).order_by(DriftReport.id.desc()).limit(1)
-        )
-        if report is None or report.drift_share is None:
-            return
-        yield GaugeMetricFamily(
-            "modelops_drift_share",
-            "Share of drifted features",
-            value=report.drift_share,
+        share = GaugeMetricFamily(
+            "modelops_drift_share", "Share of drifted features", labels=["model"]
         )
         psi = GaugeMetricFamily(
-            "modelops_feature_psi", "PSI per feature, latest check", labels=["feature"]
+            "modelops_feature_psi", "PSI per feature, latest check",
+            labels=["model", "feature"],
+        )  # fmt: skip
+        latest = (
+            select(func.max(DriftReport.id))
+            .group_by(DriftReport.model)
+            .scalar_subquery()
         )
-        for name, feature in report.report.get("features", {}).items():
-            psi.add_metric([name], feature["psi"])
-        yield psi
+        reports = session.scalars(select(DriftReport).where(DriftReport.id.in_(latest)))
+        for report in reports:
+            if report.drift_share is None:
+                continue
+            share.add_metric([report.model], report.drift_share)
+            for name, feature in report.report.get("features", {}).items():
+                psi.add_metric([report.model, name], feature["psi"])
+        yield from (share, psi)
 
     def _counts(self, session: Session) -> Iterator[GaugeMetricFamily]:
         alerts = GaugeMetricFamily(
-            "modelops_open_alerts", "Open alerts by severity", labels=["severity"]
-        )
-        for severity in ("warn", "critical"):
-            count = (
-                session.scalar(
-                    select(func.count())
-                    .select_from(Alert)
-                    .where(Alert.state == "open", Alert.severity == severity)
+            "modelops_open_alerts", "Open alerts by model and severity",
+            labels=["model", "severity"],
+        )  # fmt: skip
+        open_counts = dict(
+            ((model or "", severity), count)
+            for model, severity, count in session.execute(
+                select(Alert.model, Alert.severity, func.count())
+                .where(Alert.state == "open").group_by(Alert.model, Alert.severity)
+            ).all()
+        )  # fmt: skip
+        for name in catalog.model_names(session):
+            for severity in ("warn", "critical"):
+                alerts.add_metric(
+                    [name, severity], open_counts.get((name, severity), 0)
                 )
-                or 0
-            )
-            alerts.add_metric([severity], count)
         yield alerts
         by_state = GaugeMetricFamily(
-            "modelops_jobs", "Jobs by kind and state", labels=["kind", "state"]
-        )
+            "modelops_jobs", "Jobs by kind, state and model",
+            labels=["kind", "state", "model"],
+        )  # fmt: skip
         rows = session.execute(
-            select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
-        ).all()
-        for kind, state, count in rows:
-            by_state.add_metric([kind, state], count)
+            select(Job.kind, Job.state, Job.model, func.count())
+            .group_by(Job.kind, Job.state, Job.model)
+        ).all()  # fmt: skip
+        for kind, state, model, count in rows:
+            by_state.add_metric([kind, state, model or ""], count)
         yield by_state
 
 

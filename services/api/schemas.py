@@ -52,7 +52,8 @@ class FeedbackItem(Strict):
     label: (
         Annotated[str, Field(min_length=1, max_length=200)]
         | Annotated[int, Field(strict=True)]
-    )
+        | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    ) = Field(description="A class of a classifier, or a regressor's true value")
 
 
 FeedbackList = Annotated[list[FeedbackItem], Field(min_length=1, max_length=1000)]
@@ -134,19 +135,24 @@ class ErrorOut(BaseModel):
 
 
 class PredictionItem(BaseModel):
-    prediction: Label
-    confidence: float
-    probabilities: dict[str, float]
+    prediction: Label = Field(description="A class, or a regressor's value")
+    confidence: float | None = Field(
+        description="Probability of the predicted class; null where the model gives "
+        "no probabilities (a regressor)"
+    )
+    probabilities: dict[str, float] | None
     prediction_id: str
     data_quality: list[str]
 
 
 class PredictionOut(PredictionItem):
+    model: str
     model_version: int
 
 
 class PredictionsOut(BaseModel):
     predictions: list[PredictionItem]
+    model: str
     model_version: int
 
 
@@ -158,16 +164,20 @@ class FeatureSpecOut(BaseModel):
     categories: list[str] | None
 
 
+Task = Literal["classification", "regression"]
+
+
 class ModelVersionOut(BaseModel):
     model_id: str
     name: str
     version: int
+    task: Task
     state: Literal["candidate", "champion", "rejected", "retired"]
     created_at: str
     model_type: str
     target: str
-    accuracy: float
-    f1_score: float
+    accuracy: float | None = Field(description="Holdout accuracy; null for a regressor")
+    f1_score: float | None
     training_data_size: int
     feature_names: list[str]
     classes: list[Label]
@@ -177,7 +187,14 @@ class ModelVersionOut(BaseModel):
     data_fingerprint: str
     reason: str | None
     job_id: int | None
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(
+        description="Holdout metrics: accuracy, precision, recall, F1 and more for a "
+        "classifier; mae, rmse and r2 for a regressor"
+    )
+    provenance: dict[str, Any] | None = Field(
+        description="A registered version's file: format, file name, sha256, "
+        "trusted types"
+    )
 
 
 class ModelStatusOut(ModelVersionOut):
@@ -186,9 +203,69 @@ class ModelStatusOut(ModelVersionOut):
     input_schema: list[FeatureSpecOut]
 
 
-class ModelListOut(BaseModel):
+class VersionListOut(BaseModel):
+    model: str
     champion_version: int | None
-    models: list[ModelVersionOut]
+    models: list[ModelVersionOut] = Field(description="Every version, newest first")
+
+
+class ModelSummaryOut(BaseModel):
+    name: str
+    task: Task
+    description: str | None
+    created_at: str
+    champion_version: int | None
+    versions: int
+    traffic_per_min: float = Field(description="Requests per minute, last minute")
+    prediction_count: int = Field(description="Rows answered in the metrics window")
+    accuracy: float | None
+    mae: float | None
+    drift: str | None = Field(description="Status of the latest drift check")
+    open_alerts: int
+    loaded: bool = Field(description="In memory in the process that answered")
+
+
+class ModelsOut(BaseModel):
+    default_model: str
+    models: list[ModelSummaryOut]
+
+
+class RegisterUpload(BaseModel):
+    """multipart/form-data: a model file and the reference data it was made for."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    artifact: bytes = Field(
+        json_schema_extra={"format": "binary"},
+        description="A skops file; or joblib/pickle with allow_pickle=true (runs "
+        "code when loaded: the operator must allow it, MODELOPS_ALLOW_PICKLE)",
+    )
+    reference: bytes = Field(
+        json_schema_extra={"format": "binary"},
+        description="CSV or Parquet with the features and the target column",
+    )
+    target: str = Field(min_length=1, max_length=200)
+    promote: bool = Field(
+        False, description="Make it champion (always for a new model)"
+    )
+    description: str | None = Field(None, max_length=2000)
+    allow_pickle: bool = False
+    trusted_types: str | None = Field(
+        None, description="Comma-separated types to trust in a skops file"
+    )
+    task: Task | None = Field(
+        None, description="Needed only when the estimator does not say"
+    )
+
+
+class RegisteredOut(BaseModel):
+    name: str
+    version: int
+    task: Task
+    promoted: bool
+    model_type: str
+    input_schema: list[FeatureSpecOut]
+    metrics: dict[str, Any]
+    sha256: str
 
 
 class ChampionOut(BaseModel):
@@ -199,7 +276,7 @@ class ChampionOut(BaseModel):
 
 class FeedbackOutcomeOut(BaseModel):
     prediction_id: str
-    label: str | int = Field(description="The label as it was sent")
+    label: str | int | float = Field(description="The label as it was sent")
     status: Literal["recorded", "updated", "unchanged"]
     joined: bool
 
@@ -214,6 +291,7 @@ JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 class JobOut(BaseModel):
     id: int
     kind: str
+    model: str | None
     state: JobStateName
     progress: int
     stage: str | None
@@ -268,6 +346,8 @@ class MetricsOut(BaseModel):
     )
     window_end: str
     window_minutes: float = Field(description="Length of the window, in minutes")
+    model: str
+    task: Task
     model_version: int | None = Field(
         description="The version these figures are of; null: every version"
     )
@@ -288,6 +368,9 @@ class MetricsOut(BaseModel):
     recall: float | None
     f1_score: float | None
     accuracy_ci: IntervalOut | None
+    mae: float | None = Field(None, description="A regressor's mean absolute error")
+    rmse: float | None = None
+    r2: float | None = None
     labeled_count: int
     label_coverage: float
     estimated_accuracy: float | None
@@ -320,6 +403,7 @@ class DriftHistoryOut(BaseModel):
 
 class AlertOut(BaseModel):
     id: int
+    model: str | None
     rule: str
     subject: str
     severity: Literal["warn", "critical"]
@@ -398,16 +482,18 @@ class ReadyOut(BaseModel):
 
 
 def model_version_out(version: ModelVersion) -> dict[str, Any]:
+    classifier = version.task == "classification"
     return {
         "model_id": f"{version.name}:{version.version}",
         "name": version.name,
         "version": version.version,
+        "task": version.task,
         "state": version.state,
         "created_at": to_iso(version.created_at),
         "model_type": version.model_type,
         "target": version.target,
-        "accuracy": version.accuracy,
-        "f1_score": version.f1_score,
+        "accuracy": version.accuracy if classifier else None,
+        "f1_score": version.f1_score if classifier else None,
         "training_data_size": version.training_data_size,
         "feature_names": version.feature_names,
         "classes": version.classes,
@@ -418,6 +504,7 @@ def model_version_out(version: ModelVersion) -> dict[str, Any]:
         "reason": version.reason,
         "job_id": version.job_id,
         "metrics": version.metrics,
+        "provenance": version.provenance,
     }
 
 
@@ -444,6 +531,7 @@ def job_out(job: Job, flower_url: str) -> dict[str, Any]:
     return {
         "id": job.id,
         "kind": job.kind,
+        "model": job.model,
         "state": job.state,
         "progress": job.progress,
         "stage": job.stage,

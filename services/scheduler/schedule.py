@@ -1,4 +1,5 @@
-"""The periodic plan, as data. Beat enqueues fan-out tasks only."""
+"""The periodic plan, as data. Beat enqueues fan-out tasks only: each fans out into
+one task per model (services/worker/tasks/monitoring.py)."""
 
 from __future__ import annotations
 
@@ -50,11 +51,23 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"expires": 3000},
         },
     }
-    if settings.retrain_cron:
-        minute, hour, day_of_month, month, day_of_week = settings.retrain_cron.split()
+    if settings.retrain_cron:  # every model without a cron of its own
         plan["retrain-scheduled"] = {
             "task": names.SCHEDULED_RETRAIN,
-            "schedule": crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                                month_of_year=month, day_of_week=day_of_week),
-        }  # fmt: skip
+            "schedule": _crontab(settings.retrain_cron),
+        }
+    for name in settings.models:
+        cron = settings.for_model(name).retrain_cron
+        if cron and cron != settings.retrain_cron:
+            plan[f"retrain-scheduled-{name}"] = {
+                "task": names.SCHEDULED_RETRAIN,
+                "schedule": _crontab(cron),
+                "args": (name,),
+            }
     return plan
+
+
+def _crontab(line: str) -> crontab:
+    minute, hour, day_of_month, month, day_of_week = line.split()
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                   month_of_year=month, day_of_week=day_of_week)  # fmt: skip

@@ -20,12 +20,12 @@ def test_alerts_list_ack_and_states(serving_app, serving_settings, row):
     serving_app.extensions["prediction_log"].flush()
     engine = make_engine(serving_settings)
     with session_scope(make_session_factory(engine)) as session:
-        (alert_id,) = alerts.evaluate_alerts(session, [LATENCY])["opened"]
+        (alert_id,) = alerts.evaluate_alerts(session, "default", [LATENCY])["opened"]
     engine.dispose()
     listed = client.get("/alerts?state=open").json["alerts"]
     assert [a["id"] for a in listed] == [alert_id]
     assert listed[0]["deliveries"][0]["channel"] == "dashboard"
-    assert listed[0]["message"].startswith("latency_p99_ms of model was")
+    assert listed[0]["message"].startswith("latency_p99_ms of default was")
     assert client.post(f"/alerts/{alert_id}/ack").status_code == 401
     acked = client.post(f"/alerts/{alert_id}/ack", headers=AUTH)
     assert acked.status_code == 200 and acked.json["state"] == "acknowledged"

@@ -37,7 +37,7 @@ def test_readyz_is_503_with_every_reason_when_nothing_is_there(client):
     checks = response.json["checks"]
     assert checks["database"] == "ok"
     assert checks["broker"].startswith("broker unreachable")
-    assert checks["model"] == "no model has been promoted yet"
+    assert checks["model"] == "no version of model 'default' has been promoted yet"
 
 
 def test_readyz_is_200_with_redis_database_and_model(

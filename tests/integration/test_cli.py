@@ -65,12 +65,25 @@ def test_train_builtin_prints_metrics_and_promotes_first_version(runner):
         ["train", "iris", "--param", "C=0.5", "--model-type", "logistic_regression"],
     )
     assert "registered version 2\n" in second.output  # not promoted by default
-    listing = runner.invoke(main, ["models", "list"])
+    listing = runner.invoke(main, ["models", "versions"])
     assert listing.stdout.splitlines()[0].split()[:2] == ["2", "candidate"]
+    models = runner.invoke(main, ["models", "list"]).stdout.splitlines()
+    assert models == [
+        "default                  classification  champion 1     versions 2 (default)"
+    ]
     promoted = runner.invoke(main, ["models", "promote", "2"])
     assert "generation 2" in promoted.output
     rolled = runner.invoke(main, ["models", "rollback"])
-    assert "version 1 is champion (generation 3)" in rolled.output
+    assert "version 1 of default is champion (generation 3)" in rolled.output
+    other = runner.invoke(main, ["train", "iris", "--model", "flowers",
+                                 "--model-type", "logistic_regression"])  # fmt: skip
+    assert "registered version 1 (champion)" in other.output
+    names = [line.split()[0] for line in runner.invoke(main, ["models", "list"])
+             .stdout.splitlines()]  # fmt: skip
+    assert names == ["default", "flowers"]
+    unknown = runner.invoke(main, ["models", "versions", "--model", "nope"])
+    assert unknown.exit_code == 1
+    assert "no model named 'nope'; models are default, flowers" in unknown.output
 
 
 def test_train_from_a_csv_path_with_target(runner, tmp_path):
@@ -98,7 +111,9 @@ def test_bad_dataset_gives_a_clear_error_and_registers_nothing(runner, tmp_path)
     assert result.exit_code == 1
     assert "target column 'label' not found" in result.output
     assert "too_few_rows" in result.output
-    assert runner.invoke(main, ["models", "list"]).stdout == ""
+    assert runner.invoke(main, ["models", "list"]).stdout == (
+        "no model is registered yet\n"
+    )
 
 
 def test_bad_setting_stops_the_command_naming_it(runner, monkeypatch):
@@ -123,7 +138,7 @@ def test_init_trains_the_demo_model_once(runner):
     assert "registered version 1 (champion)" in first.output
     again = runner.invoke(main, ["init"])
     assert again.exit_code == 0 and "registered version" not in again.output
-    assert len(runner.invoke(main, ["models", "list"]).stdout.splitlines()) == 1
+    assert len(runner.invoke(main, ["models", "versions"]).stdout.splitlines()) == 1
 
 
 def test_config_says_where_the_api_key_comes_from_and_masks_secrets(

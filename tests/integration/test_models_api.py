@@ -15,19 +15,35 @@ PREDICT_PATHS = [("post", "/predict"), ("post", "/feedback")]
 
 def test_models_list_and_detail(serving, serving_settings, churn_frame):
     promote_new_version(serving_settings, churn_frame)  # version 2 becomes champion
-    listing = serving.get("/models").json
+    models = serving.get("/models").json
+    assert models["default_model"] == "default"
+    [model] = models["models"]
+    assert (model["name"], model["task"], model["champion_version"]) == (
+        "default",
+        "classification",
+        2,
+    )
+    assert model["versions"] == 2 and model["loaded"] is True
+    listing = serving.get("/models/default/versions").json
     assert listing["champion_version"] == 2
     assert [(m["version"], m["state"]) for m in listing["models"]] == [
         (2, "champion"),
         (1, "retired"),
     ]
-    one = serving.get("/models/1").json
+    one = serving.get("/models/1").json  # the default model's, as before
+    assert one == serving.get("/models/default/versions/1").json
     assert (
         one["model_id"] == "default:1" and one["metrics"]["f1_score"] == one["f1_score"]
     )
     missing = serving.get("/models/99")
     assert missing.status_code == 404
     assert missing.json["error"]["code"] == "model_not_found"
+    unknown = serving.get("/models/fraud/versions")
+    assert unknown.status_code == 404
+    assert unknown.json["error"]["message"] == (
+        "no model named 'fraud'; models are default"
+    )
+    assert unknown.json["error"]["details"]["known"] == ["default"]
 
 
 def test_promote_and_rollback_with_the_key(serving, serving_settings, churn_frame):
@@ -51,7 +67,9 @@ def test_promote_and_rollback_with_the_key(serving, serving_settings, churn_fram
 def test_rollback_without_history_is_409(serving):
     response = serving.post("/model/rollback", headers=AUTH)
     assert response.status_code == 409
-    assert response.json["error"]["message"] == "no previous champion to roll back to"
+    assert response.json["error"]["message"] == (
+        "model 'default' has no previous champion to roll back to"
+    )
 
 
 @pytest.mark.parametrize(("method", "path"), MUTATING)

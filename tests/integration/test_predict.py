@@ -25,6 +25,7 @@ def test_single_prediction_answers_every_field(serving, row):
         "confidence",
         "probabilities",
         "prediction_id",
+        "model",
         "model_version",
         "data_quality",
     }
@@ -164,7 +165,7 @@ def test_a_prediction_over_its_budget_gets_408(
     cache = app.extensions["model_cache"]
     loaded = cache.refresh()
     fields = {**loaded.__dict__, "pipeline": SlowPipeline(loaded.pipeline, 1.0)}
-    cache.current = LoadedModel(**fields)
+    cache.put(LoadedModel(**fields))
     client = app.test_client()
     started = time.perf_counter()
     response = client.post("/predict", json={"features": row})
@@ -176,7 +177,7 @@ def test_a_prediction_over_its_budget_gets_408(
         "details": {"timeout_ms": 100},
     }
     assert elapsed < 0.8  # answered at the budget, not when the model finished
-    cache.current = loaded
+    cache.put(loaded)
     time.sleep(1.0)  # the slow batch drains
     assert client.post("/predict", json={"features": row}).status_code == 200
 
@@ -187,8 +188,10 @@ def test_concurrent_requests_are_predicted_together(serving_app, row):
     cache = serving_app.extensions["model_cache"]
     loaded = cache.current
     # Each model call takes 0.2 s, so requests arriving meanwhile queue up.
-    cache.current = LoadedModel(
-        **{**loaded.__dict__, "pipeline": SlowPipeline(loaded.pipeline, 0.2)}
+    cache.put(
+        LoadedModel(
+            **{**loaded.__dict__, "pipeline": SlowPipeline(loaded.pipeline, 0.2)}
+        )
     )
     client = serving_app.test_client()
     batcher = serving_app.extensions["predictor"].batcher

@@ -13,7 +13,13 @@ from tests.integration.conftest import API_KEY, AUTH
 pytestmark = pytest.mark.integration
 
 ALWAYS_OPEN = {("get", "/livez"), ("get", "/readyz"), ("get", "/metrics/prometheus")}
-PREDICT = {("post", "/predict"), ("post", "/feedback")}  # keyed with PREDICT_AUTH
+# keyed with PREDICT_AUTH
+PREDICT = {
+    ("post", "/predict"),
+    ("post", "/feedback"),
+    ("post", "/models/{name}/predict"),
+    ("post", "/models/default/predict"),
+}
 
 
 def _operations(client, headers=None) -> list[tuple[str, str]]:
@@ -26,7 +32,7 @@ def _operations(client, headers=None) -> list[tuple[str, str]]:
 
 
 def _call(client, method: str, path: str, headers=None):
-    url = re.sub(r"\{[^}]+\}", "1", path)
+    url = re.sub(r"\{[^}]+\}", "1", path.replace("{name}", "default"))
     return client.open(url, method=method.upper(), headers=headers or {})
 
 

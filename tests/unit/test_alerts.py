@@ -55,14 +55,16 @@ def _labelled(session, right, wrong):
 def test_accuracy_alert_opens_once_refreshes_and_resolves(session_factory):
     with session_scope(session_factory) as session:
         _labelled(session, right=4, wrong=2)  # 6 samples < 10: no evidence yet
-        assert alerts.evaluate_alerts(session, [FLOOR]) == {
+        assert alerts.evaluate_alerts(session, "default", [FLOOR]) == {
             "opened": [],
             "resolved": [],
         }
         _labelled(session, right=1, wrong=7)  # 5/14 right
-        opened = alerts.evaluate_alerts(session, [FLOOR])["opened"]
+        opened = alerts.evaluate_alerts(session, "default", [FLOOR])["opened"]
         assert len(opened) == 1
-        assert alerts.evaluate_alerts(session, [FLOOR])["opened"] == []  # one open
+        assert (
+            alerts.evaluate_alerts(session, "default", [FLOOR])["opened"] == []
+        )  # one open
         alert = session.get(Alert, opened[0])
         assert (alert.state, alert.severity, alert.subject) == (
             "open",
@@ -72,7 +74,7 @@ def test_accuracy_alert_opens_once_refreshes_and_resolves(session_factory):
         assert alert.value == pytest.approx(5 / 14)
         assert [d.channel for d in session.query(AlertDelivery)] == ["dashboard"]
         _labelled(session, right=40, wrong=0)
-        assert alerts.evaluate_alerts(session, [FLOOR])["resolved"] == opened
+        assert alerts.evaluate_alerts(session, "default", [FLOOR])["resolved"] == opened
         assert session.get(Alert, opened[0]).state == "resolved"
 
 
@@ -81,17 +83,17 @@ def test_an_alert_names_its_value_at_opening_and_its_latest_and_they_agree(
 ):
     with session_scope(session_factory) as session:
         _labelled(session, right=5, wrong=9)  # 5/14
-        [opened] = alerts.evaluate_alerts(session, [FLOOR])["opened"]
+        [opened] = alerts.evaluate_alerts(session, "default", [FLOOR])["opened"]
         alert = session.get(Alert, opened)
         assert alert.message == (
-            "accuracy of model was 0.3571 at opening (< 0.7) over 14 samples"
+            "accuracy of default was 0.3571 at opening (< 0.7) over 14 samples"
         )
         _labelled(session, right=0, wrong=6)  # 5/20: worse, still open
-        alerts.evaluate_alerts(session, [FLOOR])
+        alerts.evaluate_alerts(session, "default", [FLOOR])
         alert = session.get(Alert, opened)
         assert alert.value == pytest.approx(0.25)
         assert alert.message == (
-            "accuracy of model was 0.3571 at opening (< 0.7) over 14 samples; "
+            "accuracy of default was 0.3571 at opening (< 0.7) over 14 samples; "
             "latest 0.25 over 20 samples"
         )
         assert alert.details["value_at_open"] == pytest.approx(5 / 14)
@@ -101,13 +103,20 @@ def test_an_alert_names_its_value_at_opening_and_its_latest_and_they_agree(
 def test_cooldown_keeps_a_flapping_condition_from_reopening(session_factory):
     with session_scope(session_factory) as session:
         _labelled(session, right=0, wrong=20)
-        first = alerts.evaluate_alerts(session, [FLOOR])["opened"][0]
+        first = alerts.evaluate_alerts(session, "default", [FLOOR])["opened"][0]
         session.get(Alert, first).state = "resolved"
         session.get(Alert, first).resolved_at = utcnow()
-        assert alerts.evaluate_alerts(session, [FLOOR])["opened"] == []  # cooling down
+        assert (
+            alerts.evaluate_alerts(session, "default", [FLOOR])["opened"] == []
+        )  # cooling down
         later = utcnow() + timedelta(minutes=31)
         session.get(Alert, first).resolved_at = utcnow() - timedelta(minutes=31)
-        assert len(alerts.evaluate_alerts(session, [FLOOR], now=later)["opened"]) == 1
+        assert (
+            len(
+                alerts.evaluate_alerts(session, "default", [FLOOR], now=later)["opened"]
+            )
+            == 1
+        )
 
 
 def test_drift_alerts_per_dataset_and_per_feature(session_factory):
@@ -129,7 +138,9 @@ def test_drift_alerts_per_dataset_and_per_feature(session_factory):
             )
         )
         session.flush()
-        opened = alerts.evaluate_alerts(session, DEFAULT_ALERT_RULES)["opened"]
+        opened = alerts.evaluate_alerts(session, "default", DEFAULT_ALERT_RULES)[
+            "opened"
+        ]
         subjects = sorted(session.get(Alert, i).subject for i in opened)
         assert subjects == ["dataset", "feature:age"]
 
@@ -137,10 +148,10 @@ def test_drift_alerts_per_dataset_and_per_feature(session_factory):
 def test_acknowledge_then_resolved_alerts_cannot_be_acknowledged(session_factory):
     with session_scope(session_factory) as session:
         _labelled(session, right=0, wrong=20)
-        alert_id = alerts.evaluate_alerts(session, [FLOOR])["opened"][0]
+        alert_id = alerts.evaluate_alerts(session, "default", [FLOOR])["opened"][0]
         assert alerts.acknowledge(session, alert_id, "me").state == "acknowledged"
         _labelled(session, right=200, wrong=0)
-        alerts.evaluate_alerts(session, [FLOOR])
+        alerts.evaluate_alerts(session, "default", [FLOOR])
         with pytest.raises(ConflictError):
             alerts.acknowledge(session, alert_id, "me")
 
@@ -195,11 +206,13 @@ def test_a_collapse_in_request_volume_opens_an_alert(session_factory):
                 )
             )
         session.flush()
-        (alert_id,) = alerts.evaluate_alerts(session, [rule])["opened"]
+        (alert_id,) = alerts.evaluate_alerts(session, "default", [rule])["opened"]
         alert = session.get(Alert, alert_id)
         assert alert.subject == "traffic" and alert.value == pytest.approx(1 - 2 / 28)
         quiet = AlertRule("volume-drop", "volume_drop", ">=", 0.8, min_samples=100)
-        assert alerts.evaluate_alerts(session, [quiet])["resolved"] == []  # too few
+        assert (
+            alerts.evaluate_alerts(session, "default", [quiet])["resolved"] == []
+        )  # too few
 
 
 def test_a_new_champion_is_judged_on_its_own_drift_checks(session_factory, db_settings):
@@ -215,15 +228,17 @@ def test_a_new_champion_is_judged_on_its_own_drift_checks(session_factory, db_se
     with session_scope(session_factory) as session:
         old, new = (train_champion(session, db_settings) for _ in range(2))
         check(old.id, "drift", 0.5)
-        (opened,) = alerts.evaluate_alerts(session, [rule], champion=old)["opened"]
+        (opened,) = alerts.evaluate_alerts(session, "default", [rule], champion=old)[
+            "opened"
+        ]
         check(new.id, "insufficient_data", 0.0)  # the new champion has seen too little
         check(old.id, "drift", 0.5)  # a late check of the old one counts no more
-        unchanged = alerts.evaluate_alerts(session, [rule], champion=new)
+        unchanged = alerts.evaluate_alerts(session, "default", [rule], champion=new)
         assert unchanged == {"opened": [], "resolved": []}
         check(new.id, "ok", 0.0)
-        assert alerts.evaluate_alerts(session, [rule], champion=new)["resolved"] == [
-            opened
-        ]
+        assert alerts.evaluate_alerts(session, "default", [rule], champion=new)[
+            "resolved"
+        ] == [opened]
 
 
 def test_an_event_alert_is_opened_once_even_by_racing_processes(
@@ -234,12 +249,14 @@ def test_an_event_alert_is_opened_once_even_by_racing_processes(
     from sqlalchemy.exc import IntegrityError
 
     with session_scope(session_factory) as session:
-        first = alerts.artifact_refused(session, 2, "truncated", serving=1)
+        first = alerts.artifact_refused(session, "default", 2, "truncated", serving=1)
         assert first is not None and first.severity == "critical"
         assert "still serving version 1" in first.message
-        assert alerts.artifact_refused(session, 2, "again", serving=1) is None
+        assert (
+            alerts.artifact_refused(session, "default", 2, "again", serving=1) is None
+        )
     with session_scope(session_factory) as session:  # the database refuses a twin
-        twin = Alert(rule="artifact_refused", subject="version:2",
+        twin = Alert(model="default", rule="artifact_refused", subject="version:2",
                      severity="critical", state="open", message="twin")  # fmt: skip
         session.add(twin)
         with pytest.raises(IntegrityError):
@@ -248,9 +265,16 @@ def test_an_event_alert_is_opened_once_even_by_racing_processes(
     # A process that checked before the other committed still opens none.
     monkeypatch.setattr(alerts, "_active", lambda *_: None)
     with session_scope(session_factory) as session:
-        assert alerts.artifact_refused(session, 2, "raced", serving=1) is None
+        assert (
+            alerts.artifact_refused(session, "default", 2, "raced", serving=1) is None
+        )
         rows = session.scalars(select(Alert)).all()
-        assert [a.message.split(":")[0] for a in rows] == ["version 2 was refused"]
+        assert [a.message.split(":")[0] for a in rows] == [
+            "version 2 of default was refused"
+        ]
         rows[0].state = "resolved"
     with session_scope(session_factory) as session:  # resolved: a new one may open
-        assert alerts.artifact_refused(session, 2, "again", serving=1) is not None
+        assert (
+            alerts.artifact_refused(session, "default", 2, "again", serving=1)
+            is not None
+        )

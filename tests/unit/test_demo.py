@@ -38,11 +38,14 @@ def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_set
             )
         )
         session.add(FeedbackLabel(prediction_id=pid, label="1"))
-        session.add(Alert(rule="r", subject="s", severity="warn", message="m"))
+        session.add(Alert(model="default", rule="r", subject="s", severity="warn",
+                          message="m"))  # fmt: skip
         session.add(RetrainingState(name="default", decision="waiting", reason="job 9",
                                     details={}))  # fmt: skip
-        tracker.create_job(session, "batch_score", {"source": "x.csv"}, "old")
-        reset_id = tracker.create_job(session, "demo_reset", {}, "reset").id
+        tracker.create_job(session, "batch_score", {"source": "x.csv"}, "old",
+                           model="default")  # fmt: skip
+        reset_id = tracker.create_job(session, "demo_reset", {}, "reset",
+                                      model="default").id  # fmt: skip
     old_files = list(Path(settings.artifact_dir).rglob("*.joblib"))
     assert len(old_files) == 2
 

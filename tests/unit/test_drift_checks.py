@@ -40,7 +40,7 @@ def test_drift_checks_store_reports_of_the_champion_s_recent_inputs(
         with pytest.raises(ModelNotReadyError):
             run_drift_check(session, settings)
         with pytest.raises(NotFoundError):
-            latest_drift_report(session)
+            latest_drift_report(session, "default")
         train_champion(session, settings)
         version = registry.get_champion(session, settings).model_version
         assert run_drift_check(session, settings).status == "insufficient_data"
@@ -55,12 +55,12 @@ def test_drift_checks_store_reports_of_the_champion_s_recent_inputs(
             "monthly_spend",
             "usage_hours",
         ]
-        latest = latest_drift_report(session)
+        latest = latest_drift_report(session, "default")
         assert latest["id"] == moved.id and latest["model_version"] == 1
-        history = drift_history(session, 10)
+        history = drift_history(session, "default", 10)
         assert [h["status"] for h in history] == ["insufficient_data", "ok", "drift"]
         assert history[-1]["psi"]["age"] > 0.1
-        summary = compute_window_metrics(session, minutes=15)["drift"]
+        summary = compute_window_metrics(session, "default", minutes=15)["drift"]
         assert summary["status"] == "drift" and summary["drift_share"] == pytest.approx(
             3 / 8
         )

@@ -68,7 +68,7 @@ def test_window_metrics_from_logs_and_feedback(session_factory):
         _log(session, status=400, latency=2, prediction="")
         _log(session, age_minutes=60)  # outside a 15-minute window
     with session_scope(session_factory) as session:
-        m = compute_window_metrics(session, minutes=15)
+        m = compute_window_metrics(session, "default", minutes=15)
     assert (m["prediction_count"], m["request_count"]) == (20, 21)
     assert m["error_rate"] == pytest.approx(1 / 21)
     assert m["request_rate_per_min"] == 21  # all of them in the last minute
@@ -91,7 +91,7 @@ def test_a_batch_is_one_request_for_latency_counts_and_rate(session_factory):
         for i in range(9):
             _log(session, latency=float(i + 1), age_minutes=5)  # before the last minute
     with session_scope(session_factory) as session:
-        m = compute_window_metrics(session, minutes=15)
+        m = compute_window_metrics(session, "default", minutes=15)
     assert (m["prediction_count"], m["request_count"]) == (1009, 10)
     assert m["latency_ms"]["p50"] == pytest.approx(5.5)
     assert m["latency_ms"]["p99"] == pytest.approx(500 - 0.01 * 9 * (500 - 9), abs=1)
@@ -100,20 +100,21 @@ def test_a_batch_is_one_request_for_latency_counts_and_rate(session_factory):
 
 def test_after_a_demo_reset_the_window_starts_at_the_reset(session_factory):
     with session_scope(session_factory) as session:
-        session.add(AuditEvent(action="demo_reset", actor="t", subject_type="job",
+        session.add(AuditEvent(action="demo_reset", model="default", actor="t",
+                               subject_type="job",
                                subject_id="1",
                                created_at=utcnow() - timedelta(minutes=3)))  # fmt: skip
         for _ in range(6):
             _log(session, age_minutes=2)
     with session_scope(session_factory) as session:
-        m = compute_window_metrics(session, minutes=15)
+        m = compute_window_metrics(session, "default", minutes=15)
     assert m["window_minutes"] == pytest.approx(3, abs=0.05)
     assert m["request_count"] == 6 and m["request_rate_per_min"] == 0
 
 
 def test_an_empty_window_has_no_accuracy_rather_than_zero(session_factory):
     with session_scope(session_factory) as session:
-        m = compute_window_metrics(session, minutes=5)
+        m = compute_window_metrics(session, "default", minutes=5)
     assert m["prediction_count"] == 0 and m["accuracy"] is None
     assert m["latency_ms"] == {"p50": None, "p95": None, "p99": None}
 
@@ -121,10 +122,10 @@ def test_an_empty_window_has_no_accuracy_rather_than_zero(session_factory):
 def test_snapshots_make_the_history(session_factory):
     with session_scope(session_factory) as session:
         _log(session, label="1")
-        record_snapshot(session, 15)
+        record_snapshot(session, "default", 15)
         _log(session, label="0")
-        record_snapshot(session, 15)
+        record_snapshot(session, "default", 15)
     with session_scope(session_factory) as session:
-        history = metric_history(session, hours=1)
+        history = metric_history(session, "default", hours=1)
     assert [h["prediction_count"] for h in history] == [1, 2]
     assert [h["accuracy"] for h in history] == [1.0, 0.5]

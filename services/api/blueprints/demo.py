@@ -8,8 +8,10 @@ from flask import Blueprint, current_app
 
 from common import demo
 from common.errors import NotFoundError
+from services.api import schemas as s
 from services.api.auth import require_api_key
 from services.api.database import get_session
+from services.api.declare import api
 from services.api.job_submission import submit
 from services.api.requests import parse_body
 from services.api.schemas import DemoDriftRequest
@@ -30,13 +32,19 @@ def _demo_mode_only() -> None:
 
 @bp.post("/demo/reset")
 @require_api_key
+@api("Queue a reset of the demo model to a clean state", s.JobAcceptedOut,
+     ok_status=202, errors=(409, 503), tags=("demo",))  # fmt: skip
 def reset() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue a reset to a clean demo state; API processes swap to the new model."""
-    return submit("demo_reset", {}, "demo reset via API")
+    model = current_app.extensions["settings"].demo_model
+    return submit("demo_reset", {}, "demo reset via API", model=model)
 
 
 @bp.post("/demo/drift")
 @require_api_key
+@api("Switch demo traffic to a drift scenario", s.DemoScenarioOut,
+     body=DemoDriftRequest, body_required=False, errors=(400, 413, 415),
+     tags=("demo",))  # fmt: skip
 def drift() -> dict[str, str]:
     """Switch demo traffic (`modelops simulate` without --scenario) to a scenario."""
     body = parse_body(DemoDriftRequest, optional=True)
@@ -47,6 +55,7 @@ def drift() -> dict[str, str]:
 
 
 @bp.get("/demo/scenario")
+@api("The scenario demo traffic follows", s.DemoScenarioOut, tags=("demo",))
 def scenario() -> dict[str, str]:
     """The scenario demo traffic follows now (baseline after a reset)."""
     return {"scenario": demo.current_demo_scenario(get_session())}

@@ -7,8 +7,10 @@ from typing import Any
 from flask import Blueprint, abort, current_app, render_template, send_from_directory
 from flask.typing import ResponseReturnValue
 
+from common.models import registry
 from dashboard import NODE_MODULES
-from services.api.openapi import build_openapi
+from services.api.database import get_session
+from services.api.openapi import ModelInputs, build_openapi
 
 bp = Blueprint(
     "docs",
@@ -24,13 +26,12 @@ SWAGGER_FILES = {"swagger-ui-bundle.js", "swagger-ui.css"}
 
 @bp.get("/openapi.json")
 def openapi() -> dict[str, Any]:
-    """The OpenAPI document of this server, with the served model's features."""
-    loaded = current_app.extensions["model_cache"].current
-    return build_openapi(
-        current_app.extensions["settings"],
-        loaded.input_schema if loaded else None,
-        loaded.classes if loaded else None,
-    )
+    """The OpenAPI document of this server, with each model's own features."""
+    models = [
+        ModelInputs(name, schema)
+        for name, schema in registry.champion_schemas(get_session())
+    ]
+    return build_openapi(current_app, current_app.extensions["settings"], models)
 
 
 @bp.get("/docs")

@@ -9,14 +9,17 @@ from flask import Blueprint, current_app
 from common.monitoring import feedback
 from services.api.auth import require_predict_key
 from services.api.database import get_session
+from services.api.declare import api
 from services.api.requests import parse_body
-from services.api.schemas import FeedbackRequest
+from services.api.schemas import FeedbackOut, FeedbackRequest
 
 bp = Blueprint("feedback", __name__)
 
 
 @bp.post("/feedback")
 @require_predict_key
+@api("Record true labels by prediction id", FeedbackOut, body=FeedbackRequest,
+     errors=(400, 409, 413, 415), tags=("predict",))  # fmt: skip
 def record_feedback() -> tuple[dict[str, Any], int]:
     """Store labels by prediction id; repeating the call changes nothing."""
     body = parse_body(FeedbackRequest)
@@ -25,7 +28,9 @@ def record_feedback() -> tuple[dict[str, Any], int]:
     outcomes = feedback.record_feedback(
         session,
         [(item.prediction_id, item.label) for item in body.items()],
-        default_classes=loaded.classes if loaded else [],
+        # a label that beats its prediction's log row: most traffic is the default
+        # model's; a label of another model's is kept and joins its row later
+        pending=(loaded.task, loaded.classes) if loaded else None,
     )
     session.commit()
     return {"results": [o.to_dict() for o in outcomes]}, 200

@@ -10,19 +10,23 @@ from common.broker import check_broker
 from common.errors import AppError
 from common.process_state import read_state
 from common.storage.db import check_database
+from services.api import schemas as s
 from services.api.database import get_engine
+from services.api.declare import api
 from services.api.model_cache import ModelCache
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/livez")
+@api("The process answers", s.LiveOut, tags=("health",))
 def livez() -> dict[str, Any]:
     """The process answers."""
     return {"status": "alive"}
 
 
 @bp.get("/readyz")
+@api("Ready to serve", s.ReadyOut, other={503: s.ReadyOut}, tags=("health",))
 def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Ready when the database and broker answer and a model is loaded; else 503.
     Under `modelops up`, also what its supervisor knows of each process."""

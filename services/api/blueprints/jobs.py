@@ -10,9 +10,12 @@ from common.errors import InvalidInputError
 from common.jobs import scoring, tracker
 from common.models import registry
 from services.api import schemas
+from services.api import schemas as s
 from services.api.auth import require_api_key
 from services.api.database import get_session
+from services.api.declare import api
 from services.api.job_submission import submit
+from services.api.models_scope import model_filter, model_settings
 from services.api.uploads import read_batch_source
 
 bp = Blueprint("jobs", __name__)
@@ -35,6 +38,9 @@ def _positive_int(name: str, default: int, most: int) -> int:
 
 
 @bp.get("/jobs")
+@api("Jobs, newest first", s.JobListOut, errors=(400, 404), tags=("jobs",),
+     query=(("kind", "string"), ("state", "job_state"), ("model", "model"),
+            ("page", "integer"), ("page_size", "integer")))  # fmt: skip
 def list_jobs() -> dict[str, Any]:
     """Jobs newest first; filter by `kind` and `state`, page with `page`/`page_size`."""
     settings = current_app.extensions["settings"]
@@ -48,7 +54,7 @@ def list_jobs() -> dict[str, Any]:
     size = _positive_int("page_size", settings.jobs_page_size, MAX_PAGE_SIZE)
     rows, total = tracker.list_jobs(
         get_session(), kind=request.args.get("kind"), state=state, page=page,
-        page_size=size,
+        page_size=size, model=model_filter(),
     )  # fmt: skip
     return {"jobs": [schemas.job_out(j, _flower()) for j in rows], "total": total,
             "page": page, "page_size": size}  # fmt: skip
@@ -56,17 +62,22 @@ def list_jobs() -> dict[str, Any]:
 
 @bp.post("/jobs/batch-score")
 @require_api_key
+@api("Queue batch scoring of a CSV", s.JobAcceptedOut, ok_status=202,
+     body=s.BatchScoreRequest, upload=s.BatchScoreUpload,
+     errors=(400, 404, 409, 413, 415, 503), tags=("jobs",),
+     query=(("model", "model"),))  # fmt: skip
 def batch_score() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue scoring of an uploaded CSV or a named dataset with the champion."""
-    settings = current_app.extensions["settings"]
-    session = get_session()
-    registry.get_champion(session, settings)  # 503 before anything is stored
-    params, reason = read_batch_source(settings)
-    return submit("batch_score", params, reason)
+    scoped = model_settings(request.args.get("model"))
+    registry.get_champion(get_session(), scoped)  # 503 before anything is stored
+    params, reason = read_batch_source(scoped)
+    return submit("batch_score", params, reason, model=scoped.model_name)
 
 
 @bp.get("/jobs/<int(max=2147483647):job_id>/result")
 @require_api_key
+@api("The scored CSV of a batch job", s.JobOut, ok_media="text/csv",
+     errors=(404, 409), tags=("jobs",))  # fmt: skip
 def job_result(job_id: int) -> Response:
     """The scored CSV of a finished batch-scoring job: the user's rows, so always
     behind the key (job ids are sequential: anyone could count through them)."""
@@ -77,6 +88,7 @@ def job_result(job_id: int) -> Response:
 
 
 @bp.get("/jobs/<int(max=2147483647):job_id>")
+@api("One job", s.JobOut, errors=(404,), tags=("jobs",))
 def get_job(job_id: int) -> dict[str, Any]:
     """One job with its progress, stage, result or error."""
     return schemas.job_out(tracker.get_job(get_session(), job_id), _flower())
@@ -84,6 +96,7 @@ def get_job(job_id: int) -> dict[str, Any]:
 
 @bp.post("/jobs/<int(max=2147483647):job_id>/cancel")
 @require_api_key
+@api("Cancel a job", s.JobOut, errors=(404, 409), tags=("jobs",))
 def cancel_job(job_id: int) -> dict[str, Any]:
     """Cancel a queued job now; a running one stops at its next stage."""
     session = get_session()

@@ -1,4 +1,5 @@
-"""`POST /predict`: one row (`features`) or a batch (`instances`)."""
+"""`POST /predict` (the default model) and `POST /models/<name>/predict`: one row
+(`features`) or a batch (`instances`)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,55 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g
 
 from services.api.auth import require_predict_key
+from services.api.declare import api
+from services.api.models_scope import default_model
 from services.api.requests import parse_body
-from services.api.schemas import PredictRequest
+from services.api.schemas import PredictionOut, PredictionsOut, PredictRequest
 
 bp = Blueprint("predict", __name__)
 
 
 @bp.after_request
 def _log_failure(response: Response) -> Response:
-    """A refused or failed /predict is logged too, so the error rate is real."""
-    if response.status_code >= 400:
+    """A refused or failed prediction of a known model is logged too, so its error
+    rate is real."""
+    name = g.get("model_name")
+    if response.status_code >= 400 and name and response.status_code != 404:
         started = g.get("request_started", time.perf_counter())
         current_app.extensions["predictor"].log_failure(
-            response.status_code, (time.perf_counter() - started) * 1000
+            name, response.status_code, (time.perf_counter() - started) * 1000
         )
     return response
 
 
+PREDICT = {
+    "body": PredictRequest, "errors": (400, 404, 408, 413, 415, 422, 503),
+    "tags": ("predict",),
+}  # fmt: skip
+
+
 @bp.post("/predict")
 @require_predict_key
+@api("Predict one row or a batch with the default model",
+     PredictionOut, PredictionsOut, **PREDICT)  # fmt: skip
 def predict() -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Validate against the champion's schema and answer with its prediction."""
-    started = g.request_started
+    """Validate against the default model champion's schema and answer."""
+    return _predict(default_model())
+
+
+@bp.post("/models/<model_name:name>/predict")
+@require_predict_key
+@api("Predict one row or a batch with a model", PredictionOut, PredictionsOut,
+     **PREDICT)  # fmt: skip
+def predict_model(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Validate against the model champion's schema and answer."""
+    return _predict(name)
+
+
+def _predict(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    g.model_name = name
     body = parse_body(PredictRequest)
-    answer, version = current_app.extensions["predictor"].predict(body, started)
-    return answer, 200, {"X-Model-Version": str(version)}
+    answer, version = current_app.extensions["predictor"].predict(
+        name, body, g.request_started
+    )
+    return answer, 200, {"X-Model-Version": str(version), "X-Model-Name": name}

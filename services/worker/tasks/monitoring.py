@@ -1,13 +1,15 @@
-"""Monitoring tasks run by beat."""
+"""Monitoring tasks run by beat: each one, called without a model, fans out into one
+task per model, so a slow model (a big window, a slow drift check) delays no other."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from celery import Task
 
 from common import task_names as names
-from common.models import registry
+from common.models import catalog, registry
 from common.monitoring import alerts, drift_checks, metrics, retraining_policy, webhooks
 from common.queue import enqueue
 from common.storage.db import session_scope
@@ -17,32 +19,55 @@ from services.worker.database import session_factory
 log = logging.getLogger(__name__)
 
 
-@app.task(name=names.SNAPSHOT_METRICS)
-def snapshot_metrics() -> int:
-    """Store the current window's metrics; returns the snapshot id."""
+def _fan_out(task: str, only: Callable[[str], bool] = lambda name: True) -> list[str]:
+    """Queue `task` once per model; returns the models it was queued for."""
     with session_scope(session_factory(settings)) as session:
-        return metrics.record_snapshot(session, settings.metrics_window_minutes).id
+        models = [name for name in catalog.model_names(session) if only(name)]
+    for name in models:
+        enqueue(app, task, name)
+    return models
+
+
+@app.task(name=names.SNAPSHOT_METRICS)
+def snapshot_metrics(model: str | None = None) -> int | list[str]:
+    """Store a model's current window for the history charts; returns the snapshot
+    id (or, called without a model, the models it fanned out to)."""
+    if model is None:
+        return _fan_out(names.SNAPSHOT_METRICS)
+    scoped = settings.for_model(model)
+    with session_scope(session_factory(settings)) as session:
+        task = catalog.get_model(session, model).task
+        return metrics.record_snapshot(
+            session, model, scoped.metrics_window_minutes, task
+        ).id
 
 
 @app.task(name=names.CHECK_DRIFT)
-def check_drift() -> int | None:
-    """Check the champion's recent inputs for drift; returns the report id."""
+def check_drift(model: str | None = None) -> int | list[str] | None:
+    """Check a model champion's recent inputs for drift; returns the report id."""
+    if model is None:
+        return _fan_out(names.CHECK_DRIFT)
+    scoped = settings.for_model(model)
     with session_scope(session_factory(settings)) as session:
-        if registry.find_champion(session, settings) is None:
-            log.info("drift check skipped: no champion yet")
+        if registry.find_champion(session, scoped) is None:
+            log.info("drift check of %s skipped: no champion yet", model)
             return None
-        return drift_checks.run_drift_check(session, settings).id
+        return drift_checks.run_drift_check(session, scoped).id
 
 
 @app.task(name=names.EVALUATE_ALERTS)
-def evaluate_alerts() -> dict[str, list[int]]:
-    """Open, refresh or resolve alerts; each change goes to the webhook on its own
-    task, so a failing receiver never holds up other alerts."""
+def evaluate_alerts(model: str | None = None) -> dict[str, list[int]] | list[str]:
+    """Open, refresh or resolve a model's alerts; each change goes to the webhook on
+    its own task, so a failing receiver never holds up other alerts."""
+    if model is None:
+        return _fan_out(names.EVALUATE_ALERTS)
+    scoped = settings.for_model(model)
     with session_scope(session_factory(settings)) as session:
-        champion = registry.find_champion(session, settings)
+        champion = registry.find_champion(session, scoped)
         changed = alerts.evaluate_alerts(
             session,
-            settings.alert_rules,
+            model,
+            scoped.alert_rules,
             champion=champion.model_version if champion else None,
         )
     if settings.alert_webhook_url:
@@ -53,24 +78,36 @@ def evaluate_alerts() -> dict[str, list[int]]:
 
 
 @app.task(name=names.APPLY_RETRAINING_POLICY)
-def apply_retraining_policy() -> int | None:
-    """Start a retrain when drift or live accuracy calls for it; returns its job id."""
+def apply_retraining_policy(model: str | None = None) -> int | list[str] | None:
+    """Start a model's retrain when drift or live accuracy calls for it; returns its
+    job id."""
+    if model is None:
+        return _fan_out(names.APPLY_RETRAINING_POLICY)
     with session_scope(session_factory(settings)) as session:
         job = retraining_policy.apply_policy(
-            session, settings, lambda job_id: enqueue(app, names.RETRAIN_MODEL, job_id)
-        )
+            session, settings.for_model(model),
+            lambda job_id: enqueue(app, names.RETRAIN_MODEL, job_id),
+        )  # fmt: skip
         return job.id if job else None
 
 
 @app.task(name=names.SCHEDULED_RETRAIN)
-def scheduled_retrain() -> int | None:
-    """The retrain of `retrain_cron`; skipped while one is queued or running."""
-    trigger = {"trigger": "schedule", "summary": f"scheduled ({settings.retrain_cron})",
-               "evidence": {"cron": settings.retrain_cron}}  # fmt: skip
+def scheduled_retrain(model: str | None = None) -> int | list[str] | None:
+    """The retrain of `retrain_cron`; skipped while one is queued or running. The
+    deployment's cron fans out to the models that do not set their own."""
+    if model is None:
+        return _fan_out(
+            names.SCHEDULED_RETRAIN,
+            lambda name: settings.for_model(name).retrain_cron == settings.retrain_cron,
+        )
+    cron = settings.for_model(model).retrain_cron
+    trigger = {"trigger": "schedule", "summary": f"scheduled ({cron})",
+               "evidence": {"cron": cron}}  # fmt: skip
     with session_scope(session_factory(settings)) as session:
         job = retraining_policy.start_retrain(
-            session, trigger, lambda job_id: enqueue(app, names.RETRAIN_MODEL, job_id)
-        )
+            session, model, trigger,
+            lambda job_id: enqueue(app, names.RETRAIN_MODEL, job_id),
+        )  # fmt: skip
         return job.id if job else None
 
 
