@@ -105,31 +105,25 @@ def start(argv: list[str], env: dict[str, str], url: str) -> subprocess.Popen[by
     raise RuntimeError(f"server did not start: {argv}")
 
 
+def run_wrk(url: str, script: str, connections: int, seconds: float) -> str:
+    """wrk's report of `script` (Lua) against `url`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    threads = min(connections, 2)
+    try:
+        return subprocess.run(
+            ["wrk", "-t", str(threads), "-c", str(connections),
+             "-d", f"{max(int(seconds), 1)}s", "--latency", "-s", handle.name, url],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        Path(handle.name).unlink()
+
+
 def wrk(
     url: str, body: dict, connections: int, seconds: float
 ) -> tuple[float, float, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA.format(body=json.dumps(body)))
-    threads = min(connections, 2)
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            str(threads),
-            "-c",
-            str(connections),
-            "-d",
-            f"{max(int(seconds), 1)}s",
-            "--latency",
-            "-s",
-            script.name,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    Path(script.name).unlink()
+    out = run_wrk(url, LUA.format(body=json.dumps(body)), connections, seconds)
     if "Non-2xx" in out:
         raise RuntimeError(f"errors under load:\n{out}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

@@ -43,8 +43,9 @@ RENAMED = {"MODELOPS_MODEL_NAME": "MODELOPS_DEFAULT_MODEL"}
 
 
 def _doc(text: str, default: Any) -> Any:
-    if default is None:  # a table: empty unless modelops.toml has one
-        return field(default_factory=dict, metadata={"doc": text})
+    if default is None:  # a table: empty unless modelops.toml has one; settings stay
+        # hashable (caches key on them) without it, the other fields tell them apart
+        return field(default_factory=dict, hash=False, metadata={"doc": text})
     return field(default=default, metadata={"doc": text})
 
 

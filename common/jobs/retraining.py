@@ -92,6 +92,11 @@ def check_retrain_params(
         labelled = count_labelled_since(session, settings.model_name, since)
         check_enough_labels(settings, since, labelled)
         params["since"] = to_iso(since)
+    elif not params.get("dataset") and champion.provenance is not None:
+        # a registered model has no base dataset: its labels are all it learns from
+        since = utcnow() - timedelta(days=settings.retrain_feedback_days)
+        labelled = count_labelled_since(session, settings.model_name, since)
+        check_enough_labels(settings, since, labelled)
     params.pop("reason", None)
     return params
 
@@ -160,6 +165,8 @@ def _training_set(
             production[current.target], list(current.classes), current.task
         )
     name = params.get("dataset") or current.dataset
+    if not name and current.provenance is None:  # trained here from a frame
+        name = settings.demo_dataset
     if recent or not name:  # a registered model without a dataset: labels only
         check_enough_labels(settings, since, len(production))
         described = f"{len(production)} labelled predictions since {to_iso(since)}"

@@ -30,6 +30,7 @@ from common.storage.tables import ModelVersion
 
 log = logging.getLogger(__name__)
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # where `common` imports from
 ZIP_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".jbl")
 # What a pickle or a joblib file starts with: protocol 2+, or joblib's compressors.
@@ -175,8 +176,9 @@ def _check_in_child(
 ) -> tuple[dict[str, Any], bytes]:
     """Run `import_check` with the time and memory limits; its answer and bundle."""
     job = {
-        "artifact": str(request.artifact), "format": fmt, "trusted": trusted,
-        "reference": str(request.reference), "target": request.target,
+        "artifact": str(request.artifact.resolve()), "format": fmt,
+        "trusted": trusted, "reference": str(request.reference.resolve()),
+        "target": request.target,
         "task": request.task, "out": str(work),
         "settings": {name: getattr(settings, name) for name in CHILD_SETTINGS},
     }  # fmt: skip
@@ -185,11 +187,16 @@ def _check_in_child(
     timeout = settings.register_timeout_seconds
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
     env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"
+    # The child starts where the caller works, so the user's own modules (a custom
+    # transformer) import there as they would for the user; ModelOps comes first.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
+    )
     try:
         done = subprocess.run(
             [sys.executable, "-m", "common.models.import_check",
              str(work / "request.json")],
-            cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
+            env=env, capture_output=True,
             timeout=timeout, preexec_fn=lambda: _limit_memory(limit), check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:

@@ -30,16 +30,15 @@ class FeedbackOutcome:
 
 
 def record_feedback(
-    session: Session,
-    items: list[tuple[str, Any]],
-    pending: tuple[str, list[Any]] | None = None,
+    session: Session, items: list[tuple[str, Any]]
 ) -> list[FeedbackOutcome]:
     """Store one label per prediction id; repeating a call changes nothing.
 
     A label is checked against the model that answered the prediction: one of a
-    classifier's classes, a finite number for a regressor. A prediction whose log row
-    has not landed yet is checked against `pending` (task and classes: the default
-    model's) when given; its label is kept and joins the log row when that lands.
+    classifier's classes, a finite number for a regressor. A label for a prediction
+    whose log row has not landed yet (the log is written in batches, by whichever
+    API process answered) cannot be checked: it is kept, `joined` is false, and it
+    joins the row when that lands.
 
     Raises
     ------
@@ -51,7 +50,7 @@ def record_feedback(
     targets = repo.find_prediction_targets(session, ids)
     problems = []
     for index, (prediction_id, label) in enumerate(items):
-        target = targets.get(prediction_id, pending)
+        target = targets.get(prediction_id)
         problem = _label_problem(label, *target) if target else None
         if problem:
             problems.append(

@@ -41,6 +41,7 @@ def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float,
 
 
 RECENT_SECONDS = 60  # the request rate is that of the last minute
+NO_ERRORS = {"mae": None, "rmse": None, "r2": None}  # a classifier's regression figures
 
 
 def compute_window_metrics(
@@ -142,7 +143,7 @@ def _percentiles(values: np.ndarray) -> dict[str, float | None]:
 def _performance(labelled: Sequence[Any]) -> dict[str, Any]:
     if not labelled:
         return {"accuracy": None, "precision": None, "recall": None, "f1_score": None,
-                "accuracy_ci": None}  # fmt: skip
+                "accuracy_ci": None, **NO_ERRORS}  # fmt: skip
     y_pred = [str(p) for p, _ in labelled]
     y_true = [str(t) for _, t in labelled]
     labels = sorted(set(y_true) | set(y_pred))
@@ -153,7 +154,8 @@ def _performance(labelled: Sequence[Any]) -> dict[str, Any]:
     low, high = wilson_interval(correct, len(labelled))
     return {"accuracy": report.accuracy, "precision": report.precision,
             "recall": report.recall, "f1_score": report.f1_score,
-            "accuracy_ci": {"low": low, "high": high, "level": 0.95}}  # fmt: skip
+            "accuracy_ci": {"low": low, "high": high, "level": 0.95},
+            **NO_ERRORS}  # fmt: skip
 
 
 def regression_performance(labelled: Sequence[Any]) -> dict[str, Any]:

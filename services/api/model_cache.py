@@ -240,8 +240,10 @@ class ModelCache:
             if slot.current is not None and slot.current.generation == generation:
                 return slot.current
             loaded = _load(self.settings, name, version, generation)
-        except (AppError, SQLAlchemyError) as exc:
-            slot.last_error = str(exc)
+        except Exception as exc:  # a user's pipeline may fail its warm-up any way
+            if not isinstance(exc, AppError | SQLAlchemyError):
+                log.exception("model %s failed to load", name)
+            slot.last_error = str(exc) or type(exc).__name__
             if target is not None:
                 slot.failed = (target[1], target[0].id)
                 slot.failed_at = time.monotonic()
@@ -377,9 +379,10 @@ class _Counter:
     def __init__(self) -> None:
         self.size = 0
 
-    def write(self, data: bytes) -> int:
-        self.size += len(memoryview(data).cast("B"))
-        return len(data)
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes  # bytes, or a PickleBuffer (protocol 5)
+        self.size += size
+        return size
 
 
 def _load(

@@ -99,7 +99,10 @@ def register_from_request(settings: Settings) -> dict[str, Any]:
 
 def _save(upload: FileStorage, path: Path) -> Path:
     stream: IO[bytes] = upload.stream
-    with path.open("wb") as out:
-        while chunk := stream.read(COPY_CHUNK_BYTES):
-            out.write(chunk)
+    try:
+        with path.open("wb") as out:
+            while chunk := stream.read(COPY_CHUNK_BYTES):
+                out.write(chunk)
+    finally:
+        upload.close()  # werkzeug's spooled copy: gone now, not at collection
     return path

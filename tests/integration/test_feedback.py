@@ -32,9 +32,12 @@ def test_feedback_one_and_many_is_idempotent(serving, row):
     }
 
 
-def test_label_outside_the_model_classes_is_400_and_nothing_is_stored(serving, row):
+def test_label_outside_the_model_classes_is_400_and_nothing_is_stored(
+    serving_app, serving, row
+):
     (good,) = _predict(serving, row)
     (other,) = _predict(serving, row)
+    serving_app.extensions["prediction_log"].flush()  # the rows say which model
     body = [
         {"prediction_id": good, "label": 1},
         {"prediction_id": other, "label": "maybe"},

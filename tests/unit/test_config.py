@@ -142,3 +142,30 @@ def test_configuration_doc_lists_every_setting_with_its_default():
             or (default == "" and "(derived)" in row)
             or (env_name == "MODELOPS_ALERT_RULES" and "docs/alerts.md" in row)
         ), row
+
+
+def test_settings_per_model_override_only_what_a_model_may_change(tmp_path):
+    """[models.NAME] tables change how that model is watched and retrained; the
+    settings stay hashable (processes cache on them) and other keys are refused."""
+    toml = tmp_path / "modelops.toml"
+    toml.write_text(
+        "[models.fraud]\nretrain_accuracy_floor = 0.9\ndrift_share_threshold = 0.5\n"
+        '[[models.fraud.alert_rules]]\nname = "error-ceiling"\nmetric = "mae"\n'
+        'comparator = ">"\nthreshold = 12.5\n'
+    )
+    settings = Settings.from_env({"MODELOPS_CONFIG_FILE": str(toml)})
+    fraud = settings.for_model("fraud")
+    assert (fraud.model_name, fraud.retrain_accuracy_floor) == ("fraud", 0.9)
+    assert [rule.metric for rule in fraud.alert_rules] == ["mae"]
+    other = settings.for_model("churn")
+    assert other.retrain_accuracy_floor == 0.7 and other.model_name == "churn"
+    assert hash(settings) == hash(settings.with_overrides())
+    toml.write_text("[models.fraud]\napi_port = 9000\n")
+    with pytest.raises(ConfigError, match="api_port cannot be set per model"):
+        Settings.from_env({"MODELOPS_CONFIG_FILE": str(toml)})
+    toml.write_text("[models.Fraud]\nretrain_cron = ''\n")
+    with pytest.raises(ConfigError, match="'Fraud' is not a model name"):
+        Settings.from_env({"MODELOPS_CONFIG_FILE": str(toml)})
+    with pytest.raises(ConfigError, match="MODELOPS_MODEL_NAME is now "
+                       "MODELOPS_DEFAULT_MODEL"):  # fmt: skip
+        Settings.from_env({"MODELOPS_MODEL_NAME": "x"})

@@ -1,6 +1,7 @@
 // Alerts: open, acknowledged and resolved, with every delivery attempt; acknowledge.
 import { get, send } from "./api.js";
 import { $, fill, fmtNumber, fmtTime, h } from "./dom.js";
+import { currentModel } from "./scope.js";
 import { askKey, changed, describeError, notice } from "./ui.js";
 
 const STATES = ["open", "acknowledged", "resolved"];
@@ -29,7 +30,7 @@ function alertItem(alert) {
 }
 
 export async function refresh() {
-  const answer = await get("/alerts?limit=200");
+  const answer = await get(`/alerts?limit=200&model=${encodeURIComponent(currentModel())}`);
   const groups = STATES.map((name) => {
     const items = answer.data.alerts.filter((a) => a.state === name);
     return h("section", { class: "alert-group", "data-state": name },

@@ -176,8 +176,27 @@ export async function download(path, filename, askKey) {
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
+/**
+ * POST a form with files behind the key, showing progress on `bar` (hidden again
+ * at the end); a refused key is forgotten, so the next try asks again. Null when
+ * no key was given.
+ */
+export async function uploadKeyed(path, formData, bar, askKey) {
+  bar.hidden = false;
+  bar.value = 0;
+  try {
+    if (!(await ensureKey(askKey))) return null;
+    return await upload(path, formData, (pct) => { bar.value = pct; });
+  } catch (error) {
+    if (error.status === 401) forgetKey();
+    throw error;
+  } finally {
+    bar.hidden = true;
+  }
+}
+
 /** POST a file with upload progress (fetch cannot report it). */
-export function upload(path, formData, onProgress) {
+function upload(path, formData, onProgress) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
     request.open("POST", path);

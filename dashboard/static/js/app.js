@@ -8,8 +8,9 @@ import { $, fill, fmtClock, h } from "./dom.js";
 import * as jobs from "./jobs.js";
 import * as models from "./models.js";
 import * as overview from "./overview.js";
+import { chooseModel, currentModel, modelPath, scope } from "./scope.js";
 import * as tester from "./tester.js";
-import { askKey, changes, describeError, notice, toast } from "./ui.js";
+import { askKey, changed, changes, describeError, notice, toast } from "./ui.js";
 
 const POLL_MS = 3000;
 const BUSY_POLL_MS = 1000; // while a job the page shows is queued or running
@@ -18,7 +19,7 @@ const PAGES = Object.fromEntries(
   Object.entries({ overview, models, jobs, alerts, try: tester, demo })
     .filter(([name]) => document.getElementById(`page-${name}`)),
 );
-const state = { model: null, seenAlerts: null, oldestShown: null, busy: false };
+const state = { name: null, model: null, models: [], seenAlerts: null, oldestShown: null, busy: false };
 
 function currentPage() {
   const name = location.hash.replace("#", "");
@@ -46,8 +47,27 @@ function noteCached(answers) {
   state.oldestShown = times.length ? Math.min(...times) : null;
 }
 
+// The switcher lists every model; the page shows the one the URL names.
+async function refreshModels() {
+  const answer = await get("/models");
+  scope.defaultModel = answer.data.default_model;
+  state.models = answer.data.models;
+  const name = currentModel();
+  const names = state.models.map((m) => m.name);
+  if (!names.includes(name)) names.push(name);
+  const select = $("#model-switch");
+  if (select.dataset.names !== names.join(",") || select.value !== name) {
+    fill(select, names.map((n) => h("option", { value: n, selected: n === name }, n)));
+    select.dataset.names = names.join(",");
+    select.value = name;
+  }
+  return answer;
+}
+
 async function refreshHeader() {
-  const answer = await get("/model/status");
+  state.name = currentModel();
+  state.model = null;
+  const answer = await get(modelPath());
   state.model = answer.data;
   fill($("#serving"), `serving v${state.model.version} · ${state.model.model_type}`);
   return answer;
@@ -62,7 +82,7 @@ async function watchAlerts() {
   document.title = open.length ? `(${open.length}) ModelOps` : "ModelOps";
   if (state.seenAlerts !== null && !answer.cachedAt) {
     for (const alert of open.filter((a) => !state.seenAlerts.has(a.id))) {
-      toast(`New ${alert.severity} alert: ${alert.rule} (${alert.subject}): ${alert.message}`, alert.severity);
+      toast(`New ${alert.severity} alert of ${alert.model || "the deployment"}: ${alert.rule} (${alert.subject}): ${alert.message}`, alert.severity);
     }
   }
   if (!answer.cachedAt) state.seenAlerts = new Set(open.map((a) => a.id));
@@ -77,7 +97,12 @@ async function tick() {
   const page = currentPage();
   state.busy = false;
   try {
-    const answers = [await refreshHeader().catch(() => null), await watchAlerts().catch(() => null)];
+    const answers = [await refreshModels().catch(() => null)];
+    answers.push(await refreshHeader().catch((error) => {
+      fill($("#serving"), `${currentModel()}: ${describeError(error)}`);
+      return null;
+    }));
+    answers.push(await watchAlerts().catch(() => null));
     answers.push(...(await PAGES[page].refresh(state)));
     noteCached(answers);
   } catch (error) {
@@ -94,6 +119,8 @@ function start() {
   onConnectionChange(offlineBanner);
   changes.addEventListener("changed", () => tick());
   window.addEventListener("hashchange", () => { show(currentPage()); tick(); });
+  window.addEventListener("popstate", () => tick());
+  $("#model-switch").addEventListener("change", (event) => { chooseModel(event.target.value); changed(); });
   show(currentPage());
   const loop = async () => {
     await tick();

@@ -1,7 +1,8 @@
 // Jobs: live progress, a retrain button, batch scoring with upload and job progress,
 // the result download, and each task in Flower.
-import { download, ensureKey, forgetKey, get, send, upload } from "./api.js";
+import { download, get, send, uploadKeyed } from "./api.js";
 import { $, fill, fmtTime, h, safeUrl } from "./dom.js";
+import { currentModel, modelPath } from "./scope.js";
 import { askKey, changed, confirmAction, describeError, notice, progressBar } from "./ui.js";
 
 function summary(job) {
@@ -29,7 +30,7 @@ function links(job) {
 }
 
 export async function refresh(state) {
-  const jobs = await get("/jobs?page_size=50");
+  const jobs = await get(`/jobs?page_size=50&model=${encodeURIComponent(currentModel())}`);
   state.busy = jobs.data.jobs.some((job) => job.state === "queued" || job.state === "running");
   fill($("#jobs-table tbody"), jobs.data.jobs.map((job) => h("tr", { "data-job": String(job.id), class: job.state },
     h("td", {}, String(job.id)), h("td", {}, job.kind), h("td", {}, job.state),
@@ -41,9 +42,9 @@ export async function refresh(state) {
 }
 
 async function retrain() {
-  if (!(await confirmAction("Start a retrain of the champion now?"))) return;
+  if (!(await confirmAction(`Start a retrain of ${currentModel()} now?`))) return;
   try {
-    const accepted = await send("POST", "/model/retrain", { body: { reason: "retrain from the dashboard" } }, askKey);
+    const accepted = await send("POST", modelPath("/retrain"), { body: { reason: "retrain from the dashboard" } }, askKey);
     notice(`Retrain queued as job ${accepted.job_id}.`, "ok");
     changed();
   } catch (error) {
@@ -55,22 +56,17 @@ async function score(event) {
   event.preventDefault();
   const file = $("#score-file").files[0];
   if (!file) return notice("Choose a CSV file first.", "error");
-  const bar = $("#upload-progress");
-  bar.hidden = false;
-  bar.value = 0;
   const form = new FormData();
   form.append("file", file);
   form.append("reason", `batch score of ${file.name} from the dashboard`);
   try {
-    if (!(await ensureKey(askKey))) return;
-    const accepted = await upload("/jobs/batch-score", form, (pct) => { bar.value = pct; });
+    const path = `/jobs/batch-score?model=${encodeURIComponent(currentModel())}`;
+    const accepted = await uploadKeyed(path, form, $("#upload-progress"), askKey);
+    if (!accepted) return;
     notice(`Scoring ${file.name} as job ${accepted.job_id}.`, "ok");
     changed();
   } catch (error) {
-    if (error.status === 401) forgetKey();
     notice(describeError(error), "error");
-  } finally {
-    bar.hidden = true;
   }
 }
 

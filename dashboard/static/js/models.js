@@ -1,7 +1,10 @@
-// Models: every version with its metrics, state, what triggered it and the gate's
-// verdict (from its retrain job); promote and rollback after a confirmation.
-import { get, send } from "./api.js";
+// Models: every model with its champion, task, traffic, accuracy or error, drift and
+// open alerts (a row switches the dashboard to it); registering a model from a file;
+// the shown model's versions with what triggered each and the gate's verdict, and
+// promote and rollback after a confirmation.
+import { get, send, uploadKeyed } from "./api.js";
 import { $, fill, fmtNumber, fmtTime, h } from "./dom.js";
+import { chooseModel, currentModel, modelPath } from "./scope.js";
 import { askKey, changed, confirmAction, describeError, notice } from "./ui.js";
 
 function trigger(job) {
@@ -13,7 +16,8 @@ function trigger(job) {
 function gate(job) {
   const result = job && job.result;
   if (!result || !result.outcome) return "–";
-  return `${result.outcome}: F1 ${fmtNumber(result.challenger_f1)} vs ${fmtNumber(result.champion_f1)}`;
+  const metric = result.metric || "f1";
+  return `${result.outcome}: ${metric.toUpperCase()} ${fmtNumber(result[`challenger_${metric}`])} vs ${fmtNumber(result[`champion_${metric}`])}`;
 }
 
 async function act(text, method, path, body) {
@@ -27,26 +31,66 @@ async function act(text, method, path, body) {
   }
 }
 
-export async function refresh() {
-  const [models, jobs] = await Promise.all([get("/models"), get("/jobs?kind=retrain&page_size=200")]);
+function modelRow(m) {
+  const score = m.task === "regression" ? `MAE ${fmtNumber(m.mae)}` : fmtNumber(m.accuracy);
+  const open = () => { chooseModel(m.name); changed(); };
+  return h("tr", { "data-model": m.name, class: m.name === currentModel() ? "current" : "" },
+    h("td", {}, h("button", { type: "button", class: "link", onclick: open }, m.name)),
+    h("td", {}, m.task), h("td", {}, m.champion_version ? `v${m.champion_version}` : "–"),
+    h("td", {}, String(m.versions)), h("td", {}, fmtNumber(m.traffic_per_min, 1)),
+    h("td", {}, score), h("td", {}, m.drift || "–"), h("td", {}, String(m.open_alerts)));
+}
+
+function versionRow(m, byJob) {
+  const job = m.job_id ? byJob.get(m.job_id) : null;
+  const promote = m.state === "champion" ? null : h("button", {
+    type: "button", class: "small",
+    onclick: () => act(`Promote version ${m.version} of ${m.name} to champion?`, "POST",
+      modelPath(`/versions/${m.version}/promote`), { reason: "promoted from the dashboard" }),
+  }, "Promote");
+  const scores = m.task === "regression"
+    ? [fmtNumber(m.metrics.mae), `R² ${fmtNumber(m.metrics.r2)}`]
+    : [fmtNumber(m.accuracy), fmtNumber(m.f1_score)];
+  const origin = m.provenance ? `registered ${m.provenance.format} file` : trigger(job);
+  return h("tr", { class: m.state, "data-version": String(m.version) },
+    h("td", {}, `v${m.version}`), h("td", {}, m.state), h("td", {}, m.model_type),
+    h("td", {}, scores[0]), h("td", {}, scores[1]),
+    h("td", {}, fmtNumber(m.training_data_size, 0)), h("td", {}, origin),
+    h("td", {}, gate(job)), h("td", {}, fmtTime(m.created_at)), h("td", {}, promote));
+}
+
+export async function refresh(state) {
+  const name = encodeURIComponent(currentModel());
+  const [versions, jobs] = await Promise.all([
+    get(modelPath("/versions")), get(`/jobs?kind=retrain&page_size=200&model=${name}`),
+  ]);
+  fill($("#all-models-table tbody"), state.models.map(modelRow));
+  fill($("#versions-of"), currentModel());
   const byJob = new Map(jobs.data.jobs.map((job) => [job.id, job]));
-  const rows = models.data.models.map((m) => {
-    const job = m.job_id ? byJob.get(m.job_id) : null;
-    const promote = m.state === "champion" ? null : h("button", {
-      type: "button", class: "small",
-      onclick: () => act(`Promote version ${m.version} to champion?`, "POST", `/models/${m.version}/promote`, { reason: "promoted from the dashboard" }),
-    }, "Promote");
-    return h("tr", { class: m.state, "data-version": String(m.version) },
-      h("td", {}, `v${m.version}`), h("td", {}, m.state), h("td", {}, m.model_type),
-      h("td", {}, fmtNumber(m.accuracy)), h("td", {}, fmtNumber(m.f1_score)),
-      h("td", {}, fmtNumber(m.training_data_size, 0)), h("td", {}, trigger(job)),
-      h("td", {}, gate(job)), h("td", {}, fmtTime(m.created_at)), h("td", {}, promote));
-  });
-  fill($("#models-table tbody"), rows);
-  return [models, jobs];
+  fill($("#models-table tbody"), versions.data.models.map((m) => versionRow(m, byJob)));
+  return [versions, jobs];
+}
+
+async function register(event) {
+  event.preventDefault();
+  const form = event.target;
+  const data = new FormData(form);
+  if (!form.elements.promote.checked) data.delete("promote");
+  try {
+    const done = await uploadKeyed("/models", data, $("#register-progress"), askKey);
+    if (!done) return;
+    const promoted = done.promoted ? ", champion" : "";
+    notice(`Registered ${done.name} version ${done.version} (${done.task}${promoted}).`, "ok");
+    form.reset();
+    chooseModel(done.name);
+    changed();
+  } catch (error) {
+    notice(describeError(error), "error");
+  }
 }
 
 export function setup() {
   $("#rollback").addEventListener("click", () =>
-    act("Roll back to the previous champion?", "POST", "/model/rollback", { reason: "rollback from the dashboard" }));
+    act(`Roll back ${currentModel()} to its previous champion?`, "POST", modelPath("/rollback"), { reason: "rollback from the dashboard" }));
+  $("#register-form").addEventListener("submit", register);
 }

@@ -2,6 +2,7 @@
 // per-feature drift against its threshold.
 import { get } from "./api.js";
 import { $, fill, fmtNumber, fmtPercent, h } from "./dom.js";
+import { modelPath } from "./scope.js";
 
 const charts = {};
 // Time labels never overlap: a few, level, the rest skipped (Chart.js measures them).
@@ -67,10 +68,10 @@ function showPolicy(policy) {
 
 export async function refresh(state) {
   const [metrics, history, drift, policy] = await Promise.all([
-    get("/metrics"),
-    get("/metrics/history?hours=6"),
-    get("/drift/history?limit=100"),
-    get("/retraining"),
+    get(modelPath("/metrics")),
+    get(modelPath("/metrics/history?hours=6")),
+    get(modelPath("/drift/history?limit=100")),
+    get(modelPath("/retraining")),
   ]);
   showPolicy(policy.data);
   const m = metrics.data;
@@ -81,7 +82,9 @@ export async function refresh(state) {
     card("Predictions", fmtNumber(m.prediction_count, 0), `${fmtNumber(m.request_count, 0)} requests, last ${fmtNumber(m.window_minutes, m.window_minutes < 10 ? 1 : 0)} min`),
     card("Request rate", `${fmtNumber(m.request_rate_per_min, 1)}/min`, `last ${m.request_rate_seconds} s · errors ${fmtPercent(m.error_rate)}`),
     card("p99 latency", m.latency_ms.p99 === null ? "–" : `${fmtNumber(m.latency_ms.p99, 1)} ms`, `p50 ${fmtNumber(m.latency_ms.p50, 1)} ms`),
-    card("Accuracy", fmtPercent(m.accuracy), ci ? `95% CI ${fmtPercent(ci.low)}–${fmtPercent(ci.high)}` : "no labels yet"),
+    m.task === "regression"
+      ? card("MAE", fmtNumber(m.mae), m.mae === null ? "no labels yet" : `RMSE ${fmtNumber(m.rmse)} · R² ${fmtNumber(m.r2)}`)
+      : card("Accuracy", fmtPercent(m.accuracy), ci ? `95% CI ${fmtPercent(ci.low)}–${fmtPercent(ci.high)}` : "no labels yet"),
     card("Label coverage", fmtPercent(m.label_coverage), `${fmtNumber(m.labeled_count, 0)} labelled`),
     card("Open alerts", String(m.open_alerts), m.drift ? `drift: ${m.drift.status}` : "no drift check yet"),
   );

@@ -2,6 +2,7 @@
 // raw JSON editor; shows the answer, its status and latency, and field errors.
 import { ApiError } from "./api.js";
 import { $, fill, h } from "./dom.js";
+import { modelPath } from "./scope.js";
 
 let schemaKey = null;
 
@@ -15,7 +16,7 @@ function example(spec) {
 }
 
 function field(spec) {
-  const id = `try-field-${schemaKey.indexOf(spec.name)}`;
+  const id = `try-field-${schemaKey.indexOf(spec.name) - 1}`;
   const control = spec.type === "category"
     ? h("select", { id, name: spec.name }, (spec.categories || []).map((c) => h("option", { value: c }, c)))
     : h("input", { id, name: spec.name, type: "text", inputmode: "decimal", value: String(example(spec)) });
@@ -26,7 +27,7 @@ function field(spec) {
 function formBody(schema) {
   const features = {};
   for (const spec of schema) {
-    const raw = document.getElementById(`try-field-${schemaKey.indexOf(spec.name)}`).value;
+    const raw = document.getElementById(`try-field-${schemaKey.indexOf(spec.name) - 1}`).value;
     const number = Number(raw);
     features[spec.name] = spec.type === "number" && raw.trim() !== "" && !Number.isNaN(number) ? number : raw;
   }
@@ -38,7 +39,7 @@ async function predict(body) {
   let status = 0;
   let data = null;
   try {
-    const response = await fetch("/predict", {
+    const response = await fetch(modelPath("/predict"), {
       method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" }, body,
     });
     status = response.status;
@@ -62,9 +63,10 @@ async function predict(body) {
 export async function refresh(state) {
   const model = state.model;
   if (!model) return [];
-  const key = model.input_schema.map((s) => s.name);
+  const key = [model.name, ...model.input_schema.map((s) => s.name)];
   if (JSON.stringify(key) === JSON.stringify(schemaKey)) return [];
   schemaKey = key;
+  fill($("#try-path"), `POST ${modelPath("/predict")}`);
   fill($("#try-fields"), model.input_schema.map(field));
   const example_ = Object.fromEntries(model.input_schema.map((s) => [s.name, example(s)]));
   $("#try-json").value = JSON.stringify({ features: example_ }, null, 2);

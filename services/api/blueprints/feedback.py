@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
 from common.monitoring import feedback
 from services.api.auth import require_predict_key
@@ -23,14 +23,9 @@ bp = Blueprint("feedback", __name__)
 def record_feedback() -> tuple[dict[str, Any], int]:
     """Store labels by prediction id; repeating the call changes nothing."""
     body = parse_body(FeedbackRequest)
-    loaded = current_app.extensions["model_cache"].current
     session = get_session()
     outcomes = feedback.record_feedback(
-        session,
-        [(item.prediction_id, item.label) for item in body.items()],
-        # a label that beats its prediction's log row: most traffic is the default
-        # model's; a label of another model's is kept and joins its row later
-        pending=(loaded.task, loaded.classes) if loaded else None,
+        session, [(item.prediction_id, item.label) for item in body.items()]
     )
     session.commit()
     return {"results": [o.to_dict() for o in outcomes]}, 200

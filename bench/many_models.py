@@ -1,0 +1,314 @@
+"""Many models behind one API: 50 registered pipelines against one of them alone.
+
+Registers 50 user pipelines (skops files, checked in their child process like any
+registration): logistic regressions, random forests of 50 trees, histogram gradient
+boosting, and regressors (forests and ridge), with 5 to 50 features. Then, with the
+default API (gunicorn, 2 workers, settings defaults), in one run and interleaved:
+
+- **single**: wrk at concurrency 32 on `/models/<m00>/predict` only (a 50-tree forest
+  on 20 features, the most requested model), a server that never loads another;
+- **many**: wrk at concurrency 32 over all 50 models, requests spread with a Zipf
+  skew (s = 1.1: the first model gets about a fifth), every champion in memory;
+- **evicting**: the same spread with `MODELOPS_MODEL_CACHE_MB` too small to hold
+  them all, so models are dropped and loaded again under load: failed requests are
+  counted, and each API process's RSS is sampled against the budget + 300 MB.
+
+Also times the cold load of each model type (verify, unpickle, warm) in-process.
+
+Run: `.venv/bin/python -m bench.many_models [--seconds S] [--repeats N]`. Needs wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+import skops.io as sio
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from bench.predict import run_wrk, start
+from common.config import Settings
+from common.models import registry
+from common.models.importing import ImportRequest, register_file
+from common.storage.db import make_engine, make_session_factory, session_scope
+from common.storage.migrate import upgrade_database
+from services.api.model_cache import _load
+from services.launcher import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = 50
+CONCURRENCY = 32
+ZIPF_S = 1.1
+KINDS = (
+    "random_forest",
+    "logistic_regression",
+    "hist_gradient_boosting",
+    "forest_regressor",
+    "ridge_regressor",
+)
+LUA = """
+local targets = {targets}
+local cumulative = {cumulative}
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local r = math.random()
+  local i = 1
+  while cumulative[i] < r do i = i + 1 end
+  return wrk.format(nil, targets[i][1], nil, targets[i][2])
+end
+"""
+
+
+def estimator(kind: str, seed: int) -> Any:
+    return {
+        "random_forest": lambda: RandomForestClassifier(50, random_state=seed),
+        "logistic_regression": lambda: LogisticRegression(max_iter=500),
+        "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(
+            max_iter=50, random_state=seed
+        ),
+        "forest_regressor": lambda: RandomForestRegressor(50, random_state=seed),
+        "ridge_regressor": lambda: Ridge(),
+    }[kind]()
+
+
+def model_spec(index: int) -> tuple[str, str, int]:
+    """(name, kind, features): the first a 50-tree forest on 20 features."""
+    if index == 0:
+        return "m00", "random_forest", 20
+    return f"m{index:02d}", KINDS[index % len(KINDS)], 5 + (index * 9) % 46
+
+
+def build(index: int, folder: Path) -> tuple[Path, Path, dict[str, float]]:
+    """Fit model `index`, write its skops file and reference CSV; one example row."""
+    name, kind, features = model_spec(index)
+    columns = [f"x{i:02d}" for i in range(features)]
+    if kind.endswith("regressor"):
+        X, y = make_regression(
+            3000, features, n_informative=min(features, 8), noise=5, random_state=index
+        )
+    else:
+        X, y = make_classification(
+            3000,
+            features,
+            n_informative=min(features, 5),
+            n_redundant=0,
+            random_state=index,
+        )
+    frame = pd.DataFrame(X, columns=columns)
+    pipeline = make_pipeline(StandardScaler(), estimator(kind, index)).fit(frame, y)
+    artifact, reference = folder / f"{name}.skops", folder / f"{name}.csv"
+    sio.dump(pipeline, artifact)
+    frame.assign(target=y).to_csv(reference, index=False)
+    return (
+        artifact,
+        reference,
+        {c: round(float(v), 4) for c, v in frame.iloc[0].items()},
+    )
+
+
+def register_all(home: Path) -> dict[str, dict[str, float]]:
+    """Every model registered (and so champion); returns an example row of each."""
+    settings = Settings(home=str(home))
+    engine = make_engine(settings)
+    upgrade_database(engine)
+    factory = make_session_factory(engine)
+    rows: dict[str, dict[str, float]] = {}
+    folder = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    for index in range(MODELS):
+        name = model_spec(index)[0]
+        artifact, reference, rows[name] = build(index, folder)
+        trusted = tuple(sio.get_untrusted_types(file=artifact))  # the operator's own
+        with session_scope(factory) as session:
+            register_file(
+                session,
+                settings,
+                ImportRequest(
+                    name=name,
+                    artifact=artifact,
+                    filename=artifact.name,
+                    reference=reference,
+                    target="target",
+                    trusted_types=trusted,
+                ),
+            )
+        sys.stderr.write(f"\rregistered {index + 1}/{MODELS}")
+    sys.stderr.write("\n")
+    engine.dispose()
+    return rows
+
+
+def cold_loads(home: Path) -> dict[str, float]:
+    """Median seconds to verify, load and warm one champion, per model type."""
+    settings = Settings(home=str(home))
+    engine = make_engine(settings)
+    factory = make_session_factory(engine)
+    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    with session_scope(factory) as session:
+        for index in range(MODELS):
+            name, kind, _ = model_spec(index)
+            scoped = settings.for_model(name)
+            champion = registry.get_champion(session, scoped)
+            started = time.perf_counter()
+            _load(scoped, name, champion.model_version, champion.generation)
+            times[kind].append(time.perf_counter() - started)
+    engine.dispose()
+    return {kind: statistics.median(values) for kind, values in times.items()}
+
+
+def zipf_script(rows: dict[str, dict[str, float]], names: list[str]) -> str:
+    weights = np.array([1 / (rank + 1) ** ZIPF_S for rank in range(len(names))])
+    cumulative = np.cumsum(weights / weights.sum())
+    cumulative[-1] = 1.0
+    bodies = {name: json.dumps(json.dumps({"features": rows[name]})) for name in names}
+    targets = ", ".join(f'{{"/models/{n}/predict", {bodies[n]}}}' for n in names)
+    return LUA.format(
+        targets=f"{{{targets}}}",
+        cumulative="{" + ", ".join(f"{c:.6f}" for c in cumulative) + "}",
+    )
+
+
+def wrk(url: str, script: str, seconds: float) -> dict[str, float]:
+    out = run_wrk(url, script, CONCURRENCY, seconds)
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+        r"timeout (\d+)",
+        out,
+    )
+    return {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "failed": int(failed.group(1)) if failed else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+    }
+
+
+def api(home: Path, cache_mb: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+    env.update(
+        MODELOPS_HOME=str(home),
+        MODELOPS_API_PORT=str(port),
+        MODELOPS_LOG_LEVEL="WARNING",
+        MODELOPS_DEFAULT_MODEL="m00",
+        MODELOPS_MODEL_CACHE_MB=str(cache_mb),
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "services/api/gunicorn.conf.py",
+        "services.api.wsgi:app",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    return start(argv, env, f"{url}/livez"), url
+
+
+class RssSampler(threading.Thread):
+    """The largest RSS of each gunicorn worker of `master`, sampled while it runs."""
+
+    def __init__(self, master: int) -> None:
+        super().__init__(daemon=True)
+        self.master, self.peak_mb, self.running = master, 0.0, True
+
+    def run(self) -> None:
+        while self.running:
+            for child in psutil.Process(self.master).children():
+                try:
+                    rss = child.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                self.peak_mb = max(self.peak_mb, rss)
+            time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--evict-cache-mb", type=int, default=40)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="bench-many-"))
+    rows = register_all(home)
+    names = [model_spec(i)[0] for i in range(MODELS)]
+    loads = cold_loads(home)
+    single_script = zipf_script(rows, ["m00"])
+    many_script = zipf_script(rows, names)
+    servers = {"single": api(home, 1024), "many": api(home, 1024)}
+    try:
+        for _name, (_, url) in servers.items():  # warm: every model in "many"
+            wrk(url, single_script if _name == "single" else many_script, 5)
+        runs: dict[str, list[dict[str, float]]] = {"single": [], "many": []}
+        for _ in range(args.repeats):
+            for name, (_, url) in servers.items():
+                runs[name].append(
+                    wrk(
+                        url,
+                        single_script if name == "single" else many_script,
+                        args.seconds,
+                    )
+                )
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(60)
+    evicting, url = api(home, args.evict_cache_mb)
+    sampler = RssSampler(evicting.pid)
+    sampler.start()
+    try:
+        churn = wrk(url, many_script, args.seconds * 2)
+    finally:
+        sampler.running = False
+        evicting.terminate()
+        evicting.wait(60)
+    single = statistics.median(r["rate"] for r in runs["single"])
+    many = statistics.median(r["rate"] for r in runs["many"])
+    report = {
+        "models": MODELS,
+        "concurrency": CONCURRENCY,
+        "single_rps": [r["rate"] for r in runs["single"]],
+        "many_rps": [r["rate"] for r in runs["many"]],
+        "ratio_median": many / single,
+        "ratios_per_repeat": [
+            m["rate"] / s["rate"]
+            for s, m in zip(runs["single"], runs["many"], strict=True)
+        ],
+        "warm_failed": sum(
+            r["failed"] + r["socket_errors"] for run in runs.values() for r in run
+        ),
+        "evicting": {
+            **churn,
+            "cache_mb": args.evict_cache_mb,
+            "peak_worker_rss_mb": sampler.peak_mb,
+            "rss_bound_mb": args.evict_cache_mb + 300,
+        },
+        "cold_load_seconds": loads,
+    }
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

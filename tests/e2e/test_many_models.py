@@ -1,0 +1,173 @@
+"""Two models of different tasks side by side, with real processes: the demo
+classifier and a regressor of the user's, registered with `modelops register` as a
+user would. Drift injected into the classifier's traffic opens its alerts and none of
+the regressor's; the regressor's own retrain clones and refits its pipeline on its
+labels while the classifier keeps serving."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import skops.io as sio
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from common.data.synthetic import generate
+from tests.e2e.conftest import AUTH, http, prepare_home
+
+pytestmark = pytest.mark.e2e
+
+NUMBERS = ["age", "tenure_months", "monthly_spend", "support_calls"]
+CATEGORIES = ["plan", "region"]
+LOOP = {
+    "MODELOPS_DRIFT_CHECK_SECONDS": "3",
+    "MODELOPS_MONITOR_INTERVAL_SECONDS": "2",
+    "MODELOPS_DRIFT_WINDOW_ROWS": "300",
+    "MODELOPS_DRIFT_MIN_ROWS": "200",
+    "MODELOPS_RETRAIN_ON_DRIFT": "false",  # this test retrains by hand
+    "MODELOPS_RETRAIN_MIN_LABELS": "100",
+    "MODELOPS_MODEL_POLL_MS": "200",
+}
+
+
+def _until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _register_regressor(home: Path) -> str:
+    """A user's own pipeline, fitted elsewhere, registered with the CLI."""
+    frame = generate(rows=2000, seed=7)
+    features = [*NUMBERS, *CATEGORIES]
+    pipeline = Pipeline([
+        ("prepare", ColumnTransformer([
+            ("numbers", StandardScaler(), NUMBERS),
+            ("categories", OneHotEncoder(handle_unknown="ignore"), CATEGORIES),
+        ])),
+        ("model", Ridge()),
+    ]).fit(frame[features], frame["income"])  # fmt: skip
+    sio.dump(pipeline, home / "income.skops")
+    frame[[*features, "income"]].to_csv(home / "income.csv", index=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "register", "income", "income.skops",
+         "--reference", "income.csv", "--target", "income"],
+        cwd=home, env={"MODELOPS_HOME": ".", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    return done.stdout
+
+
+def test_drift_on_one_model_never_alerts_the_other_and_each_retrains_its_own(
+    tmp_path, start_api, start_worker
+):
+    home = tmp_path / "home"
+    settings = prepare_home(home)
+    registered = _register_regressor(home)
+    assert "registered income version 1 (regression, Pipeline/Ridge)" in registered
+    assert "version 1 is champion of income" in registered
+    api = start_api(settings, **LOOP)
+    start_worker(settings, **LOOP)
+    start_worker(settings, "beat", beat=True, **LOOP)
+
+    def get(path: str) -> Any:
+        status, _, body = http("GET", f"{api.url}{path}")
+        assert status == 200, (path, body)
+        return body
+
+    models = {m["name"]: m for m in get("/models")["models"]}
+    assert (models["default"]["task"], models["income"]["task"]) == (
+        "classification", "regression"
+    )  # fmt: skip
+
+    # The classifier gets drifted inputs, the regressor the world it was made for.
+    drifted = generate("mean_shift", rows=400, seed=11)
+    baseline = generate(rows=400, seed=12)
+    features = [*NUMBERS, *CATEGORIES]
+    answered: list[tuple[str, float]] = []
+    for start in range(0, 400, 100):
+        rows = drifted.drop(columns="churned").iloc[start : start + 100]
+        status, _, _ = http("POST", f"{api.url}/predict",
+                            {"instances": rows.to_dict("records")})  # fmt: skip
+        assert status == 200
+        part = baseline.iloc[start : start + 100]
+        status, headers, body = http(
+            "POST", f"{api.url}/models/income/predict",
+            {"instances": part[features].to_dict("records")},
+        )  # fmt: skip
+        assert status == 200 and headers["X-Model-Name"] == "income", body
+        answered += [(p["prediction_id"], float(truth)) for p, truth in
+                     zip(body["predictions"], part["income"], strict=True)]  # fmt: skip
+
+    # Drift is seen on the classifier, and alerted for it alone.
+    _until("dataset drift on the default model",
+           lambda: get("/drift").get("dataset_drift") if _has(api, "/drift") else None,
+           60)  # fmt: skip
+    alerts = _until(
+        "the default model's drift alert",
+        lambda: [a for a in get("/alerts?state=open")["alerts"]
+                 if a["rule"] == "dataset-drift"],
+        60,
+    )  # fmt: skip
+    assert {a["model"] for a in alerts} == {"default"}
+    income_drift = _until(
+        "a drift check of income",
+        lambda: _has(api, "/models/income/drift") and get("/models/income/drift"),
+        60,
+    )
+    assert income_drift["status"] == "ok" and not income_drift["dataset_drift"]
+    assert income_drift["prediction"]["kind"] == "number"  # its predicted values
+    assert get("/alerts?model=income")["alerts"] == []
+    prometheus = http_text(f"{api.url}/metrics/prometheus")
+    assert 'modelops_drift_share{model="default"}' in prometheus
+    assert 'modelops_drift_share{model="income"} 0.0' in prometheus
+
+    # The regressor learns from its own labels: numbers, checked as numbers.
+    labels = [{"prediction_id": pid, "label": truth} for pid, truth in answered]
+    status, _, body = http("POST", f"{api.url}/feedback", labels)
+    assert status == 200, body
+    metrics = get("/models/income/metrics")
+    assert metrics["labeled_count"] == 400 and metrics["mae"] > 0
+    status, _, accepted = http("POST", f"{api.url}/models/income/retrain",
+                               {"reason": "e2e"}, AUTH)  # fmt: skip
+    assert status == 202, accepted
+    job = _until(
+        "the income retrain",
+        lambda: (
+            (j := get(f"/jobs/{accepted['job_id']}"))["state"]
+            in ("succeeded", "failed")
+            and j
+        ),
+        120,
+    )
+    assert job["state"] == "succeeded", job
+    assert job["model"] == "income" and job["result"]["metric"] == "mae"
+    assert job["result"]["model_type"] == "Pipeline/Ridge"  # the user's, refitted
+    assert "400 labelled predictions" in job["result"]["training_data"]
+    versions = get("/models/income/versions")["models"]
+    assert [v["version"] for v in versions] == [2, 1]
+    assert get("/models/default/versions")["models"][0]["version"] == 1  # untouched
+    assert get("/jobs?model=default&kind=retrain")["total"] == 0
+
+
+def _has(api: Any, path: str) -> bool:
+    return http("GET", f"{api.url}{path}")[0] == 200
+
+
+def http_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
