@@ -19,6 +19,7 @@ from common.logging import configure_logging
 from common.models import catalog, registry
 from common.models.importing import ImportRequest, register_file
 from common.models.lifecycle import train_version
+from common.models.profile import sample_rows
 from common.storage.db import make_engine, session_scope
 from common.storage.migrate import (
     current_revision,
@@ -195,6 +196,9 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     help="Strength of the drift (scenario's own default when omitted).",
 )
 @click.option("--features", default=None, help="Comma-separated features to drift.")
+@click.option("--model", default=None, metavar="NAME",
+              help="Rows like the reference of this model's champion instead "
+              "(drawn from its profile; no target, no drift).")  # fmt: skip
 def generate(
     scenario: str,
     rows: int,
@@ -204,8 +208,21 @@ def generate(
     drift_start: float,
     magnitude: float | None,
     features: str | None,
+    model: str | None,
 ) -> None:
-    """Write synthetic churn data, optionally with drift. Same seed, same bytes."""
+    """Write synthetic churn data, optionally with drift; or rows shaped like a
+    model's reference data (--model). Same seed, same bytes."""
+    if model is not None:
+        if scenario != "baseline" or features or magnitude is not None:
+            raise click.UsageError("drift options apply to the synthetic churn data, "
+                                   "not to --model")  # fmt: skip
+        settings = _model_settings(model)
+        with migrated_sessions(settings) as factory, session_scope(factory) as session:
+            champion = registry.get_champion(session, settings).model_version
+            df = sample_rows(champion.reference_profile, rows, seed)
+        synthetic.write(df, out)
+        click.echo(f"wrote {len(df)} rows like model {model}'s reference to {out}")
+        return
     chosen = tuple(f.strip() for f in features.split(",")) if features else None
     df = synthetic.generate(
         scenario,
@@ -250,6 +267,10 @@ def generate(
     help="Seconds until each true label is sent as feedback.",
 )
 @click.option("--seed", type=int, default=1000, show_default=True)
+@click.option("--model", default=None, metavar="NAME",
+              help="Send to this model's route: synthetic rows with labels when "
+              "it takes the synthetic features, else rows of its input "
+              "schema.")  # fmt: skip
 def simulate(
     url: str | None,
     rate: float,
@@ -257,6 +278,7 @@ def simulate(
     duration: float,
     label_delay: float,
     seed: int,
+    model: str | None,
 ) -> None:
     """Send demo predictions, and their true labels later, to a running API."""
     settings = _settings()
@@ -277,6 +299,7 @@ def simulate(
         seed=seed,
         api_key=settings.api_key or None,
         report=report,
+        model=model,
     )
 
 

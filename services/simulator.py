@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from common.data import synthetic
 
 log = logging.getLogger(__name__)
@@ -74,15 +76,52 @@ def simulate(
     seed: int,
     api_key: str | None = None,
     report: Callable[[Tally], None] = lambda tally: None,
+    model: str | None = None,
 ) -> Tally:
     """Send about `rate` predictions a second for `duration` seconds; post each true
     label `label_delay` seconds after its prediction. Without a `scenario`, follow
-    the demo scenario the API names (`POST /demo/drift` switches it)."""
+    the demo scenario the API names (`POST /demo/drift` switches it).
+
+    With `model`, send to that model's own route: synthetic churn rows and their
+    labels when it takes the synthetic data's features (a model trained on them),
+    else rows drawn from its input schema (numbers within their ranges, its
+    categories), with no labels to send."""
     client = ApiClient(url, api_key)
     try:
-        return _run(client, rate, scenario, duration, label_delay, seed, report)
+        if model is None:
+            return _run(client, rate, scenario, duration, label_delay, seed, report)
+        status, body = client.get(f"/models/{model}")
+        if status != 200:
+            raise SimulationError(f"model {model}: {body['error']['message']}")
+        path = f"/models/{model}/predict"
+        schema = body["input_schema"]
+        synthetic_features = {*synthetic.NUMERIC, *synthetic.CATEGORIES}
+        if {spec["name"] for spec in schema} == synthetic_features:
+            return _run(client, rate, scenario, duration, label_delay, seed, report,
+                        path)  # fmt: skip
+        rows = _schema_rows(schema, seed)
+        return _drive(client, path, rows, rate, duration, label_delay, report)
     finally:
         client.close()
+
+
+class SimulationError(Exception):
+    """The simulation cannot start (an unknown model)."""
+
+
+def _schema_rows(schema: list[dict[str, Any]], seed: int) -> Any:
+    """Rows of a model's input schema: uniform numbers within the range it was made
+    for, its categories uniformly, no label."""
+    rng = np.random.default_rng(seed)
+    while True:
+        row: dict[str, Any] = {}
+        for spec in schema:
+            if spec["type"] == "category":
+                row[spec["name"]] = str(rng.choice(spec["categories"]))
+            else:
+                low, high = spec["min"] or 0.0, spec["max"] or 0.0
+                row[spec["name"]] = round(float(rng.uniform(low, high)), 6)
+        yield row, None
 
 
 def _run(
@@ -93,30 +132,57 @@ def _run(
     label_delay: float,
     seed: int,
     report: Callable[[Tally], None],
+    path: str = "/predict",
 ) -> Tally:
-    tally = Tally()
-    pending: collections.deque[tuple[float, str, Any]] = collections.deque()
-    following = scenario is None
+    """Synthetic churn rows with their labels, following the demo scenario unless
+    one is given."""
+    return _drive(client, path, _following(client, scenario, seed), rate, duration,
+                  label_delay, report)  # fmt: skip
+
+
+def _following(client: ApiClient, scenario: str | None, seed: int) -> Any:
+    """Synthetic rows of `scenario`, or of the demo's scenario, checked every
+    FOLLOW_SECONDS while they are drawn."""
     current = scenario or _demo_scenario(client)
-    rows = _rows(current, seed)
-    started = time.monotonic()
-    next_report, next_check = started + 5, started + FOLLOW_SECONDS
-    while (now := time.monotonic()) - started < duration:
-        if following and now >= next_check:
+    source, sent, next_check = _rows(current, seed), 0, time.monotonic()
+    while True:
+        now = time.monotonic()
+        if scenario is None and now >= next_check:
             wanted, next_check = _demo_scenario(client), now + FOLLOW_SECONDS
             if wanted != current:
                 log.info("demo scenario %s -> %s", current, wanted)
-                current, rows = wanted, _rows(wanted, seed + tally.sent)
+                current, source = wanted, _rows(wanted, seed + sent)
+        sent += 1
+        yield next(source)
+
+
+def _drive(
+    client: ApiClient,
+    path: str,
+    rows: Any,
+    rate: float,
+    duration: float,
+    label_delay: float,
+    report: Callable[[Tally], None],
+) -> Tally:
+    """Post `rows` (features, label or None) to `path` at `rate`, each label after
+    `label_delay`."""
+    tally = Tally()
+    pending: collections.deque[tuple[float, str, Any]] = collections.deque()
+    started = time.monotonic()
+    next_report = started + 5
+    while (now := time.monotonic()) - started < duration:
         features, label = next(rows)
         tally.sent += 1
         try:
-            status, body = client.post("/predict", {"features": features})
+            status, body = client.post(path, {"features": features})
         except OSError:
             status, body = 0, None
         if status == 200:
             tally.answered += 1
             tally.versions[body["model_version"]] += 1
-            pending.append((now + label_delay, body["prediction_id"], label))
+            if label is not None:
+                pending.append((now + label_delay, body["prediction_id"], label))
         else:
             tally.failed += 1
         _send_due_labels(client, pending, tally, now)

@@ -78,3 +78,23 @@ def _numeric_profile(
 def _frequencies(column: pd.Series) -> dict[str, Any]:
     shares = column.dropna().astype(str).value_counts(normalize=True).sort_index()
     return {"frequencies": {str(k): float(v) for k, v in shares.items()}}
+
+
+def sample_rows(profile: dict[str, Any], rows: int, seed: int) -> pd.DataFrame:
+    """Rows like the reference a profile describes: each numeric feature drawn from
+    its kept sample, each category by its share, missing values at their rate. The
+    features are drawn independently (a profile keeps no joint distribution)."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, Any] = {}
+    for name, spec in profile["features"].items():
+        if spec["type"] == "number":
+            sample = np.asarray(spec["sample"], dtype=float)
+            values: np.ndarray = rng.choice(sample, rows)
+        else:
+            shares = spec["frequencies"]
+            weights = np.asarray(list(shares.values()), dtype=float)
+            values = rng.choice(np.asarray(list(shares), dtype=object), rows,
+                                p=weights / weights.sum())  # fmt: skip
+        missing = rng.random(rows) < float(spec.get("missing_rate", 0.0))
+        columns[name] = pd.Series(values).mask(missing)
+    return pd.DataFrame(columns)

@@ -1,11 +1,13 @@
 """Two models of different tasks side by side, with real processes: the demo
 classifier and a regressor of the user's, registered with `modelops register` as a
 user would. Drift injected into the classifier's traffic opens its alerts and none of
-the regressor's; the regressor's own retrain clones and refits its pipeline on its
-labels while the classifier keeps serving."""
+the regressor's, and the policy retrains the classifier by itself (the loop closes on
+it) while the regressor stays quiet; the regressor's own retrain, asked by hand,
+clones and refits its pipeline on its labels."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -32,8 +34,8 @@ LOOP = {
     "MODELOPS_MONITOR_INTERVAL_SECONDS": "2",
     "MODELOPS_DRIFT_WINDOW_ROWS": "300",
     "MODELOPS_DRIFT_MIN_ROWS": "200",
-    "MODELOPS_RETRAIN_ON_DRIFT": "false",  # this test retrains by hand
     "MODELOPS_RETRAIN_MIN_LABELS": "100",
+    "MODELOPS_RETRAIN_RECENT_ROWS": "300",
     "MODELOPS_MODEL_POLL_MS": "200",
 }
 
@@ -51,21 +53,45 @@ def _register_regressor(home: Path) -> str:
     """A user's own pipeline, fitted elsewhere, registered with the CLI."""
     frame = generate(rows=2000, seed=7)
     features = [*NUMBERS, *CATEGORIES]
-    pipeline = Pipeline([
-        ("prepare", ColumnTransformer([
-            ("numbers", StandardScaler(), NUMBERS),
-            ("categories", OneHotEncoder(handle_unknown="ignore"), CATEGORIES),
-        ])),
-        ("model", Ridge()),
-    ]).fit(frame[features], frame["income"])  # fmt: skip
+    pipeline = Pipeline(
+        [
+            (
+                "prepare",
+                ColumnTransformer(
+                    [
+                        ("numbers", StandardScaler(), NUMBERS),
+                        (
+                            "categories",
+                            OneHotEncoder(handle_unknown="ignore"),
+                            CATEGORIES,
+                        ),
+                    ]
+                ),
+            ),
+            ("model", Ridge()),
+        ]
+    ).fit(frame[features], frame["income"])
     sio.dump(pipeline, home / "income.skops")
     frame[[*features, "income"]].to_csv(home / "income.csv", index=False)
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "register", "income", "income.skops",
-         "--reference", "income.csv", "--target", "income"],
-        cwd=home, env={"MODELOPS_HOME": ".", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "register",
+            "income",
+            "income.skops",
+            "--reference",
+            "income.csv",
+            "--target",
+            "income",
+        ],
+        cwd=home,
+        env={"MODELOPS_HOME": ".", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     return done.stdout
 
@@ -89,38 +115,55 @@ def test_drift_on_one_model_never_alerts_the_other_and_each_retrains_its_own(
 
     models = {m["name"]: m for m in get("/models")["models"]}
     assert (models["default"]["task"], models["income"]["task"]) == (
-        "classification", "regression"
-    )  # fmt: skip
+        "classification",
+        "regression",
+    )
 
     # The classifier gets drifted inputs, the regressor the world it was made for.
     drifted = generate("mean_shift", rows=400, seed=11)
     baseline = generate(rows=400, seed=12)
     features = [*NUMBERS, *CATEGORIES]
     answered: list[tuple[str, float]] = []
+    churn_labels: list[dict[str, Any]] = []
     for start in range(0, 400, 100):
-        rows = drifted.drop(columns="churned").iloc[start : start + 100]
-        status, _, _ = http("POST", f"{api.url}/predict",
-                            {"instances": rows.to_dict("records")})  # fmt: skip
+        rows = drifted.iloc[start : start + 100]
+        status, _, body = http(
+            "POST",
+            f"{api.url}/predict",
+            {"instances": rows.drop(columns="churned").to_dict("records")},
+        )
         assert status == 200
+        churn_labels += [
+            {"prediction_id": p["prediction_id"], "label": int(truth)}
+            for p, truth in zip(body["predictions"], rows["churned"], strict=True)
+        ]
         part = baseline.iloc[start : start + 100]
         status, headers, body = http(
-            "POST", f"{api.url}/models/income/predict",
+            "POST",
+            f"{api.url}/models/income/predict",
             {"instances": part[features].to_dict("records")},
-        )  # fmt: skip
+        )
         assert status == 200 and headers["X-Model-Name"] == "income", body
-        answered += [(p["prediction_id"], float(truth)) for p, truth in
-                     zip(body["predictions"], part["income"], strict=True)]  # fmt: skip
+        answered += [
+            (p["prediction_id"], float(truth))
+            for p, truth in zip(body["predictions"], part["income"], strict=True)
+        ]
 
     # Drift is seen on the classifier, and alerted for it alone.
-    _until("dataset drift on the default model",
-           lambda: get("/drift").get("dataset_drift") if _has(api, "/drift") else None,
-           60)  # fmt: skip
+    _until(
+        "dataset drift on the default model",
+        lambda: get("/drift").get("dataset_drift") if _has(api, "/drift") else None,
+        60,
+    )
     alerts = _until(
         "the default model's drift alert",
-        lambda: [a for a in get("/alerts?state=open")["alerts"]
-                 if a["rule"] == "dataset-drift"],
+        lambda: [
+            a
+            for a in get("/alerts?state=open")["alerts"]
+            if a["rule"] == "dataset-drift"
+        ],
         60,
-    )  # fmt: skip
+    )
     assert {a["model"] for a in alerts} == {"default"}
     income_drift = _until(
         "a drift check of income",
@@ -134,14 +177,55 @@ def test_drift_on_one_model_never_alerts_the_other_and_each_retrains_its_own(
     assert 'modelops_drift_share{model="default"}' in prometheus
     assert 'modelops_drift_share{model="income"} 0.0' in prometheus
 
+    # The classifier's traffic goes on in the new world, with labels: its loop
+    # closes by itself (it learns from what came after the drift was first seen),
+    # while the other model's stays quiet.
+    assert http("POST", f"{api.url}/feedback", churn_labels)[0] == 200
+    more = generate("mean_shift", rows=400, seed=13)
+    for start in range(0, 400, 100):
+        rows = more.iloc[start : start + 100]
+        status, _, body = http(
+            "POST",
+            f"{api.url}/predict",
+            {"instances": rows.drop(columns="churned").to_dict("records")},
+        )
+        labels = [
+            {"prediction_id": p["prediction_id"], "label": int(truth)}
+            for p, truth in zip(body["predictions"], rows["churned"], strict=True)
+        ]
+        assert status == 200 and http("POST", f"{api.url}/feedback", labels)[0] == 200
+    automatic = _until(
+        "the default model's automatic retrain",
+        lambda: [
+            j
+            for j in get("/jobs?model=default&kind=retrain")["jobs"]
+            if j["reason"].startswith("automatic: dataset drift")
+        ],
+        90,
+    )
+    done = _until(
+        "the automatic retrain to finish",
+        lambda: (
+            (j := get(f"/jobs/{automatic[0]['id']}"))["state"]
+            in ("succeeded", "failed")
+            and j
+        ),
+        120,
+    )
+    assert done["state"] == "succeeded", done
+    assert re.match(r"\d+ labelled predictions since", done["result"]["training_data"])
+    assert get("/jobs?model=income")["total"] == 0
+    assert get("/models/income/retraining")["decision"] in ("healthy", "watching")
+
     # The regressor learns from its own labels: numbers, checked as numbers.
     labels = [{"prediction_id": pid, "label": truth} for pid, truth in answered]
     status, _, body = http("POST", f"{api.url}/feedback", labels)
     assert status == 200, body
     metrics = get("/models/income/metrics")
     assert metrics["labeled_count"] == 400 and metrics["mae"] > 0
-    status, _, accepted = http("POST", f"{api.url}/models/income/retrain",
-                               {"reason": "e2e"}, AUTH)  # fmt: skip
+    status, _, accepted = http(
+        "POST", f"{api.url}/models/income/retrain", {"reason": "e2e"}, AUTH
+    )
     assert status == 202, accepted
     job = _until(
         "the income retrain",
@@ -158,8 +242,34 @@ def test_drift_on_one_model_never_alerts_the_other_and_each_retrains_its_own(
     assert "400 labelled predictions" in job["result"]["training_data"]
     versions = get("/models/income/versions")["models"]
     assert [v["version"] for v in versions] == [2, 1]
-    assert get("/models/default/versions")["models"][0]["version"] == 1  # untouched
-    assert get("/jobs?model=default&kind=retrain")["total"] == 0
+    income_jobs = get("/jobs?model=income&kind=retrain")["jobs"]
+    assert [j["reason"] for j in income_jobs] == ["e2e"]  # only the one asked for
+
+    # `simulate --model`: rows of the regressor's schema (no labels to send), and
+    # synthetic rows with labels for the classifier trained on them.
+    from services.simulator import simulate
+
+    mine = simulate(
+        api.url,
+        rate=50,
+        scenario=None,
+        duration=1.0,
+        label_delay=0.1,
+        seed=5,
+        model="income",
+    )
+    assert mine.failed == 0 and mine.answered == mine.sent > 0 and mine.labels == 0
+    assert dict(mine.versions) == {2: mine.answered}
+    demo = simulate(
+        api.url,
+        rate=50,
+        scenario="baseline",
+        duration=1.0,
+        label_delay=0.1,
+        seed=5,
+        model="default",
+    )
+    assert demo.failed == 0 and 0 < demo.labels <= demo.answered  # due ones sent
 
 
 def _has(api: Any, path: str) -> bool:

@@ -43,7 +43,7 @@ def _mutating_operations(api) -> list[tuple[str, str]]:
     document = http("GET", f"{api.url}/openapi.json")[2]
     return sorted(
         (method.upper(), path.replace("{version}", "1").replace("{job_id}", "1")
-         .replace("{alert_id}", "1"))
+         .replace("{alert_id}", "1").replace("{name}", "default"))
         for path, item in document["paths"].items()
         for method in item
         if method in ("post", "put", "patch", "delete")

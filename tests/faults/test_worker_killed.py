@@ -55,7 +55,7 @@ def test_a_killed_worker_s_retrain_completes_once_on_a_new_worker(
     recovered = time.monotonic() - killed_at
     assert job["state"] == "succeeded", job
     assert job["attempts"] == 2 and job["worker"].startswith("w2@")
-    _, _, models = http("GET", f"{api.url}/models")
+    _, _, models = http("GET", f"{api.url}/models/default/versions")
     assert [m["version"] for m in models["models"]] == [2, 1]  # exactly one new version
     assert models["models"][0]["job_id"] == body["job_id"]
     record(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -53,7 +54,7 @@ def test_generate_writes_the_same_bytes_for_the_same_seed(runner, tmp_path):
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
 
 
-def test_train_builtin_prints_metrics_and_promotes_first_version(runner):
+def test_train_builtin_prints_metrics_and_promotes_first_version(runner, tmp_path):
     result = runner.invoke(
         main, ["train", "iris", "--model-type", "logistic_regression"]
     )
@@ -81,6 +82,16 @@ def test_train_builtin_prints_metrics_and_promotes_first_version(runner):
     names = [line.split()[0] for line in runner.invoke(main, ["models", "list"])
              .stdout.splitlines()]  # fmt: skip
     assert names == ["default", "flowers"]
+    out = tmp_path / "flowers.csv"
+    shaped = runner.invoke(main, ["generate", "--model", "flowers", "--rows", "50",
+                                  "--out", str(out)])  # fmt: skip
+    assert "wrote 50 rows like model flowers's reference" in shaped.output
+    frame = pd.read_csv(out)
+    assert len(frame) == 50 and "target" not in frame.columns
+    assert list(frame.columns) == [
+        "sepal length (cm)", "sepal width (cm)", "petal length (cm)",
+        "petal width (cm)",
+    ]  # fmt: skip
     unknown = runner.invoke(main, ["models", "versions", "--model", "nope"])
     assert unknown.exit_code == 1
     assert "no model named 'nope'; models are default, flowers" in unknown.output

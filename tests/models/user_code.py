@@ -36,3 +36,19 @@ class SleepsWhenLoaded:
 class EatsMemoryWhenLoaded:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_eat_memory, ())
+
+
+class RefusesToRefit(TransformerMixin, BaseEstimator):
+    """Fitted once (elsewhere), it refuses to be fitted again: a retrain of a
+    pipeline holding it must fail with that reason."""
+
+    def __init__(self, fitted: bool = False) -> None:
+        self.fitted = fitted
+
+    def fit(self, X: Any, y: Any = None) -> RefusesToRefit:
+        if not self.fitted:
+            raise ValueError("this transformer was fitted on data only its author has")
+        return self
+
+    def transform(self, X: Any) -> Any:
+        return np.asarray(X, dtype=float)

@@ -200,16 +200,19 @@ def test_refusals_say_why_and_register_nothing(
 def test_a_file_that_hangs_or_eats_memory_is_stopped_by_the_limits(
     session_factory, db_settings, reference, tmp_path
 ):
-    settings = db_settings.with_overrides(register_timeout_seconds=3,
-                                          register_memory_mb=1024)  # fmt: skip
+    # The time limit is short for the file that hangs, and generous for the one
+    # that eats memory (so a busy machine's slow imports cannot pass for it).
+    hurried = db_settings.with_overrides(register_timeout_seconds=3)
+    capped = db_settings.with_overrides(register_timeout_seconds=120,
+                                        register_memory_mb=1024)  # fmt: skip
     hangs, hogs = tmp_path / "hangs.pkl", tmp_path / "hogs.pkl"
     hangs.write_bytes(pickle.dumps(SleepsWhenLoaded()))
     hogs.write_bytes(pickle.dumps(EatsMemoryWhenLoaded()))
     with session_scope(session_factory) as session:
         with pytest.raises(UnprocessableDataError, match="longer than 3 s"):
-            register(session, settings, "hangs", hangs, reference, allow_pickle=True)
+            register(session, hurried, "hangs", hangs, reference, allow_pickle=True)
         with pytest.raises(UnprocessableDataError, match="more memory"):
-            register(session, settings, "hogs", hogs, reference, allow_pickle=True)
+            register(session, capped, "hogs", hogs, reference, allow_pickle=True)
         assert catalog.list_models(session) == []
 
 

@@ -189,3 +189,52 @@ def test_since_must_be_a_past_time(session_factory, with_champion):
         for bad in ("yesterday", to_iso(utcnow() + timedelta(hours=1))):
             with pytest.raises(InvalidInputError, match="since must be"):
                 check_retrain_params(session, with_champion, {"since": bad})
+
+
+def test_a_registered_pipeline_that_cannot_be_refitted_fails_its_job_and_serves_on(
+    session_factory, db_settings, churn_frame
+):
+    """A retrain of a user's pipeline clones and refits it; when that fails, the job
+    fails with the reason and the champion keeps serving."""
+    from dataclasses import replace
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from common.models.training import ModelTrainer
+    from tests.models.user_code import RefusesToRefit
+
+    settings = db_settings.for_model("custom")
+    numbers = ["age", "tenure_months", "support_calls"]
+    pipeline = make_pipeline(RefusesToRefit(fitted=True), LogisticRegression())
+    pipeline.steps[0][1].fitted = True
+    pipeline.fit(churn_frame[numbers], churn_frame["churned"])
+    pipeline.steps[0][1].set_params(fitted=False)  # a clone cannot be fitted again
+    trained = ModelTrainer(settings).train_model(
+        churn_frame[[*numbers, "churned"]], "churned", "logistic_regression"
+    )
+    result = replace(trained, pipeline=pipeline, model_type="Pipeline/Refuses",
+                     provenance={"format": "skops"}, dataset=None)  # fmt: skip
+    with session_scope(session_factory) as session:
+        version = registry.register_model(session, settings, result, reason="mine")
+        registry.promote_version(session, settings, version.version, reason="mine")
+        for row in churn_frame.head(150).to_dict("records"):
+            pid = uuid.uuid4().hex
+            session.add(PredictionLog(
+                prediction_id=pid, model="custom", model_version_id=version.id,
+                model_version=1, features={n: row[n] for n in numbers},
+                prediction="0", latency_ms=1.0,
+            ))  # fmt: skip
+            session.add(FeedbackLabel(prediction_id=pid, label=str(row["churned"])))
+        job_id = tracker.create_job(session, "retrain", {}, "test", model="custom").id
+    tracker.run_job(
+        session_factory, job_id, "task",
+        lambda job, progress: run_retrain(session_factory, db_settings, job, progress),
+    )  # fmt: skip
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        assert job.state == "failed"
+        assert "cannot be refitted on this data" in job.error["message"]
+        assert "fitted on data only its author has" in job.error["message"]
+        assert registry.get_champion(session, settings).model_version.version == 1
+        assert len(registry.list_versions(session, settings)) == 1

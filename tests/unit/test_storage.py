@@ -82,3 +82,49 @@ def test_json_columns_round_trip(session_factory):
         job = session.get(type(job), job_id)
         assert job.params == {"nested": {"a": [1, 2.5, "x"]}, "flag": True}
         assert job.state == "queued" and job.progress == 0
+
+
+def test_a_single_model_database_is_carried_into_the_default_model(engine):
+    """Rows written before named models (revision 0008) belong to `default` after
+    the upgrade: its versions, predictions, snapshots, jobs (the active retrain keeps
+    its single flight) and alerts."""
+    downgrade_database(engine, "0008")
+    now = "2026-11-30 10:00:00"
+    statements = [
+        "INSERT INTO model_versions (id, name, version, state, model_type, target, "
+        "artifact_path, sha256, size_bytes, feature_names, classes, input_schema, "
+        "reference_profile, metrics, accuracy, f1_score, training_data_size, params, "
+        "data_fingerprint, created_at) VALUES (1, 'default', 1, 'champion', "
+        "'random_forest', 'y', 'default/1/m.joblib', 'ab', 1, '[]', '[0, 1]', '[]', "
+        f"'{{}}', '{{}}', 0.9, 0.8, 10, '{{}}', 'cd', '{now}')",
+        "INSERT INTO prediction_logs (prediction_id, model_version_id, model_version, "
+        "features, prediction, latency_ms, status_code, request_rows, created_at) "
+        f"VALUES ('p1', 1, 1, '{{}}', '1', 1.0, 200, 1, '{now}')",
+        "INSERT INTO metric_snapshots (model_version_id, window_start, window_end, "
+        f"prediction_count, metrics, created_at) VALUES (1, '{now}', '{now}', 1, "
+        f"'{{}}', '{now}')",
+        "INSERT INTO jobs (kind, state, progress, params, cancel_requested, "
+        "active_key, attempts, created_at) VALUES ('retrain', 'queued', 0, '{}', "
+        f"false, 'retrain', 0, '{now}')",
+        "INSERT INTO alerts (rule, subject, severity, state, message, details, "
+        f"opened_at, last_seen_at) VALUES ('r', 's', 'warn', 'open', 'm', '{{}}', "
+        f"'{now}', '{now}')",
+    ]
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+    upgrade_database(engine)
+    with engine.connect() as connection:
+
+        def one(sql: str):
+            return connection.execute(text(sql)).one()
+
+        assert one("SELECT name, task FROM models") == ("default", "classification")
+        assert one("SELECT model FROM prediction_logs") == ("default",)
+        assert one("SELECT model FROM metric_snapshots") == ("default",)
+        assert one("SELECT model, active_key FROM jobs") == (
+            "default",
+            "retrain:default",
+        )
+        assert one("SELECT model FROM alerts") == ("default",)
+        assert one("SELECT task FROM model_versions") == ("classification",)
