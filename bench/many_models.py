@@ -159,22 +159,42 @@ def register_all(home: Path) -> dict[str, dict[str, float]]:
     return rows
 
 
-def cold_loads(home: Path) -> dict[str, float]:
-    """Median seconds to verify, load and warm one champion, per model type."""
+def example_rows(home: Path) -> dict[str, dict[str, float]]:
+    """An example row of each model registered in `home`, from its input schema."""
+    from common.data.processing import example_features
+
+    settings = Settings(home=str(home))
+    engine = make_engine(settings)
+    rows = {}
+    with session_scope(make_session_factory(engine)) as session:
+        for index in range(MODELS):
+            name = model_spec(index)[0]
+            champion = registry.get_champion(session, settings.for_model(name))
+            rows[name] = example_features(registry.input_schema(champion.model_version))
+    engine.dispose()
+    return rows
+
+
+def cold_loads(home: Path) -> tuple[dict[str, float], float]:
+    """Median seconds to verify, load and warm one champion, per model type; and
+    the memory (MB) all the champions take in the cache's measure."""
     settings = Settings(home=str(home))
     engine = make_engine(settings)
     factory = make_session_factory(engine)
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    total = 0
     with session_scope(factory) as session:
         for index in range(MODELS):
             name, kind, _ = model_spec(index)
             scoped = settings.for_model(name)
             champion = registry.get_champion(session, scoped)
             started = time.perf_counter()
-            _load(scoped, name, champion.model_version, champion.generation)
+            loaded = _load(scoped, name, champion.model_version, champion.generation)
             times[kind].append(time.perf_counter() - started)
+            total += loaded.size_bytes
     engine.dispose()
-    return {kind: statistics.median(values) for kind, values in times.items()}
+    medians = {kind: statistics.median(values) for kind, values in times.items()}
+    return medians, total / 2**20
 
 
 def zipf_script(rows: dict[str, dict[str, float]], names: list[str]) -> str:
@@ -249,12 +269,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--evict-cache-mb", type=int, default=40)
+    parser.add_argument(
+        "--evict-share",
+        type=float,
+        default=0.5,
+        help="Share of all the models' memory the evicting budget holds.",
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="Reuse the models registered by an earlier run here.",
+    )
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bench-many-"))
-    rows = register_all(home)
+    home = args.home or Path(tempfile.mkdtemp(prefix="bench-many-"))
+    rows = example_rows(home) if args.home else register_all(home)
     names = [model_spec(i)[0] for i in range(MODELS)]
-    loads = cold_loads(home)
+    loads, total_mb = cold_loads(home)
+    evict_mb = max(1, round(total_mb * args.evict_share))
     single_script = zipf_script(rows, ["m00"])
     many_script = zipf_script(rows, names)
     servers = {"single": api(home, 1024), "many": api(home, 1024)}
@@ -275,7 +307,7 @@ def main() -> None:
         for process, _ in servers.values():
             process.terminate()
             process.wait(60)
-    evicting, url = api(home, args.evict_cache_mb)
+    evicting, url = api(home, evict_mb)
     sampler = RssSampler(evicting.pid)
     sampler.start()
     try:
@@ -301,9 +333,10 @@ def main() -> None:
         ),
         "evicting": {
             **churn,
-            "cache_mb": args.evict_cache_mb,
+            "cache_mb": evict_mb,
+            "all_models_mb": total_mb,
             "peak_worker_rss_mb": sampler.peak_mb,
-            "rss_bound_mb": args.evict_cache_mb + 300,
+            "rss_bound_mb": evict_mb + 300,
         },
         "cold_load_seconds": loads,
     }

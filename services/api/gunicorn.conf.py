@@ -26,6 +26,14 @@ accesslog = None
 loglevel = _settings.log_level.lower()
 
 
+def post_fork(server: Any, worker: Any) -> None:
+    """Two malloc arenas for the worker's many threads, not eight per core: a
+    process serving many models keeps its RSS near what the models hold."""
+    from services.api.memory import limit_arenas
+
+    limit_arenas(2)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     """Write the buffered prediction log before the worker process ends."""
     from services.api.app import stop_background

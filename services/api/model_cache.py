@@ -41,13 +41,14 @@ from common.monitoring import alerts
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import Alert, Champion, ModelVersion
+from services.api import memory
 
 log = logging.getLogger(__name__)
 
 # A refused champion is tried again every this many polls (10 s at the default
 # 500 ms): cheap, and a restored artifact serves without another promotion.
 RETRY_REFUSED_POLLS = 20
-LOAD_THREADS = 2  # loads of different models overlap; one model loads once at a time
+LOAD_THREADS = 1  # one load at a time: its transient buffers count against memory too
 
 
 @dataclass(frozen=True)
@@ -252,17 +253,21 @@ class ModelCache:
             if target is not None and isinstance(exc, ArtifactError):
                 self._alert_refused(name, target[0], exc)
             return slot.current
-        healed = slot.failed is not None
+        healed, replaced = slot.failed is not None, slot.current is not None
         slot.current, slot.last_error, slot.failed = loaded, None, None
         self.loads += 1
         if healed:
             self._resolve_refused(name, loaded.version)
         self._fit_budget(keep=name)
         # Models are long-lived: keep their many objects out of the cyclic GC's
-        # scans, which otherwise show up as latency spikes under load. Unfreeze and
-        # collect first, so a replaced model's cycles are still freed.
-        gc.unfreeze()
-        gc.collect()
+        # scans, which otherwise show up as latency spikes under load. A hot swap
+        # unfreezes and collects first, so the replaced version's cycles are freed;
+        # a model loaded into the cache (or dropped from it) needs no full
+        # collection: it holds no cycles to speak of, refcounting frees it, and a
+        # collection with every model in memory takes over 100 ms of held GIL.
+        if replaced:
+            gc.unfreeze()
+            gc.collect()
         gc.freeze()
         log.info("serving model=%s version=%d generation=%d (%.1f MB)", name,
                  loaded.version, loaded.generation,
@@ -283,6 +288,7 @@ class ModelCache:
     def _fit_budget(self, keep: str) -> None:
         """Drop least recently used models until the loaded ones fit the budget;
         never the default model or the one just loaded."""
+        dropped = 0
         with self._lock:
             total = sum(s.current.size_bytes for s in self._slots.values() if s.current)
             for name in list(self._slots):
@@ -296,6 +302,9 @@ class ModelCache:
                          self.settings.model_cache_mb)  # fmt: skip
                 del self._slots[name]
                 self.evictions += 1
+                dropped += 1
+        if dropped:
+            memory.give_back()  # else the dropped models' heap stays in the RSS
 
     # -- watching --------------------------------------------------------------
 
