@@ -219,7 +219,9 @@ def generate(
         settings = _model_settings(model)
         with migrated_sessions(settings) as factory, session_scope(factory) as session:
             champion = registry.get_champion(session, settings).model_version
-            df = sample_rows(champion.reference_profile, rows, seed)
+            df = sample_rows(
+                champion.reference_profile, champion.feature_names, rows, seed
+            )
         synthetic.write(df, out)
         click.echo(f"wrote {len(df)} rows like model {model}'s reference to {out}")
         return

@@ -80,13 +80,16 @@ def _frequencies(column: pd.Series) -> dict[str, Any]:
     return {"frequencies": {str(k): float(v) for k, v in shares.items()}}
 
 
-def sample_rows(profile: dict[str, Any], rows: int, seed: int) -> pd.DataFrame:
+def sample_rows(
+    profile: dict[str, Any], columns: list[str], rows: int, seed: int
+) -> pd.DataFrame:
     """Rows like the reference a profile describes: each numeric feature drawn from
     its kept sample, each category by its share, missing values at their rate. The
     features are drawn independently (a profile keeps no joint distribution)."""
     rng = np.random.default_rng(seed)
-    columns: dict[str, Any] = {}
-    for name, spec in profile["features"].items():
+    drawn: dict[str, Any] = {}
+    for name in columns:  # the model's order (a JSON column need not keep it)
+        spec = profile["features"][name]
         if spec["type"] == "number":
             sample = np.asarray(spec["sample"], dtype=float)
             values: np.ndarray = rng.choice(sample, rows)
@@ -96,5 +99,5 @@ def sample_rows(profile: dict[str, Any], rows: int, seed: int) -> pd.DataFrame:
             values = rng.choice(np.asarray(list(shares), dtype=object), rows,
                                 p=weights / weights.sum())  # fmt: skip
         missing = rng.random(rows) < float(spec.get("missing_rate", 0.0))
-        columns[name] = pd.Series(values).mask(missing)
-    return pd.DataFrame(columns)
+        drawn[name] = pd.Series(values).mask(missing)
+    return pd.DataFrame(drawn)

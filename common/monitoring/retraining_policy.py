@@ -277,8 +277,10 @@ def _state(session: Session, settings: Settings) -> RetrainingState:
     state = session.get(RetrainingState, settings.model_name)
     if state is not None:
         return state
-    state = RetrainingState(name=settings.model_name, decision="healthy", reason="",
-                            decided_at=utcnow(), details={})  # fmt: skip
+    # Never seen without a reason: a retrain it starts commits before the decision.
+    state = RetrainingState(name=settings.model_name, decision="not_evaluated",
+                            reason="the policy is evaluating this model for the "
+                            "first time", decided_at=utcnow(), details={})  # fmt: skip
     try:
         with session.begin_nested():  # two workers may evaluate at once
             session.add(state)

@@ -103,6 +103,7 @@ class ModelCache:
         self._thread: threading.Thread | None = None
         self.loads = 0
         self.evictions = 0
+        self._sizes: dict[int, int] = {}  # version id -> bytes, of models seen
 
     # -- what the request path asks -------------------------------------------
 
@@ -240,7 +241,11 @@ class ModelCache:
             version, generation = target
             if slot.current is not None and slot.current.generation == generation:
                 return slot.current
+            # A model seen before (dropped, coming back) makes its room first, so
+            # the peak is the budget, not the budget and the model.
+            self._fit_budget(keep=name, incoming=self._sizes.get(version.id, 0))
             loaded = _load(self.settings, name, version, generation)
+            self._sizes[version.id] = loaded.size_bytes
         except Exception as exc:  # a user's pipeline may fail its warm-up any way
             if not isinstance(exc, AppError | SQLAlchemyError):
                 log.exception("model %s failed to load", name)
@@ -285,12 +290,14 @@ class ModelCache:
             session.expunge(version)
             return version, pointer[0]
 
-    def _fit_budget(self, keep: str) -> None:
-        """Drop least recently used models until the loaded ones fit the budget;
-        never the default model or the one just loaded."""
+    def _fit_budget(self, keep: str, incoming: int = 0) -> None:
+        """Drop least recently used models until the loaded ones (and `incoming`
+        bytes about to load) fit the budget; never the default model or `keep`."""
         dropped = 0
         with self._lock:
-            total = sum(s.current.size_bytes for s in self._slots.values() if s.current)
+            total = incoming + sum(
+                s.current.size_bytes for s in self._slots.values() if s.current
+            )
             for name in list(self._slots):
                 if total <= self.budget_bytes:
                     break

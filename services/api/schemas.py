@@ -475,6 +475,10 @@ class ProcessOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str]
+    pid: int = Field(
+        description="The API process that answered (one of gunicorn's "
+        "workers): each is ready on its own"
+    )
     model_version: int | None = None
     processes: dict[str, ProcessOut] | None = Field(
         default=None, description="Under `modelops up`: each supervised process"

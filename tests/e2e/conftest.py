@@ -146,13 +146,22 @@ def launch_api(
             cwd=Path(settings.home).parent,
         )  # fmt: skip
     api = Api(f"http://127.0.0.1:{port}", process, settings, log_path)
+    # Ready means every gunicorn worker has its model, not the first to answer: a
+    # test that changes the champion at once would otherwise race a late worker.
+    workers = int(env.get("MODELOPS_API_WORKERS", settings.api_workers))
+    ready: set[int] = set()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(log_path.read_text())
         try:
-            if http("GET", f"{api.url}/readyz", timeout=2)[0] == 200:
-                return api
+            status, _, body = http("GET", f"{api.url}/readyz", timeout=2)
+            if status == 200:
+                ready.add(body["pid"])
+                if len(ready) >= workers:
+                    return api
+                time.sleep(0.05)  # ask again soon: another worker may take it
+                continue
         except OSError:
             pass
         time.sleep(0.2)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def test_readyz_is_200_with_redis_database_and_model(
     assert response.json == {
         "status": "ready",
         "checks": {"database": "ok", "broker": "ok", "model": "ok"},
+        "pid": os.getpid(),  # the process that answered: here, the test's
         "model_version": 1,
     }
 

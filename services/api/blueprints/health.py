@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flask import Blueprint, current_app
@@ -50,6 +51,7 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     body: dict[str, Any] = {
         "status": "ready" if ready else "not_ready",
         "checks": checks,
+        "pid": os.getpid(),
     }
     if loaded:
         body["model_version"] = loaded.version
