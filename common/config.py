@@ -39,6 +39,10 @@ PER_MODEL = (
     "retrain_cooldown_minutes", "retrain_retry_minutes",
 )  # fmt: skip
 MODEL_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+SKLEARN_TREES = (
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
 RENAMED = {"MODELOPS_MODEL_NAME": "MODELOPS_DEFAULT_MODEL"}
 
 
@@ -158,8 +162,10 @@ class Settings:
     )
     trusted_types: tuple[str, ...] = _doc(
         "Types a skops file may hold beyond skops' own trusted set, for every "
-        "registration (comma-separated, e.g. `mylib.MyTransformer`).",
-        (),
+        "registration (comma-separated, e.g. `mylib.MyTransformer`). The default is "
+        "scikit-learn's own compiled tree types, which skops leaves out of its set: "
+        "every forest and boosted model holds them. Empty trusts skops' set alone.",
+        SKLEARN_TREES,
     )
     register_timeout_seconds: int = _doc(
         "Longest a registration may take to load and check a model file in its "

@@ -38,10 +38,11 @@ class RefusedError(Exception):
         self.code, self.message, self.details = code, message, details
 
 
-def load_model(path: Path, fmt: str, trusted: list[str]) -> Any:
+def load_model(path: Path, fmt: str, trusted: list[str]) -> tuple[Any, list[str]]:
+    """The model, and the types beyond skops' set it was trusted with."""
     if fmt == "pickle":
         try:
-            return joblib.load(path)
+            return joblib.load(path), []
         except MemoryError:
             raise  # the limit: said as such by main()
         except Exception as exc:
@@ -69,7 +70,7 @@ def load_model(path: Path, fmt: str, trusted: list[str]) -> Any:
             types=refused,
         )
     try:
-        return sio.load(path, trusted=list(untrusted))
+        return sio.load(path, trusted=list(untrusted)), sorted(untrusted)
     except MemoryError:
         raise
     except Exception as exc:
@@ -119,7 +120,9 @@ def check(request: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     from common.models.prediction import model_classes, predict_rows
     from common.models.profile import build_reference_profile
 
-    model = load_model(Path(request["artifact"]), request["format"], request["trusted"])
+    model, trusted = load_model(
+        Path(request["artifact"]), request["format"], request["trusted"]
+    )
     if not callable(getattr(model, "predict", None)):
         raise RefusedError(
             "no_predict",
@@ -217,6 +220,7 @@ def check(request: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         "accuracy": accuracy,
         "f1_score": f1,
         "rows": len(X),
+        "trusted_types": trusted,
         "warnings": [p.message for p in validation.warnings],
     }
     return described, model

@@ -151,7 +151,7 @@ def register_file(
             "format": fmt, "filename": request.filename[:200],
             "sha256": _sha256(request.artifact),
             "size_bytes": request.artifact.stat().st_size,
-            "trusted_types": trusted if fmt == "skops" else [],
+            "trusted_types": described["trusted_types"],  # those the file held
             "reference_rows": described["rows"],
         },
     )  # fmt: skip

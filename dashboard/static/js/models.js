@@ -49,13 +49,15 @@ function versionRow(m, byJob) {
       modelPath(`/versions/${m.version}/promote`), { reason: "promoted from the dashboard" }),
   }, "Promote");
   const scores = m.task === "regression"
-    ? [fmtNumber(m.metrics.mae), `R² ${fmtNumber(m.metrics.r2)}`]
+    ? [fmtNumber(m.metrics.mae), fmtNumber(m.metrics.r2)]
     : [fmtNumber(m.accuracy), fmtNumber(m.f1_score)];
   const origin = m.provenance ? `registered ${m.provenance.format} file` : trigger(job);
+  // a registered version was not trained here: the rows it was checked on
+  const rows = m.provenance ? m.provenance.reference_rows : m.training_data_size;
   return h("tr", { class: m.state, "data-version": String(m.version) },
     h("td", {}, `v${m.version}`), h("td", {}, m.state), h("td", {}, m.model_type),
     h("td", {}, scores[0]), h("td", {}, scores[1]),
-    h("td", {}, fmtNumber(m.training_data_size, 0)), h("td", {}, origin),
+    h("td", {}, fmtNumber(rows, 0)), h("td", {}, origin),
     h("td", {}, gate(job)), h("td", {}, fmtTime(m.created_at)), h("td", {}, promote));
 }
 
@@ -66,6 +68,9 @@ export async function refresh(state) {
   ]);
   fill($("#all-models-table tbody"), state.models.map(modelRow));
   fill($("#versions-of"), currentModel());
+  const regressor = (state.models.find((m) => m.name === currentModel()) || {}).task === "regression";
+  fill($("#score-1"), regressor ? "MAE" : "accuracy");
+  fill($("#score-2"), regressor ? "R²" : "F1");
   const byJob = new Map(jobs.data.jobs.map((job) => [job.id, job]));
   fill($("#models-table tbody"), versions.data.models.map((m) => versionRow(m, byJob)));
   return [versions, jobs];
