@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bench.predict import run_wrk, start
+from bench.predict import run_wrk, server_commands, start
 from common.config import Settings
 from common.models import registry
 from common.models.importing import ImportRequest, register_file
@@ -227,24 +226,12 @@ def wrk(url: str, script: str, seconds: float) -> dict[str, float]:
 
 def api(home: Path, cache_mb: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
-    env.update(
-        MODELOPS_HOME=str(home),
-        MODELOPS_API_PORT=str(port),
-        MODELOPS_LOG_LEVEL="WARNING",
-        MODELOPS_DEFAULT_MODEL="m00",
-        MODELOPS_MODEL_CACHE_MB=str(cache_mb),
+    # ModelOps' API as bench/predict.py starts it (logging on), with this home
+    argv, env, ready = server_commands(
+        Settings(home=str(home)), Path(), port, "modelops"
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "services/api/gunicorn.conf.py",
-        "services.api.wsgi:app",
-    ]
-    url = f"http://127.0.0.1:{port}"
-    return start(argv, env, f"{url}/livez"), url
+    env.update(MODELOPS_DEFAULT_MODEL="m00", MODELOPS_MODEL_CACHE_MB=str(cache_mb))
+    return start(argv, env, ready), f"http://127.0.0.1:{port}"
 
 
 class RssSampler(threading.Thread):
