@@ -249,6 +249,18 @@ def test_drift_on_one_model_never_alerts_the_other_and_each_retrains_its_own(
     # synthetic rows with labels for the classifier trained on them.
     from services.simulator import simulate
 
+    # Hot swap is bounded-stale: each API worker serves v2 within its poll.
+    row = {"features": baseline[features].iloc[0].to_dict()}
+    _until(
+        "every worker to serve income's version 2",
+        lambda: all(
+            http("POST", f"{api.url}/models/income/predict", row)[2]["model_version"]
+            == 2
+            for _ in range(10)
+        ),
+        30,
+    )
+
     mine = simulate(
         api.url,
         rate=50,
