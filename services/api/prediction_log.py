@@ -91,19 +91,27 @@ class PredictionLogWriter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
+            woken = self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            if not self.flush():
+            # Woken by a full batch: write full batches only, so rows arriving during
+            # a slow write wait for the next batch instead of going out a few at a time.
+            # On the flush interval (or on stop) write everything.
+            full_only = woken and not self._stop.is_set()
+            if not self.flush(full_only=full_only):
                 self._stop.wait(RETRY_BACKOFF_SECONDS)
 
-    def flush(self) -> bool:
-        """Write all buffered rows in batches. False when the database refused."""
+    def flush(self, full_only: bool = False) -> bool:
+        """Write buffered rows in batches. False when the database refused.
+
+        With ``full_only`` a last partial batch stays for the next flush.
+        """
         with self._flush_lock:
             while True:
                 with self._lock:
+                    waiting = len(self._spool)
+                    take = 0 if full_only and waiting < self.batch_size else waiting
                     batch = [
-                        self._spool.popleft()
-                        for _ in range(min(self.batch_size, len(self._spool)))
+                        self._spool.popleft() for _ in range(min(self.batch_size, take))
                     ]
                     LOG_PENDING.set(len(self._spool))
                 if not batch:
