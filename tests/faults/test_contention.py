@@ -1,4 +1,4 @@
-"""Case 7: everything writing to one SQLite file at once for two minutes: the API
+"""Case 7: everything writing to one SQLite file at once for a minute: the API
 under prediction and feedback load (two gunicorn workers), two Celery workers
 running batch jobs and retrains, and beat with every periodic task every 2 s. No
 "database is locked" anywhere, and the rows match the work done."""
@@ -24,8 +24,8 @@ from tests.faults.load import PredictLoad
 
 pytestmark = pytest.mark.faults
 
-# Two minutes; FAULTS_CONTENTION_SECONDS shortens it while developing.
-SECONDS = float(os.environ.get("FAULTS_CONTENTION_SECONDS", "120"))
+# A minute; FAULTS_CONTENTION_SECONDS shortens it while developing.
+SECONDS = float(os.environ.get("FAULTS_CONTENTION_SECONDS", "60"))
 BUSY = {
     "MODELOPS_METRICS_SNAPSHOT_SECONDS": "2",
     "MODELOPS_DRIFT_CHECK_SECONDS": "2",

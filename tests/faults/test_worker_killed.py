@@ -44,7 +44,7 @@ def test_a_killed_worker_s_retrain_completes_once_on_a_new_worker(
 ):
     settings = prepare_home(tmp_path / "home", ("random_forest",))
     api = start_api(settings)
-    slow = {"MODELOPS_DEMO_ROWS": "150000", **FAST_BEATS}
+    slow = {"MODELOPS_DEMO_ROWS": "80000", **FAST_BEATS}
     start_worker(settings, "beat", beat=True, **FAST_BEATS)
     doomed = start_worker(settings, "w1", **slow)
     _, _, body = http("POST", f"{api.url}/model/retrain", {"reason": "kill test"}, AUTH)
@@ -70,14 +70,14 @@ def test_a_killed_worker_s_retrain_completes_once_on_a_new_worker(
 def test_a_killed_worker_s_batch_score_completes_once_with_every_row(
     tmp_path, start_api, start_worker, record
 ):
-    rows = 600_000
+    rows = 300_000
     settings = prepare_home(tmp_path / "home")
     frame = synthetic.generate("baseline", rows, 3).drop(columns="churned")
     frame.insert(0, "row_id", range(rows))
     (tmp_path / "home" / "data").mkdir(exist_ok=True)
     frame.to_csv(tmp_path / "home" / "data" / "big.csv", index=False)
     api = start_api(settings)
-    small_chunks = {"MODELOPS_SCORE_CHUNK_ROWS": "20000", **FAST_BEATS}
+    small_chunks = {"MODELOPS_SCORE_CHUNK_ROWS": "10000", **FAST_BEATS}
     start_worker(settings, "beat", beat=True, **FAST_BEATS)
     doomed = start_worker(settings, "w1", **small_chunks)
     _, _, body = http(

@@ -99,7 +99,7 @@ def test_app_keeps_to_its_openapi_document(live_app):
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=60,
+            max_examples=40,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),

@@ -28,6 +28,11 @@ from common.storage.db import session_scope
 from tests.models.user_code import Doubler, EatsMemoryWhenLoaded, SleepsWhenLoaded
 
 NUMBERS = ["age", "income", "tenure_months"]
+
+# The child process is what these cost (seconds each). Registration's writes run on
+# both backends in the tests that store a version's schema, profile and metrics here
+# and in tests/integration/test_many_models.py; refusals write nothing, so SQLite.
+ON_SQLITE = pytest.mark.parametrize("db_settings", ["sqlite"], indirect=True)
 CATEGORIES = ["plan", "region"]
 
 
@@ -124,6 +129,7 @@ def test_a_joblib_regressor_registers_only_when_pickle_is_allowed(
         assert isinstance(answer.prediction, float) and answer.confidence is None
 
 
+@ON_SQLITE
 def test_a_plain_pickle_needs_the_flag_too(
     session_factory, db_settings, churn_frame, reference, tmp_path
 ):
@@ -136,6 +142,7 @@ def test_a_plain_pickle_needs_the_flag_too(
                         allow_pickle=True).version.version == 1  # fmt: skip
 
 
+@ON_SQLITE
 def test_an_untrusted_type_in_a_skops_file_is_named_unless_trusted(
     session_factory, db_settings, churn_frame, reference, tmp_path
 ):
@@ -157,6 +164,7 @@ def test_an_untrusted_type_in_a_skops_file_is_named_unless_trusted(
         assert version.feature_names == NUMBERS  # what the model was fitted on
 
 
+@ON_SQLITE
 @pytest.mark.parametrize(
     ("make", "error", "words"),
     [
@@ -197,6 +205,7 @@ def test_refusals_say_why_and_register_nothing(
         assert catalog.find_model(session, "refused") is None
 
 
+@ON_SQLITE
 def test_a_file_that_hangs_or_eats_memory_is_stopped_by_the_limits(
     session_factory, db_settings, reference, tmp_path
 ):
@@ -216,6 +225,7 @@ def test_a_file_that_hangs_or_eats_memory_is_stopped_by_the_limits(
         assert catalog.list_models(session) == []
 
 
+@ON_SQLITE
 def test_a_regressor_cannot_become_a_version_of_a_classifier(
     session_factory, db_settings, churn_frame, reference, tmp_path
 ):
