@@ -46,10 +46,12 @@ chromium:
 	fi
 
 # Independent test files run side by side; a file's tests stay together, in order.
+# Files go out in collection order (tests/conftest.py puts the longest first); xdist's
+# own reorder (most tests first) would leave the long one-test files to the end.
 TEST_WORKERS ?= 2
 
 test: lint chromium
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial"
 	$(BIN)/pytest -m serial
 
 BENCHES := training_time predict batch_score dispatch workers drift
