@@ -33,9 +33,11 @@ from common.storage.tables import (
     DriftReport,
     FeedbackLabel,
     Job,
+    LabelRollup,
     MetricSnapshot,
     ModelVersion,
     PredictionLog,
+    PredictionRollup,
     RetrainingState,
 )
 
@@ -121,6 +123,8 @@ def _clear(
     session.execute(delete(DriftReport).where(DriftReport.model == name))
     session.execute(delete(MetricSnapshot).where(MetricSnapshot.model == name))
     session.execute(delete(PredictionLog).where(PredictionLog.model == name))
+    session.execute(delete(PredictionRollup).where(PredictionRollup.model == name))
+    session.execute(delete(LabelRollup).where(LabelRollup.model == name))
     session.execute(delete(ChampionHistory).where(ChampionHistory.name == name))
     session.execute(delete(Champion).where(Champion.name == name))
     # the policy's last decision names jobs and alerts that are gone

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from common.clock import utcnow
 from common.errors import ConflictError, InvalidInputError
+from common.monitoring.label_rollups import count_labels
 from common.storage import repositories as repo
 from common.storage.tables import FeedbackLabel
 
@@ -69,7 +70,7 @@ def record_feedback(
         elif row.label == text:
             status = "unchanged"
         else:
-            row.label, row.updated_at = text, utcnow()
+            row.label, row.updated_at, row.pending = text, utcnow(), True
             status = "updated"
         outcomes.append(
             FeedbackOutcome(prediction_id, label, status, prediction_id in targets)
@@ -80,6 +81,9 @@ def record_feedback(
         raise ConflictError(
             "concurrent feedback for the same prediction; retry"
         ) from exc
+    count_labels(
+        session, [o.prediction_id for o in outcomes if o.status != "unchanged"]
+    )
     return outcomes
 
 

@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from common.clock import as_utc, to_iso, utcnow
 from common.models.evaluation import ModelEvaluator
+from common.monitoring import rollup_reads
 from common.storage.tables import (
     Alert,
     AuditEvent,
     DriftReport,
-    FeedbackLabel,
     MetricSnapshot,
     ModelVersion,
-    PredictionLog,
 )
 
 Z_95 = 1.959963984540054
@@ -40,8 +36,8 @@ def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float,
     return max(0.0, centre - half / denominator), min(1.0, centre + half / denominator)
 
 
-RECENT_SECONDS = 60  # the request rate is that of the last minute
 NO_ERRORS = {"mae": None, "rmse": None, "r2": None}  # a classifier's regression figures
+HISTORY_POINTS = 360  # buckets in a history, whatever its length
 
 
 def compute_window_metrics(
@@ -55,7 +51,7 @@ def compute_window_metrics(
 ) -> dict[str, Any]:
     """Metrics of `model`'s predictions answered in the last `minutes`, of every
     version or of one (a new champion is judged on its own answers, not its
-    predecessor's).
+    predecessor's), from the per-minute rollups.
 
     Requests and their latencies count once per request, however many rows it
     carried; predictions count rows. After a demo reset the window starts there.
@@ -65,57 +61,34 @@ def compute_window_metrics(
     reset = last_reset_at(session, model)
     if reset is not None and since < reset <= until:
         since = reset
-    in_window = (
-        (PredictionLog.model == model)
-        & (PredictionLog.created_at >= since)
-        & (PredictionLog.created_at <= until)
-    )
-    if version is not None:
-        in_window &= PredictionLog.model_version_id == version.id
-    rows = session.execute(
-        select(PredictionLog.status_code, PredictionLog.latency_ms,
-               PredictionLog.confidence, PredictionLog.data_quality,
-               PredictionLog.request_rows, PredictionLog.created_at)
-        .where(in_window)
-    ).all()  # fmt: skip
-    answered = [r for r in rows if r.status_code == 200]
-    requests = [r for r in rows if r.request_rows > 0]
-    failed = sum(r.status_code != 200 for r in requests)
-    latencies = np.array([r.latency_ms for r in requests], dtype=float)
-    recent_since = until - timedelta(seconds=RECENT_SECONDS)
-    recent = sum(as_utc(r.created_at) >= recent_since for r in requests)
-    labelled = session.execute(
-        select(PredictionLog.prediction, FeedbackLabel.label)
-        .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
-        .where(in_window, PredictionLog.status_code == 200)
-    ).all()  # fmt: skip
-    quality: Counter[str] = Counter(
-        flag.split(":", 1)[0] for r in answered for flag in (r.data_quality or [])
-    )
-    performance = (
-        regression_performance(labelled) if task == "regression"
-        else _performance(labelled)
-    )  # fmt: skip
+    number = version.version if version is not None else None
+    version_id = version.id if version is not None else None
+    totals = rollup_reads.window_totals(session, model, since, until, version_id)
+    recent = rollup_reads.recent_requests(session, model, until, version_id)
     return {
         "model": model,
         "task": task,
         "window_start": to_iso(since),
         "window_end": to_iso(until),
         "window_minutes": (until - since).total_seconds() / 60,
-        "model_version": version.version if version else None,
+        "model_version": number,
         "timestamp": to_iso(until),
-        "prediction_count": len(answered),
-        "request_count": len(requests),
-        "request_rate_per_min": recent * 60 / RECENT_SECONDS,
-        "request_rate_seconds": RECENT_SECONDS,
-        "error_rate": failed / len(requests) if requests else 0.0,
-        "latency_ms": _percentiles(latencies),
-        "avg_response_time": float(latencies.mean()) if len(latencies) else None,
-        **performance,
-        "labeled_count": len(labelled),
-        "label_coverage": len(labelled) / len(answered) if answered else 0.0,
-        "estimated_accuracy": _mean([r.confidence for r in answered]),
-        "data_quality": dict(quality),
+        "prediction_count": totals.predictions,
+        "request_count": totals.requests,
+        "request_rate_per_min": recent,
+        "request_rate_seconds": 60,
+        "error_rate": totals.errors / totals.requests if totals.requests else 0.0,
+        "latency_ms": totals.latency_percentiles(),
+        "avg_response_time": (
+            totals.latency_sum / totals.requests if totals.requests else None
+        ),
+        **performance(totals, task),
+        "labeled_count": totals.labelled,
+        "label_coverage": (
+            totals.labelled / totals.predictions if totals.predictions else 0.0
+        ),
+        "estimated_accuracy": totals.estimated_accuracy(),
+        "data_quality": dict(totals.quality),
         "drift": latest_drift_summary(session, model),
         "open_alerts": count_open_alerts(session, model),
     }
@@ -133,60 +106,27 @@ def last_reset_at(session: Session, model: str) -> datetime | None:
     return as_utc(at) if at is not None else None
 
 
-def _percentiles(values: np.ndarray) -> dict[str, float | None]:
-    if not len(values):
-        return {"p50": None, "p95": None, "p99": None}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
-
-
-def _performance(labelled: Sequence[Any]) -> dict[str, Any]:
-    if not labelled:
-        return {"accuracy": None, "precision": None, "recall": None, "f1_score": None,
-                "accuracy_ci": None, **NO_ERRORS}  # fmt: skip
-    y_pred = [str(p) for p, _ in labelled]
-    y_true = [str(t) for _, t in labelled]
+def performance(totals: rollup_reads.Totals, task: str) -> dict[str, Any]:
+    """Accuracy and the other figures of a classifier, or a regressor's errors."""
+    empty = {"accuracy": None, "precision": None, "recall": None, "f1_score": None,
+             "accuracy_ci": None, **NO_ERRORS}  # fmt: skip
+    if task == "regression":
+        return {**empty, **totals.regression_errors()}
+    if not totals.pairs:
+        return empty
+    pairs = [pair for pair, n in totals.pairs.items() if n > 0]
+    y_pred = [p for p, _ in pairs]
+    y_true = [t for _, t in pairs]
+    weights = [totals.pairs[pair] for pair in pairs]
     labels = sorted(set(y_true) | set(y_pred))
     with warnings.catch_warnings():  # one class seen so far is a valid window
         warnings.filterwarnings("ignore", message="A single label was found")
-        report = ModelEvaluator().evaluate_predictions(y_true, y_pred, labels)
-    correct = sum(p == t for p, t in zip(y_pred, y_true, strict=True))
-    low, high = wilson_interval(correct, len(labelled))
-    return {"accuracy": report.accuracy, "precision": report.precision,
+        report = ModelEvaluator().evaluate_predictions(y_true, y_pred, labels, weights)
+    correct = sum(n for (p, t), n in zip(pairs, weights, strict=True) if p == t)
+    low, high = wilson_interval(correct, sum(weights))
+    return {**empty, "accuracy": report.accuracy, "precision": report.precision,
             "recall": report.recall, "f1_score": report.f1_score,
-            "accuracy_ci": {"low": low, "high": high, "level": 0.95},
-            **NO_ERRORS}  # fmt: skip
-
-
-def regression_performance(labelled: Sequence[Any]) -> dict[str, Any]:
-    """MAE, RMSE and R² of a regressor's labelled answers; a label or prediction that
-    is not a number does not count (feedback refuses them for regressors)."""
-    pairs = [(_number(p), _number(t)) for p, t in labelled]
-    kept = np.array([(p, t) for p, t in pairs if p is not None and t is not None],
-                    dtype=float).reshape(-1, 2)  # fmt: skip
-    empty = {"mae": None, "rmse": None, "r2": None, "accuracy": None,
-             "precision": None, "recall": None, "f1_score": None,
-             "accuracy_ci": None}  # fmt: skip
-    if not len(kept):
-        return empty
-    errors = kept[:, 0] - kept[:, 1]
-    spread = float(((kept[:, 1] - kept[:, 1].mean()) ** 2).sum())
-    r2 = 1 - float((errors**2).sum()) / spread if spread > 0 else None
-    return {**empty, "mae": float(np.abs(errors).mean()),
-            "rmse": float(np.sqrt((errors**2).mean())), "r2": r2}  # fmt: skip
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
+            "accuracy_ci": {"low": low, "high": high, "level": 0.95}}  # fmt: skip
 
 
 def latest_drift_summary(session: Session, model: str) -> dict[str, Any] | None:
@@ -229,13 +169,31 @@ def record_snapshot(
 
 
 def metric_history(
-    session: Session, model: str, hours: float, limit: int = 2000
+    session: Session, model: str, hours: float, task: str = "classification"
 ) -> list[dict[str, Any]]:
-    """Snapshots of `model` of the last `hours`, oldest first."""
-    since = utcnow() - timedelta(hours=hours)
-    rows = session.scalars(
-        select(MetricSnapshot)
-        .where(MetricSnapshot.model == model, MetricSnapshot.created_at >= since)
-        .order_by(MetricSnapshot.id.desc()).limit(limit)
-    ).all()  # fmt: skip
-    return [{"at": to_iso(r.created_at), **r.metrics} for r in reversed(rows)]
+    """`model`'s last `hours` in at most HISTORY_POINTS buckets, oldest first, each
+    with the figures of its own minutes (from the rollups, so empty buckets too)."""
+    until = utcnow()
+    since = until - timedelta(hours=hours)
+    reset = last_reset_at(session, model)
+    if reset is not None and since < reset <= until:
+        since = reset
+    width = max(1, math.ceil(hours * 60 / HISTORY_POINTS))
+    points = []
+    for start, totals in rollup_reads.bucket_totals(
+        session, model, since, until, width
+    ):
+        seconds = min((until - start).total_seconds(), width * 60)
+        points.append({
+            "at": to_iso(start),
+            "bucket_minutes": width,
+            "prediction_count": totals.predictions,
+            "request_count": totals.requests,
+            "request_rate_per_min": totals.requests * 60 / max(seconds, 1.0),
+            "error_rate": totals.errors / totals.requests if totals.requests else 0.0,
+            "latency_ms": totals.latency_percentiles(),
+            "labeled_count": totals.labelled,
+            "estimated_accuracy": totals.estimated_accuracy(),
+            **performance(totals, task),
+        })  # fmt: skip
+    return points

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -157,13 +158,15 @@ class PredictionLog(Base):
     __tablename__ = "prediction_logs"
     __table_args__ = (
         Index("ix_prediction_logs_model_created_at", "model", "created_at"),
+        # a drift check reads a version's newest rows: the index walks just those
+        Index("ix_prediction_logs_version_newest", "model_version_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prediction_id: Mapped[str] = mapped_column(String(64), unique=True)
     model: Mapped[str] = mapped_column(MODEL_NAME, server_default="default")
     model_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
+        ForeignKey("model_versions.id", ondelete="SET NULL")
     )
     model_version: Mapped[int] = mapped_column(Integer)
     features: Mapped[dict[str, Any]] = mapped_column()
@@ -183,12 +186,84 @@ class FeedbackLabel(Base):
     """A true label for a prediction; may arrive before the prediction's log row."""
 
     __tablename__ = "feedback_labels"
+    __table_args__ = (
+        Index("ix_feedback_labels_pending", "prediction_id",
+              sqlite_where=text("pending"), postgresql_where=text("pending")),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prediction_id: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # The label the label rollups count for this prediction (None: not yet), and
+    # whether they still have to catch up with `label` (a new label, a changed one,
+    # or one that came before its prediction's log row).
+    counted_label: Mapped[str | None] = mapped_column(Text)
+    pending: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+
+
+class PredictionRollup(Base):
+    """One minute of one model version's answers, as one writer (an API process)
+    counted them: what `/metrics`, the history and Prometheus read instead of the log.
+
+    Each writer owns its rows and writes absolute values, so a retried write is
+    harmless and no two processes update one row; readers add up the writers.
+    """
+
+    __tablename__ = "prediction_rollups"
+    __table_args__ = (
+        UniqueConstraint("model", "minute", "model_version_id", "arm", "writer",
+                         name="uq_prediction_rollups_key"),
+    )  # fmt: skip
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(MODEL_NAME)
+    minute: Mapped[datetime] = mapped_column(Timestamp)
+    # The version's row id (0: a request refused before any model answered): a
+    # number is reused after a demo reset, an id never is.
+    model_version_id: Mapped[int] = mapped_column(Integer)
+    arm: Mapped[str] = mapped_column(String(20), default="", server_default="")
+    writer: Mapped[str] = mapped_column(String(80))
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    predictions: Mapped[int] = mapped_column(Integer, default=0)
+    latency_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    # DDSketch bins of request latency (ms), and of a regressor's predicted values.
+    latency: Mapped[dict[str, Any]] = mapped_column()
+    predicted_values: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    classes: Mapped[dict[str, Any] | None] = mapped_column(JsonType)  # class: count
+    confidence_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    confidence_count: Mapped[int] = mapped_column(Integer, default=0)
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JsonType)  # flag: count
+
+
+class LabelRollup(Base):
+    """Labelled answers of one minute (the minute of the prediction, however late the
+    label came): a classifier's counts per (predicted, actual) pair, a regressor's
+    error and label sums (predicted and actual empty). Updated by increments, so
+    every process may add to one row."""
+
+    __tablename__ = "label_rollups"
+    __table_args__ = (
+        UniqueConstraint("model", "minute", "model_version_id", "arm", "predicted",
+                         "actual", name="uq_label_rollups_key"),
+    )  # fmt: skip
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(MODEL_NAME)
+    minute: Mapped[datetime] = mapped_column(Timestamp)
+    # The version's row id (0: a request refused before any model answered): a
+    # number is reused after a demo reset, an id never is.
+    model_version_id: Mapped[int] = mapped_column(Integer)
+    arm: Mapped[str] = mapped_column(String(20), default="", server_default="")
+    predicted: Mapped[str] = mapped_column(Text, default="")
+    actual: Mapped[str] = mapped_column(Text, default="")
+    labelled: Mapped[int] = mapped_column(Integer, default=0)
+    abs_error_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    sq_error_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    label_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    label_sq_sum: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class MetricSnapshot(Base):

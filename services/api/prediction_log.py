@@ -1,8 +1,9 @@
 """The background writer of prediction logs: requests hand over rows, never write.
 
 Rows wait in a bounded in-memory spool and are written in batches, one transaction
-per batch. If the database refuses, the rows stay and are retried; only when the
-spool is full are the oldest dropped, and every dropped row is counted.
+per batch, with the per-minute rollups they add to and the labels that came before
+them. If the database refuses, the rows stay and are retried; only when the spool
+is full are the oldest dropped, and every dropped row is counted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
-from common.storage import repositories as repo
+from common.monitoring.prediction_log import write_predictions
+from common.monitoring.rollups import RollupWriter
 from common.storage.db import session_scope
 from services.api.prometheus import (
     LOG_DROPPED,
@@ -46,6 +48,7 @@ class PredictionLogWriter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.rollups = RollupWriter()
         self.written = 0
         self.dropped = 0
         self.write_failures = 0
@@ -117,8 +120,7 @@ class PredictionLogWriter:
                 if not batch:
                     return True
                 try:
-                    with session_scope(self.session_factory) as session:
-                        repo.insert_prediction_logs(session, batch)
+                    self._write(batch)
                 except IntegrityError:
                     self._write_one_by_one(batch)
                     continue
@@ -136,13 +138,18 @@ class PredictionLogWriter:
         """A batch with a row the schema refuses: keep the others, count that one."""
         for row in batch:
             try:
-                with session_scope(self.session_factory) as session:
-                    repo.insert_prediction_logs(session, [row])
+                self._write([row])
                 self._count_written(1)
             except IntegrityError:
                 self.dropped += 1
                 LOG_DROPPED.inc()
                 log.error("prediction log row refused by the database; dropped")
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        """The rows, their rollups and their early labels, in one transaction."""
+        with session_scope(self.session_factory) as session:
+            touched = write_predictions(session, rows, self.rollups)
+        self.rollups.adopt(touched)
 
     def _count_written(self, rows: int) -> None:
         self.written += rows

@@ -35,6 +35,11 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": drift_every,
             "options": {"expires": drift_every.total_seconds()},
         },
+        "labels-count": {
+            "task": names.COUNT_LABELS,
+            "schedule": monitor_every,
+            "options": {"expires": monitor_every.total_seconds()},
+        },
         "metrics-snapshot": {
             "task": names.SNAPSHOT_METRICS,
             "schedule": snapshot_every,

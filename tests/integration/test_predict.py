@@ -223,7 +223,9 @@ def test_metrics_count_answers_failures_and_labels(serving_app, row):
     assert m["labeled_count"] == 4 and m["label_coverage"] == 1.0
     assert m["latency_ms"]["p99"] > 0
     assert client.get("/metrics?window_minutes=0").status_code == 400
-    assert client.get("/metrics/history").json["snapshots"] == []
+    history = client.get("/metrics/history?hours=1").json["snapshots"]
+    assert sum(h["request_count"] for h in history) == 5  # from the rollups
+    assert sum(h["labeled_count"] for h in history) == 4
     one = client.get("/metrics?model_version=1").json
     assert one["model_version"] == 1 and one["prediction_count"] == 4
     assert m["model_version"] is None

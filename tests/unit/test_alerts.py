@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -19,10 +18,9 @@ from common.storage.tables import (
     Alert,
     AlertDelivery,
     DriftReport,
-    FeedbackLabel,
-    PredictionLog,
 )
 from tests.conftest import train_champion
+from tests.logged import logged
 
 FLOOR = AlertRule(
     "accuracy-floor",
@@ -37,19 +35,7 @@ FLOOR = AlertRule(
 
 def _labelled(session, right, wrong):
     for label in ["1"] * right + ["0"] * wrong:
-        pid = uuid.uuid4().hex
-        session.add(
-            PredictionLog(
-                prediction_id=pid,
-                model_version=1,
-                features={},
-                prediction="1",
-                latency_ms=1.0,
-                confidence=0.9,
-            )
-        )
-        session.add(FeedbackLabel(prediction_id=pid, label=label))
-    session.flush()
+        logged(session, prediction="1", confidence=0.9, label=label)
 
 
 def test_accuracy_alert_opens_once_refreshes_and_resolves(session_factory):
@@ -195,17 +181,8 @@ def test_a_collapse_in_request_volume_opens_an_alert(session_factory):
     rule = AlertRule("volume-drop", "volume_drop", ">=", 0.8, "warn", min_samples=20)
     with session_scope(session_factory) as session:
         for index in range(30):  # 30 requests 20 minutes ago, 2 in the last window
-            session.add(
-                PredictionLog(
-                    prediction_id=uuid.uuid4().hex,
-                    model_version=1,
-                    features={},
-                    prediction="1",
-                    latency_ms=1.0,
-                    created_at=utcnow() - timedelta(minutes=20 if index >= 2 else 1),
-                )
-            )
-        session.flush()
+            logged(session, created_at=utcnow()
+                   - timedelta(minutes=20 if index >= 2 else 1))  # fmt: skip
         (alert_id,) = alerts.evaluate_alerts(session, "default", [rule])["opened"]
         alert = session.get(Alert, alert_id)
         assert alert.subject == "traffic" and alert.value == pytest.approx(1 - 2 / 28)

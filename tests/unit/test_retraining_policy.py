@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -12,8 +11,9 @@ from common.jobs import tracker
 from common.models import registry
 from common.monitoring import retraining_policy
 from common.storage.db import session_scope
-from common.storage.tables import DriftReport, FeedbackLabel, Job, PredictionLog
+from common.storage.tables import DriftReport, Job, PredictionLog
 from tests.conftest import train_champion
+from tests.logged import logged
 
 
 @pytest.fixture
@@ -44,21 +44,8 @@ def _labelled(session, settings, count, correct):
     """`count` answered predictions of the champion "1", the first `correct` right."""
     version_id = registry.get_champion(session, settings).model_version_id
     for index in range(count):
-        pid = uuid.uuid4().hex
-        session.add(
-            PredictionLog(
-                prediction_id=pid,
-                model_version_id=version_id,
-                model_version=1,
-                features={},
-                prediction="1",
-                latency_ms=1.0,
-            )
-        )
-        session.add(
-            FeedbackLabel(prediction_id=pid, label="1" if index < correct else "0")
-        )
-    session.flush()
+        logged(session, model_version_id=version_id, prediction="1",
+               label="1" if index < correct else "0")  # fmt: skip
 
 
 def _published(queue):

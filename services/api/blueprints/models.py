@@ -201,15 +201,15 @@ def promote_default_version(version: int) -> dict[str, Any]:
 
 
 def _versions(scoped: Settings) -> dict[str, Any]:
-    session = get_session()
-    champion = registry.find_champion(session, scoped)
+    # One SELECT: SQLite runs each read on its own snapshot, so a champion read
+    # apart from the list could disagree with it during a promotion (a dashboard
+    # once showed two champions for a moment).
+    versions = registry.list_versions(get_session(), scoped)
+    champions = [v.version for v in versions if v.state == "champion"]
     return {
         "model": scoped.model_name,
-        "champion_version": champion.model_version.version if champion else None,
-        "models": [
-            schemas.model_version_out(v)
-            for v in registry.list_versions(session, scoped)
-        ],
+        "champion_version": champions[0] if champions else None,
+        "models": [schemas.model_version_out(v) for v in versions],
     }
 
 

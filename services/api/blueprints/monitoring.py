@@ -58,13 +58,16 @@ def current_metrics(name: str | None = None) -> dict[str, Any]:
 
 @bp.get("/metrics/history")
 @bp.get(f"{MODEL}/metrics/history")
-@api("Stored metric snapshots", s.MetricsHistoryOut, errors=(400, 404),
-     tags=("monitoring",), query=(("hours", "number"),))  # fmt: skip
+@api("Metrics over time, from the per-minute rollups", s.MetricsHistoryOut,
+     errors=(400, 404), tags=("monitoring",), query=(("hours", "number"),))  # fmt: skip
 def metrics_history(name: str | None = None) -> dict[str, Any]:
-    """Stored snapshots of the last `hours` (default 24), oldest first."""
+    """The last `hours` (default 24) in at most 360 buckets, oldest first, each with
+    the figures of its own minutes."""
     scoped = model_settings(name)
     hours = _number("hours", 24, 24 * 90)
-    snapshots = metrics.metric_history(get_session(), scoped.model_name, hours)
+    session = get_session()
+    task = catalog.get_model(session, scoped.model_name).task
+    snapshots = metrics.metric_history(session, scoped.model_name, hours, task)
     return {"model": scoped.model_name, "hours": hours, "snapshots": snapshots}
 
 

@@ -10,7 +10,14 @@ from celery import Task
 
 from common import task_names as names
 from common.models import catalog, registry
-from common.monitoring import alerts, drift_checks, metrics, retraining_policy, webhooks
+from common.monitoring import (
+    alerts,
+    drift_checks,
+    label_rollups,
+    metrics,
+    retraining_policy,
+    webhooks,
+)
 from common.queue import enqueue
 from common.storage.db import session_scope
 from services.worker.celery_app import app, settings
@@ -40,6 +47,14 @@ def snapshot_metrics(model: str | None = None) -> int | list[str]:
         return metrics.record_snapshot(
             session, model, scoped.metrics_window_minutes, task
         ).id
+
+
+@app.task(name=names.COUNT_LABELS)
+def count_labels() -> int:
+    """Count into the rollups the labels neither their feedback call nor the log
+    writer could (they raced, or the log row came much later); returns how many."""
+    with session_scope(session_factory(settings)) as session:
+        return label_rollups.count_labels(session)
 
 
 @app.task(name=names.CHECK_DRIFT)

@@ -1,0 +1,198 @@
+"""Per-minute rollups of answered predictions, written beside the prediction log.
+
+Each API process (a *writer*) counts the rows it logs into one state per model,
+version, minute and arm, and writes the touched states with absolute values in the
+same transaction as the log rows. A writer owns its rows, so a retried write is
+harmless and no two processes update one row; readers add the writers up
+(common/monitoring/rollup_reads.py). Labels are counted separately, by increments
+(common/monitoring/label_rollups.py), since any process may receive one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import secrets
+import socket
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ddsketch import DDSketch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.clock import as_utc
+from common.monitoring import sketches
+from common.storage.tables import Model, PredictionRollup
+from common.storage.upsert import upsert
+
+RollupKey = tuple[str, datetime, int, str]  # model, minute, version, arm
+KEY_COLUMNS = ("model", "minute", "model_version_id", "arm", "writer")
+KEEP_MINUTES = 10  # states kept in memory after the newest minute seen
+
+
+def minute_of(at: datetime) -> datetime:
+    return as_utc(at).replace(second=0, microsecond=0)
+
+
+def new_writer_name() -> str:
+    """Unique per process start: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()[:50]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass
+class MinuteCounts:
+    """One writer's counts of one minute of one model version."""
+
+    requests: int = 0
+    errors: int = 0
+    predictions: int = 0
+    latency_sum: float = 0.0
+    latency: DDSketch = field(default_factory=sketches.new_sketch)
+    values: DDSketch | None = None  # a regressor's predicted values
+    classes: Counter[str] = field(default_factory=Counter)
+    confidence_sum: float = 0.0
+    confidence_count: int = 0
+    quality: Counter[str] = field(default_factory=Counter)
+
+    def add(self, row: dict[str, Any], task: str) -> None:
+        """Count one log row as compute_window_metrics did: requests (and their
+        latency) once per request, predictions per answered row."""
+        if row.get("request_rows", 1) > 0:
+            self.requests += 1
+            self.errors += row["status_code"] != 200
+            latency = float(row["latency_ms"])
+            self.latency.add(max(latency, 0.0))
+            self.latency_sum += latency
+        if row["status_code"] != 200:
+            return
+        self.predictions += 1
+        if task == "regression":
+            value = as_number(row["prediction"])
+            if value is not None:
+                self.values = self.values or sketches.new_sketch()
+                self.values.add(value)
+        else:
+            self.classes[str(row["prediction"])] += 1
+        if row.get("confidence") is not None:
+            self.confidence_sum += float(row["confidence"])
+            self.confidence_count += 1
+        for flag in row.get("data_quality") or ():
+            self.quality[flag.split(":", 1)[0]] += 1
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "predictions": self.predictions,
+            "latency_sum": self.latency_sum,
+            "latency": sketches.encode(self.latency),
+            "predicted_values": sketches.encode(self.values) if self.values else None,
+            "classes": dict(self.classes) or None,
+            "confidence_sum": self.confidence_sum,
+            "confidence_count": self.confidence_count,
+            "quality": dict(self.quality) or None,
+        }
+
+    @classmethod
+    def from_row(cls, row: PredictionRollup) -> MinuteCounts:
+        return cls(
+            requests=row.requests, errors=row.errors, predictions=row.predictions,
+            latency_sum=row.latency_sum,
+            latency=sketches.to_sketch(row.latency),
+            values=(sketches.to_sketch(row.predicted_values)
+                    if row.predicted_values else None),
+            classes=Counter(row.classes or {}),
+            confidence_sum=row.confidence_sum,
+            confidence_count=row.confidence_count,
+            quality=Counter(row.quality or {}),
+        )  # fmt: skip
+
+
+def as_number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class RollupWriter:
+    """One process's rollup states. Not thread-safe: the log writer's thread owns it.
+
+    `prepare` counts rows into copies of the states they touch and writes those;
+    `adopt` keeps the copies once the transaction committed, so rows that go back
+    to the spool after a failed write are never counted twice.
+    """
+
+    def __init__(self, writer: str | None = None) -> None:
+        self.writer = writer or new_writer_name()
+        self._states: dict[RollupKey, MinuteCounts] = {}
+        self._tasks: dict[str, str] = {}
+        self._dropped_before: datetime | None = None  # older states may be stored
+
+    def prepare(
+        self, session: Session, rows: Iterable[dict[str, Any]]
+    ) -> dict[RollupKey, MinuteCounts]:
+        """Count `rows` into copies of their states and write them in `session`."""
+        touched: dict[RollupKey, MinuteCounts] = {}
+        for row in rows:
+            version = int(row.get("model_version_id") or 0)
+            key = (row["model"], minute_of(row["created_at"]), version,
+                   row.get("arm") or "")  # fmt: skip
+            state = touched.get(key)
+            if state is None:
+                state = touched[key] = self._copy_of(session, key)
+            state.add(row, self._task(session, key[0]))
+        upsert(
+            session, PredictionRollup,
+            [{"model": k[0], "minute": k[1], "model_version_id": k[2], "arm": k[3],
+              "writer": self.writer, **state.columns()}
+             for k, state in touched.items()],
+            keys=KEY_COLUMNS,
+        )  # fmt: skip
+        return touched
+
+    def adopt(self, touched: dict[RollupKey, MinuteCounts]) -> None:
+        """Keep what a committed `prepare` wrote; drop states of minutes long past."""
+        self._states.update(touched)
+        newest = max(key[1] for key in self._states) if self._states else None
+        if newest is None:
+            return
+        horizon = newest - timedelta(minutes=KEEP_MINUTES)
+        old = [key for key in self._states if key[1] < horizon]
+        for key in old:
+            del self._states[key]
+        if old:
+            self._dropped_before = max(self._dropped_before or horizon, horizon)
+
+    def _copy_of(self, session: Session, key: RollupKey) -> MinuteCounts:
+        state = self._states.get(key)
+        if state is not None:
+            return copy.deepcopy(state)
+        if self._dropped_before is not None and key[1] < self._dropped_before:
+            stored = session.scalar(
+                select(PredictionRollup).where(
+                    PredictionRollup.model == key[0],
+                    PredictionRollup.minute == key[1],
+                    PredictionRollup.model_version_id == key[2],
+                    PredictionRollup.arm == key[3],
+                    PredictionRollup.writer == self.writer,
+                )
+            )
+            if stored is not None:
+                return MinuteCounts.from_row(stored)
+        return MinuteCounts()
+
+    def _task(self, session: Session, model: str) -> str:
+        task = self._tasks.get(model)
+        if task is None:  # a model's task never changes, so it is read once
+            task = session.scalar(select(Model.task).where(Model.name == model))
+            if task is None:
+                return "classification"
+            self._tasks[model] = task
+        return task

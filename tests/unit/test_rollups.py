@@ -1,0 +1,215 @@
+"""Per-minute rollups: every logged row and label counted once, in its own minute,
+whatever the order, the retries and the writers; reads equal the raw log's figures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from common.clock import utcnow
+from common.monitoring import label_rollups
+from common.monitoring.feedback import record_feedback
+from common.monitoring.metrics import compute_window_metrics, metric_history
+from common.monitoring.prediction_log import log_predictions, write_predictions
+from common.monitoring.rollups import KEEP_MINUTES, RollupWriter
+from common.monitoring.sketches import SketchSum, encode, new_sketch
+from common.storage.db import session_scope
+from common.storage.migrate import downgrade_database, upgrade_database
+from common.storage.tables import FeedbackLabel, Model, PredictionRollup
+
+NOW = utcnow().replace(second=30, microsecond=0)
+
+
+def _row(minutes_ago: float = 0, **fields):
+    return {
+        "prediction_id": uuid.uuid4().hex, "model": "default",
+        "model_version_id": None, "model_version": 1, "features": {},
+        "prediction": "1", "confidence": 0.9, "probabilities": None,
+        "latency_ms": 5.0, "status_code": 200, "data_quality": None,
+        "request_rows": 1, "created_at": NOW - timedelta(minutes=minutes_ago),
+        **fields,
+    }  # fmt: skip
+
+
+def _metrics(session_factory, minutes=60, task="classification"):
+    with session_scope(session_factory) as session:
+        return compute_window_metrics(session, "default", minutes=minutes, until=NOW,
+                                      task=task)  # fmt: skip
+
+
+def test_a_write_that_failed_and_was_retried_counts_once(session_factory):
+    writer = RollupWriter()
+    rows = [_row() for _ in range(5)]
+    with pytest.raises(SQLAlchemyError), session_scope(session_factory) as session:
+        writer.prepare(session, rows)  # counted, written, then rolled back
+        session.execute(text("SELECT * FROM no_such_table"))
+    with session_scope(session_factory) as session:
+        touched = write_predictions(session, rows, writer)  # the retry
+    writer.adopt(touched)
+    with session_scope(session_factory) as session:
+        writer.adopt(write_predictions(session, [_row()], writer))
+    assert _metrics(session_factory)["request_count"] == 6
+
+
+def test_writers_add_up_and_a_late_row_of_a_dropped_minute_is_not_lost(
+    session_factory,
+):
+    first, second = RollupWriter(), RollupWriter()
+    with session_scope(session_factory) as session:
+        log_predictions(session, [_row(30), _row(30)], first)
+        log_predictions(session, [_row(30)], second)
+        # the first writer moves on past its memory, then a late row of minute -30
+        log_predictions(session, [_row(30 - KEEP_MINUTES - 5)], first)
+        log_predictions(session, [_row(30)], first)
+        stored = session.scalar(select(func.count()).select_from(PredictionRollup))
+    assert stored == 3  # (writer, minute) pairs: first -30, first -15, second -30
+    with session_scope(session_factory) as session:
+        history = metric_history(session, "default", hours=1)
+    by_minute = {h["at"]: h["request_count"] for h in history if h["request_count"]}
+    assert sorted(by_minute.values()) == [1, 4]
+
+
+def test_a_late_label_counts_in_its_prediction_s_minute_and_a_changed_one_moves(
+    session_factory,
+):
+    writer = RollupWriter()
+    rows = [_row(20, prediction="1") for _ in range(4)]
+    with session_scope(session_factory) as session:
+        log_predictions(session, rows, writer)
+    with session_scope(session_factory) as session:  # labels 20 minutes later
+        record_feedback(session, [(r["prediction_id"], "1") for r in rows[:3]])
+        record_feedback(session, [(rows[3]["prediction_id"], "0")])
+    m = _metrics(session_factory, minutes=30)
+    assert (m["labeled_count"], m["accuracy"]) == (4, 0.75)
+    assert _metrics(session_factory, minutes=10)["labeled_count"] == 0  # not "now"
+    with session_scope(session_factory) as session:
+        record_feedback(session, [(rows[3]["prediction_id"], "1")])  # corrected
+    m = _metrics(session_factory, minutes=30)
+    assert (m["labeled_count"], m["accuracy"]) == (4, 1.0)
+
+
+def test_labels_before_their_row_and_labels_nobody_counted_are_counted_once(
+    session_factory,
+):
+    early, missed = _row(), _row()
+    with session_scope(session_factory) as session:
+        record_feedback(session, [(early["prediction_id"], "1")])  # row not yet logged
+        log_predictions(session, [early])  # the writer counts it
+        log_predictions(session, [missed])
+        # stored, but counted by nobody (as when feedback and the writer race)
+        session.add(FeedbackLabel(prediction_id=missed["prediction_id"], label="0"))
+    assert _metrics(session_factory)["labeled_count"] == 1
+    with session_scope(session_factory) as session:
+        assert label_rollups.count_labels(session) == 1  # beat's sweep
+        assert label_rollups.count_labels(session) == 0
+    m = _metrics(session_factory)
+    assert (m["labeled_count"], m["accuracy"]) == (2, 0.5)
+
+
+def test_figures_from_rollups_equal_the_raw_rows(session_factory):
+    rng = np.random.default_rng(3)
+    latencies = rng.lognormal(2, 0.7, 400)
+    rows = [
+        _row(float(rng.integers(0, 50)), latency_ms=float(latency),
+             prediction=str(rng.integers(0, 3)), confidence=float(rng.uniform(0.4, 1)),
+             data_quality=["out_of_range:age"] if i % 10 == 0 else None)
+        for i, latency in enumerate(latencies)
+    ]  # fmt: skip
+    with session_scope(session_factory) as session:
+        for start in range(0, 400, 37):  # batches, as the writer sends them
+            log_predictions(session, rows[start : start + 37])
+        record_feedback(session, [(r["prediction_id"], str(i % 3))
+                                  for i, r in enumerate(rows[:200])])  # fmt: skip
+    m = _metrics(session_factory)
+    assert m["request_count"] == m["prediction_count"] == 400
+    for q, key in ((50, "p50"), (95, "p95"), (99, "p99")):
+        assert m["latency_ms"][key] == pytest.approx(
+            np.percentile(latencies, q, method="lower"), rel=0.011
+        )
+    assert m["avg_response_time"] == pytest.approx(latencies.mean())
+    correct = sum(r["prediction"] == str(i % 3) for i, r in enumerate(rows[:200]))
+    assert m["accuracy"] == pytest.approx(correct / 200)
+    confidences = [r["confidence"] for r in rows]
+    assert m["estimated_accuracy"] == pytest.approx(np.mean(confidences))
+    assert m["data_quality"] == {"out_of_range": 40}
+
+
+def test_a_regressor_s_errors_and_predicted_values(session_factory):
+    with session_scope(session_factory) as session:
+        session.add(Model(name="default", task="regression", source={}))
+    rng = np.random.default_rng(5)
+    predicted = rng.normal(100, 20, 300)
+    actual = predicted + rng.normal(0, 5, 300)
+    rows = [_row(2, prediction=str(p), confidence=None) for p in predicted]
+    with session_scope(session_factory) as session:
+        log_predictions(session, rows)
+        pairs = zip(rows, actual, strict=True)
+        record_feedback(session, [(r["prediction_id"], float(a)) for r, a in pairs])
+        values = SketchSum().add_all(
+            session.scalars(select(PredictionRollup.predicted_values))
+        )
+    m = _metrics(session_factory, task="regression")
+    errors = predicted - actual
+    assert m["mae"] == pytest.approx(np.abs(errors).mean())
+    assert m["rmse"] == pytest.approx(np.sqrt((errors**2).mean()))
+    spread = ((actual - actual.mean()) ** 2).sum()
+    assert m["r2"] == pytest.approx(1 - (errors**2).sum() / spread)
+    assert m["accuracy"] is None and m["labeled_count"] == 300
+    (median,) = values.quantiles(0.5)
+    assert median == pytest.approx(np.percentile(predicted, 50, method="lower"),
+                                   rel=0.011)  # fmt: skip
+
+
+def test_merged_sketches_read_as_the_library_reads_one_sketch():
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.lognormal(1, 1, 3000), -rng.lognormal(0, 1, 200),
+                             np.zeros(50)])  # fmt: skip
+    whole, parts = new_sketch(), [new_sketch() for _ in range(3)]
+    for index, value in enumerate(values):
+        whole.add(float(value))
+        parts[index % 3].add(float(value))
+    merged = SketchSum().add_all(encode(p) for p in parts)
+    qs = [0, 0.01, 0.05, 0.06, 0.07, 0.25, 0.5, 0.9, 0.99, 1]
+    assert merged.quantiles(*qs) == [whole.get_quantile_value(q) for q in qs]
+    assert SketchSum().quantiles(0.5) == [None]
+
+
+def test_logged_rows_are_rolled_up_when_the_database_is_upgraded(engine):
+    """A deployment upgraded from 0009 keeps its metrics: the log is rolled up and
+    its labels are counted by the sweep."""
+    downgrade_database(engine, "0009")
+    at = (NOW - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO models (name, task, source, created_at) "
+            f"VALUES ('default', 'classification', '{{}}', '{at}')"
+        ))  # fmt: skip
+        for index in range(30):
+            connection.execute(text(
+                "INSERT INTO prediction_logs (prediction_id, model, model_version, "
+                "features, prediction, latency_ms, status_code, request_rows, "
+                f"created_at) VALUES ('p{index}', 'default', 1, '{{}}', "
+                f"'{index % 2}', {index + 1}.0, 200, 1, '{at}')"
+            ))  # fmt: skip
+        for index in range(10):
+            connection.execute(text(
+                "INSERT INTO feedback_labels (prediction_id, label, created_at, "
+                f"updated_at) VALUES ('p{index}', '1', '{at}', '{at}')"
+            ))  # fmt: skip
+    upgrade_database(engine)
+    from sqlalchemy.orm import sessionmaker
+
+    factory = sessionmaker(engine)
+    m = _metrics(factory)
+    assert (m["request_count"], m["labeled_count"]) == (30, 0)
+    assert m["latency_ms"]["p50"] == pytest.approx(15, rel=0.011)
+    with session_scope(factory) as session:
+        assert label_rollups.count_labels(session) == 10
+    assert (_metrics(factory)["labeled_count"], _metrics(factory)["accuracy"]) == (
+        10, 0.5,
+    )  # fmt: skip
