@@ -245,6 +245,32 @@ class Settings:
     file_retention_hours: int = _doc(
         "Uploads and scoring outputs older than this are removed by beat.", 168
     )
+    prediction_retention_days: float = _doc(
+        "Raw prediction log rows older than this are deleted by beat (a labelled "
+        "one stays while retrain_feedback_days still reaches it); their counts "
+        "live on in the rollups.",
+        30.0,
+    )
+    rollup_retention_days: float = _doc(
+        "Per-minute rollups (what /metrics and the charts read) are kept this long.",
+        365.0,
+    )
+    snapshot_retention_days: float = _doc(
+        "Stored metric snapshots are kept this long.", 30.0
+    )
+    drift_report_retention_days: float = _doc("Drift reports are kept this long.", 90.0)
+    job_retention_days: float = _doc(
+        "Finished jobs are kept this long (those that made a version, always).", 90.0
+    )
+    alert_retention_days: float = _doc(
+        "Resolved alerts (and their webhook deliveries) are kept this long.", 90.0
+    )
+    prune_seconds: int = _doc("How often beat deletes what aged out.", 600)
+    prune_batch_rows: int = _doc(
+        "Rows deleted per transaction when pruning: small, so the prediction log "
+        "writer never waits long.",
+        5000,
+    )
     metrics_window_minutes: int = _doc(
         "The window GET /metrics reports on, and each snapshot covers.", 15
     )
@@ -361,6 +387,9 @@ class Settings:
         for name in _POSITIVE:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_env(name)} must be at least 1")
+        for name in _RETENTION_DAYS:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{_env(name)} must be more than 0 days")
         if not 0 < self.broker_publish_timeout_seconds <= 30:
             raise ConfigError(
                 f"{_env('broker_publish_timeout_seconds')} must be in (0, 30]"
@@ -472,7 +501,12 @@ _POSITIVE = (
     "retrain_drift_k", "retrain_drift_n", "retrain_min_labels", "retrain_retry_minutes",
     "retrain_recent_rows",
     "alert_webhook_attempts", "model_cache_mb", "register_timeout_seconds",
-    "register_memory_mb",
+    "register_memory_mb", "prune_seconds", "prune_batch_rows",
+)  # fmt: skip
+# Fractions allowed: a soak test keeps minutes (0.01 days is about 14 minutes).
+_RETENTION_DAYS = (
+    "prediction_retention_days", "rollup_retention_days", "snapshot_retention_days",
+    "drift_report_retention_days", "job_retention_days", "alert_retention_days",
 )  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 RETRAIN_MODEL = "training.retrain_model"
 SCORE_BATCH = "scoring.batch_score"
 REMOVE_OLD_FILES = "maintenance.remove_old_files"
+PRUNE_OLD_ROWS = "maintenance.prune_old_rows"
 REQUEUE_STALLED_JOBS = "maintenance.requeue_stalled_jobs"
 SNAPSHOT_METRICS = "monitoring.snapshot_metrics"
 COUNT_LABELS = "monitoring.count_labels"

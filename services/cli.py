@@ -20,6 +20,7 @@ from common.models import catalog, registry
 from common.models.importing import ImportRequest, register_file
 from common.models.lifecycle import train_version
 from common.models.profile import sample_rows
+from common.storage import backup
 from common.storage.db import make_engine, session_scope
 from common.storage.migrate import (
     current_revision,
@@ -82,6 +83,31 @@ def db_upgrade() -> None:
     with migrated_sessions(_settings()):
         pass
     click.echo(f"database at revision {head_revision()}")
+
+
+@main.command("backup")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def backup_command(directory: Path) -> None:
+    """Copy the database and every artifact into DIRECTORY while the system serves
+    (SQLite's backup API or pg_dump; a manifest of sha256s is written last)."""
+    done = backup.backup(_settings(), directory, progress=_progress)
+    click.echo(f"backed up to {done['directory']}: database at revision "
+               f"{done['revision']}, {done['artifacts']} artifacts, "
+               f"{done['bytes']:,} bytes in {done['seconds']} s")  # fmt: skip
+
+
+@main.command("restore")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False,
+                                             path_type=Path))  # fmt: skip
+def restore_command(directory: Path) -> None:
+    """Restore a backup into this (fresh) home; every file is checked first."""
+    done = backup.restore(_settings(), directory, progress=_progress)
+    click.echo(f"restored {directory}: {done['artifacts']} artifacts, database at "
+               f"revision {done['revision']}")  # fmt: skip
+
+
+def _progress(message: str) -> None:
+    click.echo(f"  {message}", err=True)
 
 
 @db.command("current")

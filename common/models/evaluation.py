@@ -70,18 +70,12 @@ class ModelEvaluator:
         )
 
     def evaluate_predictions(
-        self,
-        y_true: Any,
-        y_pred: Any,
-        labels: list[Any],
-        sample_weight: Any = None,
+        self, y_true: Any, y_pred: Any, labels: list[Any]
     ) -> EvaluationReport:
-        """Compare predictions with true labels (`sample_weight`: how many times each
-        pair counts, as when they come from counts per pair)."""
+        """Compare predictions with true labels."""
         precision, recall, f1, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average="macro", zero_division=0,
-            sample_weight=sample_weight,
-        )  # fmt: skip
+            y_true, y_pred, labels=labels, average="macro", zero_division=0
+        )
         report = classification_report(
             y_true,
             y_pred,
@@ -89,23 +83,21 @@ class ModelEvaluator:
             target_names=[str(label) for label in labels],
             output_dict=True,
             zero_division=0,
-            sample_weight=sample_weight,
         )
         per_class = {
             str(label): {k: float(v) for k, v in report[str(label)].items()}
             for label in labels
         }
-        matrix = confusion_matrix(y_true, y_pred, labels=labels,
-                                  sample_weight=sample_weight)  # fmt: skip
+        matrix = confusion_matrix(y_true, y_pred, labels=labels)
         return EvaluationReport(
-            accuracy=float(accuracy_score(y_true, y_pred, sample_weight=sample_weight)),
+            accuracy=float(accuracy_score(y_true, y_pred)),
             precision=float(precision),
             recall=float(recall),
             f1_score=float(f1),
             labels=[to_plain(label) for label in labels],
             per_class=per_class,
             confusion_matrix=matrix.astype(int).tolist(),
-            support=len(y_true) if sample_weight is None else int(sum(sample_weight)),
+            support=len(y_true),
         )
 
 

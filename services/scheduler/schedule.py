@@ -50,6 +50,11 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": stall_check,
             "options": {"expires": stall_check.total_seconds()},
         },
+        "prune-old-rows": {
+            "task": names.PRUNE_OLD_ROWS,
+            "schedule": timedelta(seconds=settings.prune_seconds),
+            "options": {"expires": settings.prune_seconds},
+        },
         "remove-old-files": {
             "task": names.REMOVE_OLD_FILES,
             "schedule": timedelta(hours=1),

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.clock import utcnow
+from common.models.evaluation import ModelEvaluator
 from common.monitoring import label_rollups
 from common.monitoring.feedback import record_feedback
 from common.monitoring.metrics import compute_window_metrics, metric_history
@@ -132,8 +133,14 @@ def test_figures_from_rollups_equal_the_raw_rows(session_factory):
             np.percentile(latencies, q, method="lower"), rel=0.011
         )
     assert m["avg_response_time"] == pytest.approx(latencies.mean())
-    correct = sum(r["prediction"] == str(i % 3) for i, r in enumerate(rows[:200]))
-    assert m["accuracy"] == pytest.approx(correct / 200)
+    truth = [str(i % 3) for i in range(200)]
+    held = ModelEvaluator().evaluate_predictions(
+        truth, [r["prediction"] for r in rows[:200]], ["0", "1", "2"]
+    )  # what scikit-learn says of the same labelled rows
+    assert m["accuracy"] == pytest.approx(held.accuracy)
+    assert (m["precision"], m["recall"], m["f1_score"]) == pytest.approx(
+        (held.precision, held.recall, held.f1_score)
+    )
     confidences = [r["confidence"] for r in rows]
     assert m["estimated_accuracy"] == pytest.approx(np.mean(confidences))
     assert m["data_quality"] == {"out_of_range": 40}
@@ -163,6 +170,22 @@ def test_a_regressor_s_errors_and_predicted_values(session_factory):
     (median,) = values.quantiles(0.5)
     assert median == pytest.approx(np.percentile(predicted, 50, method="lower"),
                                    rel=0.011)  # fmt: skip
+
+
+def test_macro_scores_match_scikit_learn_with_classes_never_predicted():
+    from common.monitoring.metrics import macro_scores
+
+    truth = ["a", "a", "b", "c", "c", "c", "d"]
+    predicted = ["a", "b", "b", "c", "a", "a", "a"]
+    pairs: dict[tuple[str, str], int] = {}
+    for p, t in zip(predicted, truth, strict=True):
+        pairs[(p, t)] = pairs.get((p, t), 0) + 1
+    held = ModelEvaluator().evaluate_predictions(truth, predicted, ["a", "b", "c", "d"])
+    scores = macro_scores(pairs)
+    assert scores["correct"] == 3
+    assert (scores["precision"], scores["recall"], scores["f1_score"]) == (
+        pytest.approx((held.precision, held.recall, held.f1_score))
+    )
 
 
 def test_merged_sketches_read_as_the_library_reads_one_sketch():

@@ -1,0 +1,271 @@
+"""Online backup and restore: the database, every version's artifact and the named
+datasets, with a manifest of sha256s, taken while the system serves.
+
+SQLite is copied with its backup API (a consistent snapshot; writers go on), and
+the artifacts listed in that copy are read, checked against their sha256 and
+copied. PostgreSQL is dumped with `pg_dump --format=custom` (one snapshot) and
+restored with `pg_restore`. The manifest is written last, so a backup cut short
+has none and is refused. Restoring goes into a fresh home only and checks every
+file first, naming each one that is missing or damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, inspect, make_url, text
+
+from common.clock import to_iso, utcnow
+from common.config import Settings
+from common.errors import ConflictError, DependencyError, InvalidInputError
+from common.jobs.scoring import OUTPUTS, UPLOADS
+from common.models.artifacts import artifact_url, verified_bytes, write_artifact_bytes
+from common.storage.db import make_engine
+from common.storage.migrate import current_revision, upgrade_database
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+SQLITE_FILE = "modelops.db"
+POSTGRES_FILE = "database.dump"
+ARTIFACTS = "artifacts"
+DATA = "data"
+TRANSIENT = (UPLOADS, OUTPUTS)  # batch-scoring files beat removes after a while
+Progress = Callable[[str], None]
+
+
+class BackupError(InvalidInputError):
+    """A backup that cannot be restored; `problems` names each file at fault."""
+
+
+def backup(
+    settings: Settings, directory: Path, progress: Progress = print
+) -> dict[str, Any]:
+    """Copy the database and the artifacts into `directory` (new or empty)."""
+    started = time.monotonic()
+    if directory.exists() and any(directory.iterdir()):
+        raise InvalidInputError(
+            f"{directory} is not empty: back up into a new directory"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        database = directory / SQLITE_FILE
+        _copy_sqlite(Path(url.database or ""), database, progress)
+        listing_url = f"sqlite:///{database}"
+    else:
+        database = directory / POSTGRES_FILE
+        progress("dumping PostgreSQL with pg_dump")
+        _run(["pg_dump", "--format=custom", "--no-owner", "--file", str(database),
+              _libpq_url(settings.database_url)])  # fmt: skip
+        listing_url = settings.database_url
+    versions = _versions(listing_url)
+    files = {database.name: _digest(database)}
+    for index, (path, sha256, size) in enumerate(versions, start=1):
+        data = verified_bytes(artifact_url(settings.artifact_dir, path), sha256, size)
+        target = directory / ARTIFACTS / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        files[f"{ARTIFACTS}/{path}"] = {"sha256": sha256, "size": len(data)}
+        progress(f"artifact {index}/{len(versions)}: {path}")
+    datasets = _datasets(Path(settings.data_dir))
+    for index, (relative, source) in enumerate(datasets, start=1):
+        target = directory / DATA / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        files[f"{DATA}/{relative}"] = _digest(target)
+        progress(f"dataset {index}/{len(datasets)}: {relative}")
+    revision = _revision(listing_url)
+    manifest = {
+        "format": FORMAT,
+        "created_at": to_iso(utcnow()),
+        "database": {
+            "kind": url.get_backend_name(),
+            "file": database.name,
+            "revision": revision,
+        },
+        "files": files,
+    }
+    temporary = directory / f".{MANIFEST}.tmp"
+    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    temporary.replace(directory / MANIFEST)  # last: a cut-short backup has none
+    return {"directory": str(directory), "database": database.name,
+            "artifacts": len(versions), "revision": revision,
+            "bytes": sum(f["size"] for f in files.values()),
+            "seconds": round(time.monotonic() - started, 2)}  # fmt: skip
+
+
+def verify(directory: Path) -> dict[str, Any]:
+    """The manifest of a complete, undamaged backup; BackupError naming every
+    missing, damaged or unexpected file otherwise."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise BackupError(f"{directory} has no {MANIFEST}: not a backup, or one that "
+                          "did not finish", directory=str(directory))  # fmt: skip
+    try:
+        manifest = json.loads(path.read_text())
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        database = manifest["database"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackupError(f"{path} is damaged: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise BackupError(f"backup format {manifest.get('format')!r} is not {FORMAT}")
+    problems = []
+    for name, expected in sorted(files.items()):
+        file = directory / name
+        if not file.is_file():
+            problems.append({"field": name, "code": "missing",
+                             "message": f"{name} is missing"})  # fmt: skip
+            continue
+        actual = _digest(file)
+        if actual != expected:
+            problems.append({"field": name, "code": "damaged", "message": (
+                f"{name} does not match the manifest (sha256 {actual['sha256'][:12]}, "
+                f"{actual['size']} bytes; expected {expected['sha256'][:12]}, "
+                f"{expected['size']} bytes)")})  # fmt: skip
+    if database.get("file") not in files:
+        problems.append({"field": "database", "code": "missing",
+                         "message": "the manifest lists no database file"})  # fmt: skip
+    if problems:
+        raise BackupError(f"the backup in {directory} is damaged: "
+                          + "; ".join(p["message"] for p in problems),
+                          problems=problems)  # fmt: skip
+    return manifest
+
+
+def restore(
+    settings: Settings, directory: Path, progress: Progress = print
+) -> dict[str, Any]:
+    """Restore a verified backup into a fresh home (no tables in its database)."""
+    manifest = verify(directory)
+    kind = manifest["database"]["kind"]
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != kind:
+        raise InvalidInputError(f"the backup holds a {kind} database; this home uses "
+                                f"{url.get_backend_name()}")  # fmt: skip
+    _require_fresh(settings)
+    source = directory / manifest["database"]["file"]
+    if kind == "sqlite":
+        target = Path(url.database or "")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(target.name + ".restoring")
+        shutil.copyfile(source, temporary)
+        temporary.replace(target)
+    else:
+        progress("restoring PostgreSQL with pg_restore")
+        _run(["pg_restore", "--no-owner", "--exit-on-error", "--dbname",
+              _libpq_url(settings.database_url), str(source)])  # fmt: skip
+    for name in manifest["files"]:
+        if name.startswith(f"{DATA}/"):
+            target = Path(settings.data_dir) / name.removeprefix(f"{DATA}/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(directory / name, target)
+    artifacts = [name for name in manifest["files"] if name.startswith(f"{ARTIFACTS}/")]
+    for index, name in enumerate(artifacts, start=1):
+        relative = name.removeprefix(f"{ARTIFACTS}/")
+        write_artifact_bytes((directory / name).read_bytes(),
+                             artifact_url(settings.artifact_dir, relative))  # fmt: skip
+        progress(f"artifact {index}/{len(artifacts)}: {relative}")
+    engine = make_engine(settings)
+    try:
+        upgrade_database(engine)  # a backup of an older release is brought up to date
+        revision = current_revision(engine)
+    finally:
+        engine.dispose()
+    return {"directory": str(directory), "artifacts": len(artifacts),
+            "revision": revision}  # fmt: skip
+
+
+def _copy_sqlite(source: Path, target: Path, progress: Progress) -> None:
+    if not source.is_file():
+        raise InvalidInputError(f"no database at {source}")
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    try:
+        progress(f"copying the database ({source.stat().st_size:,} bytes)")
+        # One step: a read transaction holds the snapshot while writers go on (WAL);
+        # a copy in steps would start over each time another connection writes.
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+    finally:
+        dst.close()
+        src.close()
+
+
+def _datasets(root: Path) -> list[tuple[str, Path]]:
+    """Named datasets (what retrains read), not batch-scoring files."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        (path.relative_to(root).as_posix(), path)
+        for path in root.rglob("*")
+        if path.is_file() and path.relative_to(root).parts[0] not in TRANSIENT
+    )
+
+
+def _versions(url: str) -> list[tuple[str, str, int | None]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT artifact_path, sha256, size_bytes FROM model_versions")
+            ).all()
+    finally:
+        engine.dispose()
+    return [(path, sha256, size) for path, sha256, size in rows]
+
+
+def _revision(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def _require_fresh(settings: Settings) -> None:
+    engine = make_engine(settings)
+    try:
+        tables = inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    if tables:
+        raise ConflictError(
+            "restore goes into a fresh home: this one's database already has tables "
+            f"({', '.join(sorted(tables)[:5])}, ...)", tables=len(tables),
+        )  # fmt: skip
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
+
+
+def _libpq_url(database_url: str) -> str:
+    """The URL as libpq's tools read it (no SQLAlchemy driver suffix)."""
+    return (
+        make_url(database_url)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
+
+
+def _run(command: list[str]) -> None:
+    if shutil.which(command[0]) is None:
+        raise DependencyError(
+            f"{command[0]} is not installed: the PostgreSQL client tools are needed "
+            "to back up and restore PostgreSQL"
+        )
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DependencyError(f"{command[0]} failed: {done.stderr.strip()[-2000:]}")

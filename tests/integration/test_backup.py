@@ -1,0 +1,149 @@
+"""Backup while predictions are written, restore into a fresh home: the same
+champions, versions, history and labels; a damaged backup is refused by name."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from common.config import Settings, get_settings
+from common.monitoring.metrics import compute_window_metrics
+from common.storage.db import make_engine, make_session_factory, session_scope
+from common.storage.migrate import upgrade_database
+from common.storage.tables import FeedbackLabel, PredictionLog
+from services.cli import main
+from tests.conftest import train_champion
+from tests.logged import logged
+
+pytestmark = pytest.mark.integration
+
+
+def _home(path: Path) -> Settings:
+    return Settings(home=str(path), demo_rows=600, profile_sample_size=200)
+
+
+@pytest.fixture
+def serving_home(tmp_path):
+    """A SQLite home with two versions, logged predictions and labels."""
+    settings = _home(tmp_path / "live")
+    engine = make_engine(settings)
+    upgrade_database(engine)
+    factory = make_session_factory(engine)
+    data = Path(settings.data_dir)
+    (data / "uploads").mkdir(parents=True)
+    (data / "base.csv").write_text("age,churned\n40,1\n")  # a retrain's source
+    (data / "uploads" / "batch.csv").write_text("age\n40\n")  # beat removes these
+    with session_scope(factory) as session:
+        train_champion(session, settings)
+        version = train_champion(session, settings)
+        for index in range(50):
+            logged(session, model_version_id=version.id, prediction="1",
+                   label="1" if index % 5 else "0")  # fmt: skip
+    yield settings, factory
+    engine.dispose()
+
+
+def _cli(home: Path, *args: str):
+    """A command as a user runs it in `home` (a new process reads its settings)."""
+    get_settings.cache_clear()
+    env = {"MODELOPS_HOME": str(home), "MODELOPS_DATABASE_URL": None,
+           "MODELOPS_CONFIG_FILE": str(home / "absent.toml")}  # fmt: skip
+    try:
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    finally:
+        get_settings.cache_clear()
+
+
+def _state(settings: Settings) -> dict:
+    engine = make_engine(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            window = compute_window_metrics(session, "default", minutes=60)
+            return {
+                "champion": _cli_champion(session),
+                "logged": session.scalar(select(func.count(PredictionLog.id))),
+                "labels": session.scalar(select(func.count(FeedbackLabel.id))),
+                "requests": window["request_count"],
+                "accuracy": window["accuracy"],
+            }
+    finally:
+        engine.dispose()
+
+
+def _cli_champion(session) -> int | None:
+    from common.storage.tables import Champion, ModelVersion
+
+    return session.scalar(
+        select(ModelVersion.version).join(
+            Champion, Champion.model_version_id == ModelVersion.id
+        )
+    )
+
+
+def test_a_backup_taken_while_serving_restores_into_a_fresh_home(
+    serving_home, tmp_path
+):
+    settings, factory = serving_home
+    stop = threading.Event()
+
+    def keep_logging() -> None:  # the API's writer goes on during the backup
+        while not stop.is_set():
+            with session_scope(factory) as session:
+                logged(session, prediction="1")
+
+    writer = threading.Thread(target=keep_logging)
+    writer.start()
+    try:
+        done = _cli(Path(settings.home), "backup", str(tmp_path / "backup"))
+    finally:
+        stop.set()
+        writer.join()
+    assert done.exit_code == 0, done.output
+    assert "2 artifacts" in done.output
+    restored = _cli(tmp_path / "fresh", "restore", str(tmp_path / "backup"))
+    assert restored.exit_code == 0, restored.output
+    fresh = _home(tmp_path / "fresh")
+    assert (Path(fresh.data_dir) / "base.csv").read_text() == "age,churned\n40,1\n"
+    assert not (Path(fresh.data_dir) / "uploads").exists()
+    state = _state(fresh)
+    assert state["champion"] == 2 and state["labels"] == 50
+    assert state["requests"] == state["logged"] >= 50  # rows and rollups agree
+    assert state["accuracy"] == pytest.approx(0.8)
+    from common.models import registry
+
+    engine = make_engine(fresh)
+    with session_scope(make_session_factory(engine)) as session:
+        champion = registry.get_champion(session, fresh).model_version
+        assert registry.load_model(fresh, champion) is not None  # sha256 checked
+    engine.dispose()
+    again = _cli(tmp_path / "fresh", "restore", str(tmp_path / "backup"))
+    assert again.exit_code != 0 and "fresh home" in again.output
+
+
+@pytest.mark.parametrize("damage", ["artifact", "database", "manifest"])
+def test_a_damaged_backup_is_refused_and_names_what_is_wrong(
+    serving_home, tmp_path, damage
+):
+    settings, _ = serving_home
+    backup = tmp_path / "backup"
+    assert _cli(Path(settings.home), "backup", str(backup)).exit_code == 0
+    if damage == "artifact":
+        artifact = next((backup / "artifacts").rglob("*.joblib"))
+        data = bytearray(artifact.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        artifact.write_bytes(bytes(data))
+        words = f"artifacts/{artifact.relative_to(backup / 'artifacts')} does not match"
+    elif damage == "database":
+        (backup / "modelops.db").unlink()
+        words = "modelops.db is missing"
+    else:
+        (backup / "manifest.json").unlink()
+        words = "has no manifest.json"
+    refused = _cli(tmp_path / "fresh", "restore", str(backup))
+    assert refused.exit_code != 0
+    assert words in refused.output
+    assert not (tmp_path / "fresh" / "modelops.db").exists()  # nothing half-restored
