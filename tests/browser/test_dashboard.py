@@ -74,14 +74,12 @@ def test_overview_shows_cards_and_live_charts_after_traffic(tab: Tab) -> None:
     expect(page.locator("#cards .card")).to_have_count(7)
     expect(page.locator("#serving")).to_contain_text("serving v1")
     expect(page.locator("#cards")).to_contain_text("95% CI")
-    before = page.evaluate("Chart.getChart(document.getElementById('chart-volume'))"
-                           ".data.labels.length")  # fmt: skip
+    volume = ("JSON.stringify(Chart.getChart(document.getElementById('chart-volume'))"
+              ".data.datasets[0].data)")  # fmt: skip
+    before = page.evaluate(volume)
     page.wait_for_function(
-        "n => Chart.getChart(document.getElementById('chart-volume'))"
-        ".data.labels.length > n",
-        arg=before,
-        timeout=30_000,
-    )  # new snapshots arrive without a reload
+        f"before => {volume} !== before", arg=before, timeout=30_000
+    )  # the current minute's traffic is redrawn without a reload
     policy = page.locator("#policy")
     expect(policy).to_contain_text("Retraining policy:")  # its decision and why
     assert policy.get_attribute("data-decision") in POLICY_DECISIONS
