@@ -140,6 +140,8 @@ class RollupWriter:
     ) -> dict[RollupKey, MinuteCounts]:
         """Count `rows` into copies of their states and write them in `session`."""
         touched: dict[RollupKey, MinuteCounts] = {}
+        rows = list(rows)
+        tasks = self._tasks_of(session, {row["model"] for row in rows})
         for row in rows:
             version = int(row.get("model_version_id") or 0)
             key = (row["model"], minute_of(row["created_at"]), version,
@@ -147,7 +149,7 @@ class RollupWriter:
             state = touched.get(key)
             if state is None:
                 state = touched[key] = self._copy_of(session, key)
-            state.add(row, self._task(session, key[0]))
+            state.add(row, tasks[key[0]])
         upsert(
             session, PredictionRollup,
             [{"model": k[0], "minute": k[1], "model_version_id": k[2], "arm": k[3],
@@ -188,11 +190,13 @@ class RollupWriter:
                 return MinuteCounts.from_row(stored)
         return MinuteCounts()
 
-    def _task(self, session: Session, model: str) -> str:
-        task = self._tasks.get(model)
-        if task is None:  # a model's task never changes, so it is read once
-            task = session.scalar(select(Model.task).where(Model.name == model))
-            if task is None:
-                return "classification"
-            self._tasks[model] = task
-        return task
+    def _tasks_of(self, session: Session, models: set[str]) -> dict[str, str]:
+        """Each model's task: read once per model (it never changes); a name with
+        no model row yet (a refused request) counts as classification."""
+        missing = models - self._tasks.keys()
+        if missing:
+            found = session.execute(
+                select(Model.name, Model.task).where(Model.name.in_(missing))
+            )
+            self._tasks.update({name: task for name, task in found})
+        return {name: self._tasks.get(name, "classification") for name in models}

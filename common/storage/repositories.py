@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from common.storage.log_insert import insert_log_rows
 from common.storage.tables import (
     AuditEvent,
     Champion,
@@ -67,9 +68,8 @@ def find_champion_generation(session: Session, name: str) -> tuple[int, int] | N
 
 
 def insert_prediction_logs(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Bulk-insert prediction log rows in one statement batch."""
-    if rows:
-        session.execute(insert(PredictionLog), rows)
+    """Bulk-insert prediction log rows straight through the driver (log_insert)."""
+    insert_log_rows(session, rows)
 
 
 def find_prediction_targets(

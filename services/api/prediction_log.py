@@ -2,8 +2,13 @@
 
 Rows wait in a bounded in-memory spool and are written in batches, one transaction
 per batch, with the per-minute rollups they add to and the labels that came before
-them. If the database refuses, the rows stay and are retried; only when the spool
-is full are the oldest dropped, and every dropped row is counted.
+them. A deep spool is written in larger transactions (up to TRANSACTION_BATCHES
+batches), which is what lets the log keep up with batched traffic. While the
+database accepts writes, a request that finds the spool past its high-water mark
+waits (briefly) for the writer rather than have rows dropped: under load the log
+sets the pace. If the database refuses, the rows stay and are retried and requests
+do not wait; only when the spool is full are the oldest dropped, and every dropped
+row is counted.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from services.api.prometheus import (
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_SECONDS = 1.0
+TRANSACTION_BATCHES = 10  # a deep spool goes out up to 10 batches a transaction
+HIGH_WATER = 0.5  # of the spool: past it, requests wait for a healthy writer
+BACKPRESSURE_WAIT_SECONDS = 5.0  # the longest one request waits for it
 
 
 class PredictionLogWriter:
@@ -46,6 +54,8 @@ class PredictionLogWriter:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
+        self._drained = threading.Condition(self._lock)
+        self._healthy = True  # the last write went through
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rollups = RollupWriter()
@@ -58,10 +68,18 @@ class PredictionLogWriter:
         return len(self._spool)
 
     def add(self, rows: list[dict[str, Any]]) -> None:
-        """Hand over rows; O(1) for the request, no database call."""
+        """Hand over rows; no database call. Waits only while the spool is past its
+        high-water mark and the database is taking writes (the writer catches up)."""
         if self._thread is None:
             self.start()
         with self._lock:
+            high_water = self.capacity * HIGH_WATER
+            if len(self._spool) >= high_water and self._healthy:
+                self._wake.set()
+                self._drained.wait_for(
+                    lambda: len(self._spool) < high_water or not self._healthy,
+                    timeout=BACKPRESSURE_WAIT_SECONDS,
+                )
             overflow = len(self._spool) + len(rows) - self.capacity
             if overflow > 0:
                 for _ in range(min(overflow, len(self._spool))):
@@ -113,9 +131,8 @@ class PredictionLogWriter:
                 with self._lock:
                     waiting = len(self._spool)
                     take = 0 if full_only and waiting < self.batch_size else waiting
-                    batch = [
-                        self._spool.popleft() for _ in range(min(self.batch_size, take))
-                    ]
+                    size = min(self.batch_size * TRANSACTION_BATCHES, take)
+                    batch = [self._spool.popleft() for _ in range(size)]
                     LOG_PENDING.set(len(self._spool))
                 if not batch:
                     return True
@@ -128,11 +145,16 @@ class PredictionLogWriter:
                     with self._lock:
                         self._spool.extendleft(reversed(batch))
                         LOG_PENDING.set(len(self._spool))
+                        self._healthy = False  # requests stop waiting for it
+                        self._drained.notify_all()
                     self.write_failures += 1
                     LOG_WRITE_FAILURES.inc()
                     log.warning("prediction log write failed, will retry: %s", exc)
                     return False
                 self._count_written(len(batch))
+                with self._lock:
+                    self._healthy = True
+                    self._drained.notify_all()
 
     def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
         """A batch with a row the schema refuses: keep the others, count that one."""

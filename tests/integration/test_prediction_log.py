@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
+from common.storage import repositories
 from common.storage.tables import FeedbackLabel, PredictionLog
 from services.api.app import create_app, stop_background
 from tests.integration.conftest import promote_new_version
@@ -29,17 +30,15 @@ def _count(engine, query):
         return connection.execute(query).scalar()
 
 
-def test_every_prediction_is_logged_in_batches_not_per_request(slow_flush_app, row):
+def test_every_prediction_is_logged_in_batches_not_per_request(
+    slow_flush_app, row, monkeypatch
+):
     engine = slow_flush_app.extensions["engine"]
-    writes = []  # statements that write log rows (the model cache's polls commit too)
-    event.listen(
-        engine,
-        "before_cursor_execute",
-        lambda _conn, _cursor, statement, *_: (
-            statement.lstrip().upper().startswith("INSERT INTO PREDICTION_LOGS")
-            and writes.append(1)
-        ),
-    )
+    writes = []  # driver-level inserts (executemany or COPY) of log rows
+    insert = repositories.insert_log_rows
+    monkeypatch.setattr(repositories, "insert_log_rows",
+                        lambda session, rows: (writes.append(len(rows)),
+                                               insert(session, rows)))  # fmt: skip
     client = slow_flush_app.test_client()
     ids = [
         client.post("/predict", json={"features": {**row, "age": 20 + i}}).json[
@@ -51,7 +50,7 @@ def test_every_prediction_is_logged_in_batches_not_per_request(slow_flush_app, r
     ids += [p["prediction_id"] for p in batch["predictions"]]
     stop_background(slow_flush_app)  # graceful shutdown flushes the rest
     assert _count(engine, select(func.count()).select_from(PredictionLog)) == 50
-    assert len(writes) == 3  # 50 rows as 20 + 20 + 10, not one write per request
+    assert sum(writes) == 50 and len(writes) <= 3  # batches, not one per request
     with engine.connect() as connection:
         logged = connection.execute(
             select(PredictionLog).where(PredictionLog.prediction_id == ids[3])
