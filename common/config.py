@@ -215,8 +215,10 @@ class Settings:
     broker_publish_timeout_seconds: float = _doc(
         "Longest an API call waits to hand a job to Redis before answering 503.", 2.0
     )
-    retrain_feedback_days: int = _doc(
-        "Labelled predictions of this many recent days join the training set.", 30
+    retrain_feedback_days: float = _doc(
+        "Labelled predictions of this many recent days join the training set (and "
+        "are kept that long).",
+        30.0,
     )
     gate_f1_tolerance: float = _doc(
         "A challenger is promoted unless its F1 is below the champion's by more.", 0.01
@@ -491,7 +493,7 @@ _POSITIVE = (
     "predict_timeout_ms", "max_batch_instances", "max_request_bytes",
     "microbatch_max_rows", "model_poll_ms", "prediction_log_batch_size",
     "prediction_log_flush_ms", "prediction_log_spool_size",
-    "retrain_time_limit_seconds", "default_time_limit_seconds", "retrain_feedback_days",
+    "retrain_time_limit_seconds", "default_time_limit_seconds",
     "jobs_page_size", "score_time_limit_seconds", "score_chunk_rows",
     "upload_max_bytes", "file_retention_hours", "job_heartbeat_seconds",
     "job_stall_seconds", "drift_min_rows", "metrics_window_minutes",
@@ -505,8 +507,9 @@ _POSITIVE = (
 )  # fmt: skip
 # Fractions allowed: a soak test keeps minutes (0.01 days is about 14 minutes).
 _RETENTION_DAYS = (
-    "prediction_retention_days", "rollup_retention_days", "snapshot_retention_days",
-    "drift_report_retention_days", "job_retention_days", "alert_retention_days",
+    "retrain_feedback_days", "prediction_retention_days", "rollup_retention_days",
+    "snapshot_retention_days", "drift_report_retention_days", "job_retention_days",
+    "alert_retention_days",
 )  # fmt: skip
 
 
