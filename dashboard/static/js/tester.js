@@ -35,6 +35,9 @@ function formBody(schema) {
 }
 
 async function predict(body) {
+  // A model's first answer in an API process includes loading it: say that it was sent.
+  fill($("#try-status"), "sending…");
+  $("#try-status").className = "";
   const started = performance.now();
   let status = 0;
   let data = null;
