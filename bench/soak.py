@@ -52,13 +52,11 @@ def settings_env(retention_minutes: float) -> dict[str, str]:
     return {
         "MODELOPS_PREDICTION_RETENTION_DAYS": days,
         "MODELOPS_RETRAIN_FEEDBACK_DAYS": days,
-        "MODELOPS_SNAPSHOT_RETENTION_DAYS": days,
         "MODELOPS_DRIFT_REPORT_RETENTION_DAYS": days,
         "MODELOPS_JOB_RETENTION_DAYS": days,
         "MODELOPS_ALERT_RETENTION_DAYS": days,
         "MODELOPS_PRUNE_SECONDS": "30",
         "MODELOPS_DRIFT_CHECK_SECONDS": "60",
-        "MODELOPS_METRICS_SNAPSHOT_SECONDS": "30",
         "MODELOPS_MONITOR_INTERVAL_SECONDS": "15",
         "MODELOPS_LOG_LEVEL": "INFO",
     }
@@ -266,6 +264,11 @@ def main() -> None:
             "steady_max": round(max(s[name] for s in steady), 2) if steady else None,
             "slope_per_hour": round(slope_per_hour([s["t"] for s in steady],
                                                    [s[name] for s in steady]), 3),
+            # Warm-up (imports, first loads) ends within the steady part: the slope of
+            # its later half says whether a series still grows.
+            "late_slope_per_hour": round(slope_per_hour(
+                [s["t"] for s in steady[len(steady) // 2:]],
+                [s[name] for s in steady[len(steady) // 2:]]), 3),
         }
         for name in series
     }  # fmt: skip

@@ -44,6 +44,12 @@ SKLEARN_TREES = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
 RENAMED = {"MODELOPS_MODEL_NAME": "MODELOPS_DEFAULT_MODEL"}
+# Settings that no longer do anything: refused with the reason (no dead knobs).
+RETIRED = {
+    "metrics_snapshot_seconds": "the history charts read the per-minute rollups; "
+    "beat no longer stores metric snapshots",
+    "snapshot_retention_days": "metric snapshots are no longer stored",
+}
 
 
 def _doc(text: str, default: Any) -> Any:
@@ -257,9 +263,6 @@ class Settings:
         "Per-minute rollups (what /metrics and the charts read) are kept this long.",
         365.0,
     )
-    snapshot_retention_days: float = _doc(
-        "Stored metric snapshots are kept this long.", 30.0
-    )
     drift_report_retention_days: float = _doc("Drift reports are kept this long.", 90.0)
     job_retention_days: float = _doc(
         "Finished jobs are kept this long (those that made a version, always).", 90.0
@@ -273,12 +276,7 @@ class Settings:
         "writer never waits long.",
         5000,
     )
-    metrics_window_minutes: int = _doc(
-        "The window GET /metrics reports on, and each snapshot covers.", 15
-    )
-    metrics_snapshot_seconds: int = _doc(
-        "How often beat stores a metrics snapshot for the history charts.", 60
-    )
+    metrics_window_minutes: int = _doc("The window GET /metrics reports on.", 15)
     drift_check_seconds: int = _doc(
         "How often beat checks the champion's recent inputs for drift.", 300
     )
@@ -497,7 +495,7 @@ _POSITIVE = (
     "jobs_page_size", "score_time_limit_seconds", "score_chunk_rows",
     "upload_max_bytes", "file_retention_hours", "job_heartbeat_seconds",
     "job_stall_seconds", "drift_min_rows", "metrics_window_minutes",
-    "metrics_snapshot_seconds", "drift_check_seconds", "monitor_interval_seconds",
+    "drift_check_seconds", "monitor_interval_seconds",
     "job_republish_seconds",
     "drift_window_rows",
     "retrain_drift_k", "retrain_drift_n", "retrain_min_labels", "retrain_retry_minutes",
@@ -508,7 +506,7 @@ _POSITIVE = (
 # Fractions allowed: a soak test keeps minutes (0.01 days is about 14 minutes).
 _RETENTION_DAYS = (
     "retrain_feedback_days", "prediction_retention_days", "rollup_retention_days",
-    "snapshot_retention_days", "drift_report_retention_days", "job_retention_days",
+    "drift_report_retention_days", "job_retention_days",
     "alert_retention_days",
 )  # fmt: skip
 
@@ -553,6 +551,8 @@ def _field_name(key: str) -> str:
     name = key.removeprefix(ENV_PREFIX).lower()
     if key in RENAMED:
         raise ConfigError(f"{key} is now {RENAMED[key]}", key=key)
+    if name in RETIRED:
+        raise ConfigError(f"{key} is retired ({RETIRED[name]}): remove it", key=key)
     if name not in _types() or name in _INTERNAL:
         raise ConfigError(f"unknown setting {key}", key=key)
     return name
@@ -594,6 +594,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     types = _types()
     values: dict[str, Any] = {}
     for name, value in data.items():
+        if name in RETIRED:
+            raise ConfigError(f"{name!r} in {path} is retired ({RETIRED[name]}): "
+                              "remove it", file=str(path))  # fmt: skip
         if name not in types or name in _INTERNAL:
             raise ConfigError(f"unknown setting {name!r} in {path}", file=str(path))
         values[name] = _toml_value(path, name, value, types[name])

@@ -34,7 +34,6 @@ from common.storage.tables import (
     FeedbackLabel,
     Job,
     LabelRollup,
-    MetricSnapshot,
     ModelVersion,
     PredictionLog,
     PredictionRollup,
@@ -121,7 +120,6 @@ def _clear(
     session.execute(delete(FeedbackLabel).where(FeedbackLabel.prediction_id.in_(ids)))
     session.execute(delete(Alert).where(Alert.model == name))
     session.execute(delete(DriftReport).where(DriftReport.model == name))
-    session.execute(delete(MetricSnapshot).where(MetricSnapshot.model == name))
     session.execute(delete(PredictionLog).where(PredictionLog.model == name))
     session.execute(delete(PredictionRollup).where(PredictionRollup.model == name))
     session.execute(delete(LabelRollup).where(LabelRollup.model == name))

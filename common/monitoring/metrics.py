@@ -18,7 +18,6 @@ from common.storage.tables import (
     Alert,
     AuditEvent,
     DriftReport,
-    MetricSnapshot,
     ModelVersion,
 )
 
@@ -165,25 +164,6 @@ def count_open_alerts(session: Session, model: str | None = None) -> int:
     if model is not None:
         query = query.where(Alert.model == model)
     return session.scalar(query) or 0
-
-
-def record_snapshot(
-    session: Session, model: str, minutes: float, task: str = "classification"
-) -> MetricSnapshot:
-    """Store the current window's metrics of `model` for the history charts."""
-    metrics = compute_window_metrics(session, model, minutes=minutes, task=task)
-    now = utcnow()
-    snapshot = MetricSnapshot(
-        model=model,
-        window_start=now - timedelta(minutes=minutes),
-        window_end=now,
-        prediction_count=metrics["prediction_count"],
-        accuracy=metrics["accuracy"],
-        metrics=metrics,
-    )
-    session.add(snapshot)
-    session.flush()
-    return snapshot
 
 
 def metric_history(

@@ -29,7 +29,6 @@ from common.storage.tables import (
     FeedbackLabel,
     Job,
     LabelRollup,
-    MetricSnapshot,
     ModelVersion,
     PredictionLog,
     PredictionRollup,
@@ -58,7 +57,6 @@ def cutoffs(settings: Settings, now: datetime) -> dict[str, datetime]:
             max(settings.prediction_retention_days, feedback_days)
         ),
         "rollups": days(settings.rollup_retention_days),
-        "metric_snapshots": days(settings.snapshot_retention_days),
         "drift_reports": days(settings.drift_report_retention_days),
         "jobs": days(settings.job_retention_days),
         "alerts": days(settings.alert_retention_days),
@@ -93,8 +91,6 @@ def prune(
             not_(exists().where(
                 PredictionLog.prediction_id == FeedbackLabel.prediction_id)),
         ), None),  # labels of predictions never logged
-        ("metric_snapshots", MetricSnapshot,
-         MetricSnapshot.created_at < limit["metric_snapshots"], None),
         ("drift_reports", DriftReport,
          DriftReport.created_at < limit["drift_reports"], None),
         ("jobs", Job, and_(Job.state.in_(FINISHED), Job.finished_at < limit["jobs"],

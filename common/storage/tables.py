@@ -266,24 +266,6 @@ class LabelRollup(Base):
     label_sq_sum: Mapped[float] = mapped_column(Float, default=0.0)
 
 
-class MetricSnapshot(Base):
-    """Metrics of one window, written periodically for the history charts."""
-
-    __tablename__ = "metric_snapshots"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model: Mapped[str] = mapped_column(MODEL_NAME, server_default="default", index=True)
-    model_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
-    )
-    window_start: Mapped[datetime] = mapped_column(Timestamp)
-    window_end: Mapped[datetime] = mapped_column(Timestamp)
-    prediction_count: Mapped[int] = mapped_column(Integer, default=0)
-    accuracy: Mapped[float | None] = mapped_column(Float)
-    metrics: Mapped[dict[str, Any]] = mapped_column()
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
-
-
 class DriftReport(Base):
     """One drift check of recent inputs against the champion's reference profile."""
 

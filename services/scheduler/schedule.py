@@ -15,7 +15,6 @@ from common.config import Settings
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Return beat's schedule for `settings`."""
     stall_check = timedelta(seconds=max(5, settings.job_stall_seconds // 3))
-    snapshot_every = timedelta(seconds=settings.metrics_snapshot_seconds)
     drift_every = timedelta(seconds=settings.drift_check_seconds)
     monitor_every = timedelta(seconds=settings.monitor_interval_seconds)
     plan: dict[str, dict[str, Any]] = {
@@ -39,11 +38,6 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": names.COUNT_LABELS,
             "schedule": monitor_every,
             "options": {"expires": monitor_every.total_seconds()},
-        },
-        "metrics-snapshot": {
-            "task": names.SNAPSHOT_METRICS,
-            "schedule": snapshot_every,
-            "options": {"expires": snapshot_every.total_seconds()},
         },
         "requeue-stalled-jobs": {
             "task": names.REQUEUE_STALLED_JOBS,

@@ -345,7 +345,7 @@ def test_a_registered_model_gets_its_own_pages_and_the_switcher_keeps_it(
     expect(page.locator("#try-path")).to_have_text("POST /models/income/predict")
     expect(page.locator("#try-fields .field")).to_have_count(4)
     page.click("#try-form button[type=submit]")
-    # The first answer loads the new model into this API process: seconds on a busy machine.
+    # The first answer loads the new model into this API process: slow on a busy box.
     expect(page.locator("#try-status")).to_have_text("HTTP 200", timeout=30_000)
     expect(page.locator("#try-response")).to_contain_text('"model": "income"')
     page.reload()  # a reload keeps the model

@@ -169,3 +169,14 @@ def test_settings_per_model_override_only_what_a_model_may_change(tmp_path):
     with pytest.raises(ConfigError, match="MODELOPS_MODEL_NAME is now "
                        "MODELOPS_DEFAULT_MODEL"):  # fmt: skip
         Settings.from_env({"MODELOPS_MODEL_NAME": "x"})
+
+
+def test_a_retired_setting_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(ConfigError, match=r"MODELOPS_METRICS_SNAPSHOT_SECONDS is "
+                       r"retired .*per-minute rollups.*remove it"):  # fmt: skip
+        Settings.from_env({"MODELOPS_METRICS_SNAPSHOT_SECONDS": "60"})
+    toml = tmp_path / "modelops.toml"
+    toml.write_text("snapshot_retention_days = 30\n")
+    with pytest.raises(ConfigError, match=r"'snapshot_retention_days' in .* is "
+                       "retired"):  # fmt: skip
+        Settings.from_env({"MODELOPS_CONFIG_FILE": str(toml)})

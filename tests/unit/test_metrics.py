@@ -9,7 +9,6 @@ from common.clock import utcnow
 from common.monitoring.metrics import (
     compute_window_metrics,
     metric_history,
-    record_snapshot,
     wilson_interval,
 )
 from common.monitoring.prediction_log import log_predictions
@@ -148,7 +147,6 @@ def test_the_history_has_each_bucket_s_own_figures(session_factory):
             _log(session, label="1", latency=20.0, age_minutes=3)
         _log(session, label="0", latency=40.0, age_minutes=3)
         _log(session, label="1", latency=10.0)
-        record_snapshot(session, "default", 15)
     with session_scope(session_factory) as session:
         history = metric_history(session, "default", hours=1)
     assert len(history) in (60, 61) and history[0]["bucket_minutes"] == 1

@@ -14,7 +14,6 @@ from common.monitoring import (
     alerts,
     drift_checks,
     label_rollups,
-    metrics,
     retraining_policy,
     webhooks,
 )
@@ -33,20 +32,6 @@ def _fan_out(task: str, only: Callable[[str], bool] = lambda name: True) -> list
     for name in models:
         enqueue(app, task, name)
     return models
-
-
-@app.task(name=names.SNAPSHOT_METRICS)
-def snapshot_metrics(model: str | None = None) -> int | list[str]:
-    """Store a model's current window for the history charts; returns the snapshot
-    id (or, called without a model, the models it fanned out to)."""
-    if model is None:
-        return _fan_out(names.SNAPSHOT_METRICS)
-    scoped = settings.for_model(model)
-    with session_scope(session_factory(settings)) as session:
-        task = catalog.get_model(session, model).task
-        return metrics.record_snapshot(
-            session, model, scoped.metrics_window_minutes, task
-        ).id
 
 
 @app.task(name=names.COUNT_LABELS)
