@@ -22,19 +22,21 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import create_engine, make_url, text
 
 from bench.predict import server_commands, start
 from common.config import Settings
 from common.data import synthetic
 from common.data.datasets import Dataset
 from common.models.lifecycle import train_version
-from common.storage.db import make_engine, make_session_factory, session_scope
+from common.storage.db import (
+    make_engine,
+    make_session_factory,
+    scratch_schema,
+    session_scope,
+)
 from common.storage.migrate import upgrade_database
 from services.launcher import free_port
 
@@ -91,20 +93,8 @@ def own_schema(database_url: str | None) -> Iterator[str | None]:
     if not database_url:
         yield None
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(database_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield (
-            make_url(database_url)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema(database_url, "bench") as url:
+        yield url
 
 
 def main() -> None:

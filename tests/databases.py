@@ -4,15 +4,11 @@ one through `MODELOPS_TEST_DATABASE_URL` (`.ci/run` sets it when PostgreSQL answ
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
 from common.config import Settings
-from common.storage.db import make_engine
+from common.storage.db import make_engine, scratch_schema
 from common.storage.migrate import upgrade_database
 
 # Taken out of the environment: it is the suite's option, not a setting, and the
@@ -24,13 +20,6 @@ POSTGRES_URL = os.environ.pop("MODELOPS_TEST_DATABASE_URL", "") or os.environ.ge
 )
 if POSTGRES_URL:
     os.environ["TEST_POSTGRES_URL"] = POSTGRES_URL
-
-
-def _postgres_schema_url(schema: str) -> str:
-    url = make_url(POSTGRES_URL).update_query_dict(
-        {"options": f"-csearch_path={schema}"}
-    )
-    return url.render_as_string(hide_password=False)
 
 
 # The integration suite runs once per backend here; without PostgreSQL it is not
@@ -46,16 +35,8 @@ def empty_database(settings: Settings, backend: str) -> Iterator[Settings]:
     if backend == "sqlite":
         yield settings
         return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield settings.with_overrides(database_url=_postgres_schema_url(schema))
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema(POSTGRES_URL, "t") as url:
+        yield settings.with_overrides(database_url=url)
 
 
 @contextmanager

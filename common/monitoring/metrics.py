@@ -39,6 +39,14 @@ NO_ERRORS = {"mae": None, "rmse": None, "r2": None}  # a classifier's regression
 HISTORY_POINTS = 360  # buckets in a history, whatever its length
 
 
+def _window_start(
+    session: Session, model: str, since: datetime, until: datetime
+) -> datetime:
+    """`since`, or a demo reset within the window: what came before it is gone."""
+    reset = last_reset_at(session, model)
+    return reset if reset is not None and since < reset <= until else since
+
+
 def compute_window_metrics(
     session: Session,
     model: str,
@@ -56,10 +64,7 @@ def compute_window_metrics(
     carried; predictions count rows. After a demo reset the window starts there.
     """
     until = until or utcnow()
-    since = until - timedelta(minutes=minutes)
-    reset = last_reset_at(session, model)
-    if reset is not None and since < reset <= until:
-        since = reset
+    since = _window_start(session, model, until - timedelta(minutes=minutes), until)
     number = version.version if version is not None else None
     version_id = version.id if version is not None else None
     totals = rollup_reads.window_totals(session, model, since, until, version_id)
@@ -172,10 +177,7 @@ def metric_history(
     """`model`'s last `hours` in at most HISTORY_POINTS buckets, oldest first, each
     with the figures of its own minutes (from the rollups, so empty buckets too)."""
     until = utcnow()
-    since = until - timedelta(hours=hours)
-    reset = last_reset_at(session, model)
-    if reset is not None and since < reset <= until:
-        since = reset
+    since = _window_start(session, model, until - timedelta(hours=hours), until)
     width = max(1, math.ceil(hours * 60 / HISTORY_POINTS))
     points = []
     for start, totals in rollup_reads.bucket_totals(

@@ -4,6 +4,7 @@ connection, so several processes can write without "database is locked"."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,3 +77,22 @@ def check_database(engine: Engine) -> None:
             connection.execute(text("SELECT 1"))
     except OperationalError as exc:
         raise DependencyError("database unreachable", reason=str(exc.orig)) from exc
+
+
+@contextmanager
+def scratch_schema(database_url: str, prefix: str) -> Iterator[str]:
+    """A PostgreSQL URL whose tables live in a new schema of their own, dropped on
+    exit: tests and benchmarks share one database without seeing each other."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(database_url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = make_url(database_url).update_query_dict(
+            {"options": f"-csearch_path={schema}"}
+        )
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -203,7 +203,19 @@ class FeedbackLabel(Base):
     pending: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
-class PredictionRollup(Base):
+class RollupKey:
+    """The key every rollup row starts with: one model version's minute, per arm."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(MODEL_NAME)
+    minute: Mapped[datetime] = mapped_column(Timestamp)
+    # The version's row id (0: a request refused before any model answered): a
+    # number is reused after a demo reset, an id never is.
+    model_version_id: Mapped[int] = mapped_column(Integer)
+    arm: Mapped[str] = mapped_column(String(20), default="", server_default="")
+
+
+class PredictionRollup(RollupKey, Base):
     """One minute of one model version's answers, as one writer (an API process)
     counted them: what `/metrics`, the history and Prometheus read instead of the log.
 
@@ -217,13 +229,6 @@ class PredictionRollup(Base):
                          name="uq_prediction_rollups_key"),
     )  # fmt: skip
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model: Mapped[str] = mapped_column(MODEL_NAME)
-    minute: Mapped[datetime] = mapped_column(Timestamp)
-    # The version's row id (0: a request refused before any model answered): a
-    # number is reused after a demo reset, an id never is.
-    model_version_id: Mapped[int] = mapped_column(Integer)
-    arm: Mapped[str] = mapped_column(String(20), default="", server_default="")
     writer: Mapped[str] = mapped_column(String(80))
     requests: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)
@@ -238,7 +243,7 @@ class PredictionRollup(Base):
     quality: Mapped[dict[str, Any] | None] = mapped_column(JsonType)  # flag: count
 
 
-class LabelRollup(Base):
+class LabelRollup(RollupKey, Base):
     """Labelled answers of one minute (the minute of the prediction, however late the
     label came): a classifier's counts per (predicted, actual) pair, a regressor's
     error and label sums (predicted and actual empty). Updated by increments, so
@@ -250,13 +255,6 @@ class LabelRollup(Base):
                          "actual", name="uq_label_rollups_key"),
     )  # fmt: skip
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model: Mapped[str] = mapped_column(MODEL_NAME)
-    minute: Mapped[datetime] = mapped_column(Timestamp)
-    # The version's row id (0: a request refused before any model answered): a
-    # number is reused after a demo reset, an id never is.
-    model_version_id: Mapped[int] = mapped_column(Integer)
-    arm: Mapped[str] = mapped_column(String(20), default="", server_default="")
     predicted: Mapped[str] = mapped_column(Text, default="")
     actual: Mapped[str] = mapped_column(Text, default="")
     labelled: Mapped[int] = mapped_column(Integer, default=0)
