@@ -3,10 +3,12 @@ datasets, with a manifest of sha256s, taken while the system serves.
 
 SQLite is copied with its backup API (a consistent snapshot; writers go on), and
 the artifacts listed in that copy are read, checked against their sha256 and
-copied. PostgreSQL is dumped with `pg_dump --format=custom` (one snapshot) and
-restored with `pg_restore`. The manifest is written last, so a backup cut short
-has none and is refused. Restoring goes into a fresh home only and checks every
-file first, naming each one that is missing or damaged.
+copied. PostgreSQL is dumped with `pg_dump --format=custom` (one snapshot) of the
+schema ModelOps uses only (a shared database keeps its other schemas out of the
+backup) and restored with `pg_restore` into a schema of the same name. The
+manifest is written last, so a backup cut short has none and is refused.
+Restoring goes into a fresh home only and checks every file first, naming each one
+that is missing or damaged.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,15 +59,17 @@ def backup(
         )
     directory.mkdir(parents=True, exist_ok=True)
     url = make_url(settings.database_url)
+    schema = None
     if url.get_backend_name() == "sqlite":
         database = directory / SQLITE_FILE
         _copy_sqlite(Path(url.database or ""), database, progress)
         listing_url = f"sqlite:///{database}"
     else:
         database = directory / POSTGRES_FILE
-        progress("dumping PostgreSQL with pg_dump")
-        _run(["pg_dump", "--format=custom", "--no-owner", "--file", str(database),
-              _libpq_url(settings.database_url)])  # fmt: skip
+        schema = _current_schema(settings.database_url)
+        progress(f"dumping PostgreSQL schema {schema} with pg_dump")
+        _run(["pg_dump", "--format=custom", "--no-owner", "--schema", schema,
+              "--file", str(database), _libpq_url(settings.database_url)])  # fmt: skip
         listing_url = settings.database_url
     versions = _versions(listing_url)
     files = {database.name: _digest(database)}
@@ -90,6 +95,7 @@ def backup(
             "kind": url.get_backend_name(),
             "file": database.name,
             "revision": revision,
+            **({"schema": schema} if schema else {}),
         },
         "files": files,
     }
@@ -150,6 +156,8 @@ def restore(
     if url.get_backend_name() != kind:
         raise InvalidInputError(f"the backup holds a {kind} database; this home uses "
                                 f"{url.get_backend_name()}")  # fmt: skip
+    if kind == "postgresql":
+        _use_schema(settings.database_url, manifest["database"].get("schema", "public"))
     _require_fresh(settings)
     source = directory / manifest["database"]["file"]
     if kind == "sqlite":
@@ -160,8 +168,7 @@ def restore(
         temporary.replace(target)
     else:
         progress("restoring PostgreSQL with pg_restore")
-        _run(["pg_restore", "--no-owner", "--exit-on-error", "--dbname",
-              _libpq_url(settings.database_url), str(source)])  # fmt: skip
+        _pg_restore(settings.database_url, source)
     for name in manifest["files"]:
         if name.startswith(f"{DATA}/"):
             target = Path(settings.data_dir) / name.removeprefix(f"{DATA}/")
@@ -230,6 +237,54 @@ def _revision(url: str) -> str | None:
         engine.dispose()
 
 
+def _current_schema(database_url: str) -> str:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            schema = connection.scalar(text("SELECT current_schema()"))
+    finally:
+        engine.dispose()
+    if not schema:
+        raise InvalidInputError("the database's search_path names no existing schema: "
+                                "nothing to back up")  # fmt: skip
+    return str(schema)
+
+
+def _use_schema(database_url: str, schema: str) -> None:
+    """Create the backup's schema if missing, and make sure this home uses it:
+    pg_restore cannot put a schema's tables under another name."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            path = str(connection.scalar(text("SHOW search_path")))
+            first = path.split(",")[0].strip().strip('"')
+            if first == "$user":
+                first = str(connection.scalar(text("SELECT current_user")))
+            if first != schema:
+                raise InvalidInputError(
+                    f"the backup holds PostgreSQL schema {schema!r}; this home's "
+                    f"database uses {first!r} (search_path {path}): point "
+                    f"MODELOPS_DATABASE_URL's search_path at {schema!r}",
+                    schema=schema,
+                )
+            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        engine.dispose()
+
+
+def _pg_restore(database_url: str, dump: Path) -> None:
+    """Restore every entry but the schema itself (it exists: `_use_schema`), so a
+    fresh database's own `public` does not stop the restore."""
+    entries = [line for line in _run(["pg_restore", "--list", str(dump)]).splitlines()
+               if " SCHEMA - " not in line]  # fmt: skip
+    with tempfile.NamedTemporaryFile("w", suffix=".list") as selection:
+        selection.write("\n".join(entries) + "\n")
+        selection.flush()
+        _run(["pg_restore", "--no-owner", "--exit-on-error", "--use-list",
+              selection.name, "--dbname", _libpq_url(database_url),
+              str(dump)])  # fmt: skip
+
+
 def _require_fresh(settings: Settings) -> None:
     engine = make_engine(settings)
     try:
@@ -260,7 +315,7 @@ def _libpq_url(database_url: str) -> str:
     )
 
 
-def _run(command: list[str]) -> None:
+def _run(command: list[str]) -> str:
     if shutil.which(command[0]) is None:
         raise DependencyError(
             f"{command[0]} is not installed: the PostgreSQL client tools are needed "
@@ -269,3 +324,4 @@ def _run(command: list[str]) -> None:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise DependencyError(f"{command[0]} failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout
