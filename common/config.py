@@ -27,6 +27,7 @@ ENV_PREFIX = "MODELOPS_"
 MODEL_TYPES = ("logistic_regression", "random_forest", "hist_gradient_boosting")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEMO_MODES = ("auto", "on", "off")
+ROLLOUT_MODES = ("direct", "shadow", "canary")  # how the policy's challengers go out
 # Settings a model may override under `[models.NAME]`: how it is watched, judged,
 # retrained and served; not where the deployment keeps things or how it runs.
 PER_MODEL = (
@@ -36,7 +37,10 @@ PER_MODEL = (
     "drift_min_rows", "drift_psi_threshold", "drift_alpha", "drift_share_threshold",
     "retrain_cron", "retrain_on_drift", "retrain_drift_k", "retrain_drift_n",
     "retrain_accuracy_floor", "retrain_min_labels", "retrain_recent_rows",
-    "retrain_cooldown_minutes", "retrain_retry_minutes",
+    "retrain_cooldown_minutes", "retrain_retry_minutes", "rollout_mode",
+    "rollout_share", "rollout_min_labels", "rollout_max_accuracy_drop",
+    "rollout_max_error_increase", "rollout_max_error_rate", "rollout_max_p99_ratio",
+    "rollout_max_duration_minutes",
 )  # fmt: skip
 MODEL_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 SKLEARN_TREES = (
@@ -330,6 +334,45 @@ class Settings:
         "after this, doubling per attempt up to the cooldown.",
         1,
     )
+    rollout_mode: str = _doc(
+        "How the retraining policy's challengers go out: `direct` (promoted on the "
+        "holdout gate alone), or `shadow` / `canary` (after the gate, a rollout that "
+        "judges them on live traffic first).",
+        "direct",
+    )
+    rollout_share: float = _doc(
+        "Share of requests a policy's canary answers (a shadow scores all of them).",
+        0.2,
+    )
+    rollout_min_labels: int = _doc(
+        "Labelled requests each arm needs before a rollout may be promoted.", 200
+    )
+    rollout_max_accuracy_drop: float = _doc(
+        "Largest drop in accuracy (challenger against champion) a rollout accepts.",
+        0.02,
+    )
+    rollout_max_error_increase: float = _doc(
+        "A regressor's largest MAE increase a rollout accepts, as a share of the "
+        "champion's (0.1: 10% worse).",
+        0.1,
+    )
+    rollout_max_error_rate: float = _doc(
+        "A challenger failing more than this share of its requests is aborted.", 0.02
+    )
+    rollout_max_p99_ratio: float = _doc(
+        "A challenger whose p99 latency exceeds the champion's by this factor is "
+        "aborted.",
+        1.5,
+    )
+    rollout_max_duration_minutes: int = _doc(
+        "A rollout still undecided after this long is aborted (the champion stays).",
+        1440,
+    )
+    rollout_shadow_queue: int = _doc(
+        "Requests waiting for shadow scoring per API process; beyond it shadow rows "
+        "are dropped and counted, never the champion's answer delayed.",
+        1000,
+    )
     alert_webhook_url: str = _doc(
         "Where alerts are also POSTed (JSON, HMAC-signed); empty means dashboard only.",
         "",
@@ -423,6 +466,17 @@ class Settings:
         for name in ("default_model", "demo_model", "model_name"):
             if not MODEL_NAME_PATTERN.match(getattr(self, name)):
                 raise ConfigError(_bad_model_name(_env(name), getattr(self, name)))
+        if self.rollout_mode not in ROLLOUT_MODES:
+            raise ConfigError(f"{_env('rollout_mode')} must be one of "
+                              f"{', '.join(ROLLOUT_MODES)}")  # fmt: skip
+        for name in ("rollout_share", "rollout_max_accuracy_drop",
+                     "rollout_max_error_rate"):  # fmt: skip
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{_env(name)} must be in (0, 1]")
+        if not self.rollout_max_error_increase > 0:
+            raise ConfigError(f"{_env('rollout_max_error_increase')} must be above 0")
+        if not self.rollout_max_p99_ratio >= 1:
+            raise ConfigError(f"{_env('rollout_max_p99_ratio')} must be at least 1")
         if self.demo not in DEMO_MODES:
             raise ConfigError(f"{_env('demo')} must be one of {', '.join(DEMO_MODES)}")
         if self.demo_model_type not in MODEL_TYPES:
@@ -501,7 +555,8 @@ _POSITIVE = (
     "retrain_drift_k", "retrain_drift_n", "retrain_min_labels", "retrain_retry_minutes",
     "retrain_recent_rows",
     "alert_webhook_attempts", "model_cache_mb", "register_timeout_seconds",
-    "register_memory_mb", "prune_seconds", "prune_batch_rows",
+    "register_memory_mb", "prune_seconds", "prune_batch_rows", "rollout_min_labels",
+    "rollout_max_duration_minutes", "rollout_shadow_queue",
 )  # fmt: skip
 # Fractions allowed: a soak test keeps minutes (0.01 days is about 14 minutes).
 _RETENTION_DAYS = (

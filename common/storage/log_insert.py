@@ -22,7 +22,7 @@ from common.clock import as_utc
 COLUMNS = (
     "prediction_id", "model", "model_version_id", "model_version", "features",
     "prediction", "confidence", "probabilities", "latency_ms", "status_code",
-    "data_quality", "request_rows", "created_at",
+    "data_quality", "request_rows", "created_at", "arm", "shadow_of",
 )  # fmt: skip
 JSON_COLUMNS = {"features", "probabilities", "data_quality"}
 SQLITE_INSERT = (
@@ -55,6 +55,7 @@ def _sqlite_tuples(rows: list[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
             row["latency_ms"], row.get("status_code", 200),
             None if quality is None else dumps(quality),
             row.get("request_rows", 1), _sqlite_time(row["created_at"]),
+            row.get("arm") or "", row.get("shadow_of"),
         )  # fmt: skip
 
 
@@ -74,11 +75,11 @@ def _copy_postgres(connection: Any, rows: list[dict[str, Any]]) -> None:
                 copy.write_row(tuple(
                     (None if row.get(name) is None else Jsonb(row[name]))
                     if name in JSON_COLUMNS
-                    else row.get(name, _DEFAULTS.get(name))
+                    else _DEFAULTS.get(name) if row.get(name) is None else row[name]
                     for name in COLUMNS
                 ))  # fmt: skip
     except Error as exc:  # as SQLAlchemy would raise it: IntegrityError and so on
         raise DBAPIError.instance(POSTGRES_COPY, None, exc, Error) from exc
 
 
-_DEFAULTS = {"status_code": 200, "request_rows": 1}
+_DEFAULTS = {"status_code": 200, "request_rows": 1, "arm": ""}

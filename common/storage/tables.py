@@ -160,7 +160,10 @@ class PredictionLog(Base):
         Index("ix_prediction_logs_model_created_at", "model", "created_at"),
         # a drift check reads a version's newest rows: the index walks just those
         Index("ix_prediction_logs_version_newest", "model_version_id", "id"),
-    )
+        Index("ix_prediction_logs_shadow_of", "shadow_of",
+              sqlite_where=text("shadow_of IS NOT NULL"),
+              postgresql_where=text("shadow_of IS NOT NULL")),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prediction_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -180,6 +183,10 @@ class PredictionLog(Base):
     # counts and latencies are per request, not per predicted row.
     request_rows: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    # During a rollout: "champion" or "challenger" (who answered), or "shadow" (a
+    # challenger's answer never returned, to the request row `shadow_of`).
+    arm: Mapped[str] = mapped_column(String(20), default="", server_default="")
+    shadow_of: Mapped[str | None] = mapped_column(String(64))
 
 
 class FeedbackLabel(Base):
@@ -357,3 +364,41 @@ class RetrainingState(Base):
     next_action_at: Mapped[datetime | None] = mapped_column(Timestamp)
     last_healthy_at: Mapped[datetime | None] = mapped_column(Timestamp)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+RUNNING_ROLLOUT = "state = 'running'"
+
+
+class Rollout(Base):
+    """A challenger version beside its model's champion (shadow, canary or A/B),
+    from its start to its outcome, with the evidence it was decided on."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (
+        # One rollout per model at a time, however many processes start one.
+        Index("uq_rollouts_running", "model", unique=True,
+              sqlite_where=text(RUNNING_ROLLOUT),
+              postgresql_where=text(RUNNING_ROLLOUT)),
+    )  # fmt: skip
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(MODEL_NAME, index=True)
+    challenger_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    champion_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    mode: Mapped[str] = mapped_column(String(10))  # shadow, canary, ab
+    share: Mapped[float] = mapped_column(Float)
+    criteria: Mapped[dict[str, Any]] = mapped_column()
+    state: Mapped[str] = mapped_column(String(10), default="running")
+    started_by: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+    challenger: Mapped[ModelVersion] = relationship(
+        foreign_keys=[challenger_version_id], lazy="joined"
+    )
+    champion: Mapped[ModelVersion] = relationship(
+        foreign_keys=[champion_version_id], lazy="joined"
+    )
