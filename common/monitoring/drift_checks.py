@@ -27,7 +27,8 @@ def recent_inputs(
     logged = session.execute(
         select(PredictionLog.features, PredictionLog.prediction)
         .where(PredictionLog.model_version_id == model_version_id,
-               PredictionLog.status_code == 200)
+               PredictionLog.status_code == 200,
+               PredictionLog.arm != "shadow")  # a shadow row keeps no features
         .order_by(PredictionLog.id.desc())
         .limit(rows)
     ).all()  # fmt: skip

@@ -6,6 +6,10 @@ increments, so two processes never count one label twice; a changed label takes
 the old one's counts back. Labels are counted where they can be: by the feedback
 call for predictions already logged, by the log writer for labels that came before
 their row, and by beat's sweep for whatever both missed.
+
+A label also judges the shadow rows that scored its request during a shadow rollout:
+they are counted with it (arm "shadow"), or, when a shadow row is written after its
+request's label was counted, by the writer of that row.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ def count_labels(
     prediction is logged. Returns how many were counted."""
     query = (
         select(FeedbackLabel.id, FeedbackLabel.label, FeedbackLabel.counted_label,
-               PredictionLog.model, PredictionLog.model_version_id,
-               PredictionLog.prediction, PredictionLog.status_code,
-               PredictionLog.created_at, Model.task)
+               FeedbackLabel.prediction_id, PredictionLog.model,
+               PredictionLog.model_version_id, PredictionLog.prediction,
+               PredictionLog.status_code, PredictionLog.created_at, PredictionLog.arm,
+               Model.task)
         .join(PredictionLog, PredictionLog.prediction_id == FeedbackLabel.prediction_id)
         .join(Model, Model.name == PredictionLog.model, isouter=True)
         .where(FeedbackLabel.pending)
@@ -51,6 +56,7 @@ def count_labels(
         lambda: dict.fromkeys(SUMS, 0.0)
     )
     counted = 0
+    claimed_labels: dict[str, tuple[str | None, str, str]] = {}
     for row in session.execute(query).all():
         claimed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             update(FeedbackLabel)
@@ -63,9 +69,64 @@ def count_labels(
             continue  # another process counted it, or it judges a failed request
         counted += 1
         task = row.task or "classification"
+        claimed_labels[row.prediction_id] = (row.counted_label, row.label, task)
         if row.counted_label is not None:
             _add(deltas, row, row.counted_label, task, sign=-1)
         _add(deltas, row, row.label, task, sign=1)
+    for shadow in _shadows_of(session, list(claimed_labels)):
+        before, after, task = claimed_labels[shadow.shadow_of]
+        if before is not None:
+            _add(deltas, shadow, before, task, sign=-1)
+        _add(deltas, shadow, after, task, sign=1)
+    _write(session, deltas)
+    return counted
+
+
+def count_shadow_labels(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Count, for shadow rows just logged, the labels their requests already had
+    counted (the label came before the challenger's answer was written)."""
+    by_request = {row["shadow_of"]: row for row in rows if row.get("shadow_of")}
+    if not by_request:
+        return
+    labels = session.execute(
+        select(FeedbackLabel.prediction_id, FeedbackLabel.counted_label, Model.task)
+        .join(PredictionLog, PredictionLog.prediction_id == FeedbackLabel.prediction_id)
+        .join(Model, Model.name == PredictionLog.model, isouter=True)
+        .where(FeedbackLabel.prediction_id.in_(list(by_request)),
+               FeedbackLabel.counted_label.is_not(None))
+    ).all()  # fmt: skip
+    deltas: dict[tuple[Any, ...], dict[str, float]] = defaultdict(
+        lambda: dict.fromkeys(SUMS, 0.0)
+    )
+    for prediction_id, label, task in labels:
+        row = by_request[prediction_id]
+        if label is not None and row.get("status_code", 200) == 200:
+            _add(deltas, _Row(row), label, task or "classification", sign=1)
+    _write(session, deltas)
+
+
+class _Row:
+    """A log row dict read as the query rows `_add` takes."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.model, self.created_at = row["model"], row["created_at"]
+        self.model_version_id = row["model_version_id"]
+        self.prediction, self.arm = row["prediction"], row.get("arm") or ""
+
+
+def _shadows_of(session: Session, prediction_ids: list[str]) -> Sequence[Any]:
+    if not prediction_ids:
+        return []
+    return session.execute(
+        select(PredictionLog.shadow_of, PredictionLog.model,
+               PredictionLog.model_version_id, PredictionLog.prediction,
+               PredictionLog.created_at, PredictionLog.arm)
+        .where(PredictionLog.shadow_of.in_(prediction_ids),
+               PredictionLog.status_code == 200)
+    ).all()  # fmt: skip
+
+
+def _write(session: Session, deltas: dict[tuple[Any, ...], dict[str, float]]) -> None:
     upsert(
         session, LabelRollup,
         [{**dict(zip(KEY_COLUMNS, key, strict=True)), **sums,
@@ -73,7 +134,6 @@ def count_labels(
          for key, sums in deltas.items() if any(sums.values())],
         keys=KEY_COLUMNS, increment=True,
     )  # fmt: skip
-    return counted
 
 
 def _add(
@@ -84,11 +144,12 @@ def _add(
     sign: int,
 ) -> None:
     minute = minute_of(row.created_at)
+    arm = row.arm or ""
     if task == "regression":
         predicted, actual = as_number(row.prediction), as_number(label)
         if predicted is None or actual is None:
             return
-        sums = deltas[(row.model, minute, row.model_version_id or 0, "", "", "")]
+        sums = deltas[(row.model, minute, row.model_version_id or 0, arm, "", "")]
         error = predicted - actual
         sums["abs_error_sum"] += sign * abs(error)
         sums["sq_error_sum"] += sign * error * error
@@ -96,6 +157,6 @@ def _add(
         sums["label_sq_sum"] += sign * actual * actual
     else:
         version = row.model_version_id or 0
-        key = (row.model, minute, version, "", str(row.prediction), label)
+        key = (row.model, minute, version, arm, str(row.prediction), label)
         sums = deltas[key]
     sums["labelled"] += sign

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from common.monitoring.label_rollups import count_labels
+from common.monitoring.label_rollups import count_labels, count_shadow_labels
 from common.monitoring.rollups import MinuteCounts, RollupKey, RollupWriter
 from common.storage import repositories as repo
 
@@ -20,6 +20,7 @@ def write_predictions(
     repo.insert_prediction_logs(session, rows)
     touched = rollups.prepare(session, rows)
     count_labels(session, [row["prediction_id"] for row in rows])
+    count_shadow_labels(session, rows)
     return touched
 
 

@@ -27,6 +27,7 @@ _PREDICTION_COLUMNS = (
     PredictionRollup.latency, PredictionRollup.predicted_values,
     PredictionRollup.classes, PredictionRollup.confidence_sum,
     PredictionRollup.confidence_count, PredictionRollup.quality,
+    PredictionRollup.compared, PredictionRollup.agreed, PredictionRollup.difference_sum,
 )  # fmt: skip
 _LABEL_COLUMNS = (
     LabelRollup.minute, LabelRollup.predicted, LabelRollup.actual,
@@ -55,6 +56,9 @@ class Totals:
     sq_error_sum: float = 0.0
     label_sum: float = 0.0
     label_sq_sum: float = 0.0
+    compared: int = 0  # a shadow's rows compared with the champion's answers
+    agreed: int = 0
+    difference_sum: float = 0.0
 
     def add_predictions(self, row: Any) -> None:
         self.requests += row.requests
@@ -67,6 +71,9 @@ class Totals:
         self.confidence_sum += row.confidence_sum
         self.confidence_count += row.confidence_count
         self.quality.update(row.quality or {})
+        self.compared += row.compared
+        self.agreed += row.agreed
+        self.difference_sum += row.difference_sum
 
     def add_labels(self, row: Any) -> None:
         self.labelled += row.labelled
@@ -102,10 +109,16 @@ class Totals:
         return self.confidence_sum / self.confidence_count
 
 
+SHADOW = "shadow"  # the arm of answers never returned: not the model's traffic
+
+
 def _filters(table: Any, model: str, since: datetime, until: datetime,
-             version: int | None) -> list[Any]:  # fmt: skip
+             version: int | None, arm: str | None = None) -> list[Any]:  # fmt: skip
+    """Rows of `model`'s minutes in the window: of one version and one arm, or the
+    answers of every version and arm (a shadow's rows are no answers)."""
     where = [table.model == model, table.minute >= minute_of(since),
-             table.minute <= until]  # fmt: skip
+             table.minute <= until,
+             table.arm == arm if arm is not None else table.arm != SHADOW]  # fmt: skip
     if version is not None:
         where.append(table.model_version_id == version)
     else:  # not the versions a demo reset deleted (their numbers come back)
@@ -117,16 +130,16 @@ def _filters(table: Any, model: str, since: datetime, until: datetime,
 
 def window_totals(
     session: Session, model: str, since: datetime, until: datetime,
-    version: int | None = None,
+    version: int | None = None, arm: str | None = None,
 ) -> Totals:  # fmt: skip
     """The totals of `model`'s minutes from `since` to `until` (of the version with
-    row id `version`)."""
-    return bucket_totals(session, model, since, until, None, version)[0][1]
+    row id `version`, of one rollout `arm`)."""
+    return bucket_totals(session, model, since, until, None, version, arm)[0][1]
 
 
 def bucket_totals(
     session: Session, model: str, since: datetime, until: datetime,
-    bucket_minutes: int | None, version: int | None = None,
+    bucket_minutes: int | None, version: int | None = None, arm: str | None = None,
 ) -> list[tuple[datetime, Totals]]:  # fmt: skip
     """Totals per bucket of `bucket_minutes` from `since` (every bucket, empty ones
     too), or one bucket for the whole window when `bucket_minutes` is None."""
@@ -141,13 +154,13 @@ def bucket_totals(
 
     for row in session.execute(
         select(*_PREDICTION_COLUMNS).where(
-            *_filters(PredictionRollup, model, since, until, version)
+            *_filters(PredictionRollup, model, since, until, version, arm)
         )
     ):
         bucket_of(row.minute).add_predictions(row)
     for row in session.execute(
         select(*_LABEL_COLUMNS).where(
-            *_filters(LabelRollup, model, since, until, version)
+            *_filters(LabelRollup, model, since, until, version, arm)
         )
     ):
         bucket_of(row.minute).add_labels(row)

@@ -58,6 +58,11 @@ class MinuteCounts:
     confidence_sum: float = 0.0
     confidence_count: int = 0
     quality: Counter[str] = field(default_factory=Counter)
+    # Shadow rows: how many were compared with the champion's answer to the same
+    # row, how many agreed (a class), and the absolute differences (a value).
+    compared: int = 0
+    agreed: int = 0
+    difference_sum: float = 0.0
 
     def add(self, row: dict[str, Any], task: str) -> None:
         """Count one log row as compute_window_metrics did: requests (and their
@@ -83,6 +88,18 @@ class MinuteCounts:
             self.confidence_count += 1
         for flag in row.get("data_quality") or ():
             self.quality[flag.split(":", 1)[0]] += 1
+        if "champion_prediction" in row:  # a shadow row (never stored in the log)
+            self._compare(row["prediction"], row["champion_prediction"], task)
+
+    def _compare(self, mine: Any, champion: Any, task: str) -> None:
+        if task == "regression":
+            a, b = as_number(mine), as_number(champion)
+            if a is None or b is None:
+                return
+            self.difference_sum += abs(a - b)
+        else:
+            self.agreed += str(mine) == str(champion)
+        self.compared += 1
 
     def columns(self) -> dict[str, Any]:
         return {
@@ -96,6 +113,9 @@ class MinuteCounts:
             "confidence_sum": self.confidence_sum,
             "confidence_count": self.confidence_count,
             "quality": dict(self.quality) or None,
+            "compared": self.compared,
+            "agreed": self.agreed,
+            "difference_sum": self.difference_sum,
         }
 
     @classmethod
@@ -110,6 +130,8 @@ class MinuteCounts:
             confidence_sum=row.confidence_sum,
             confidence_count=row.confidence_count,
             quality=Counter(row.quality or {}),
+            compared=row.compared, agreed=row.agreed,
+            difference_sum=row.difference_sum,
         )  # fmt: skip
 
 

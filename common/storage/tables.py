@@ -248,6 +248,12 @@ class PredictionRollup(RollupKey, Base):
     confidence_sum: Mapped[float] = mapped_column(Float, default=0.0)
     confidence_count: Mapped[int] = mapped_column(Integer, default=0)
     quality: Mapped[dict[str, Any] | None] = mapped_column(JsonType)  # flag: count
+    # A shadow arm's rows compared with the champion's answers to the same requests.
+    compared: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    agreed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    difference_sum: Mapped[float] = mapped_column(
+        Float, default=0.0, server_default="0"
+    )
 
 
 class LabelRollup(RollupKey, Base):

@@ -90,6 +90,8 @@ def start_background(app: Flask) -> None:
 def stop_background(app: Flask) -> None:
     """Stop the threads and write every buffered prediction log row."""
     app.extensions["model_cache"].stop()
+    app.extensions["predictor"].shadow.drain(timeout=2)
+    app.extensions["predictor"].shadow.stop()
     app.extensions["predictor"].batcher.stop()
     if app.extensions["prediction_log"] is not None:
         app.extensions["prediction_log"].close()

@@ -8,6 +8,10 @@ time budget. A loaded model whose generation changed is reloaded in the backgrou
 request. Loaded champions stay within `model_cache_mb`, least recently used out; the
 default model is never dropped (`/readyz` depends on it), and a model larger than the
 whole budget still serves, alone beside it.
+
+The same poll reads the running rollouts: a model with one gets its challenger
+loaded beside the champion (in the background; until it is loaded the champion
+answers everything), and dropped when the rollout ends.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from common.models.validation import to_frame
 from common.monitoring import alerts
 from common.storage import repositories as repo
 from common.storage.db import session_scope
-from common.storage.tables import Alert, Champion, ModelVersion
+from common.storage.tables import Alert, Champion, ModelVersion, Rollout
 from services.api import memory
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,24 @@ class LoadedModel:
     task: str
     loaded_at: datetime
     size_bytes: int  # its pickled size: what it holds in memory, near enough
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """A running rollout as the request path needs it."""
+
+    id: int
+    challenger_version_id: int
+    mode: str
+    share: float
+
+
+@dataclass(frozen=True)
+class ServingRollout:
+    """A running rollout whose challenger this process has loaded."""
+
+    plan: RolloutPlan
+    challenger: LoadedModel
 
 
 @dataclass
@@ -104,6 +126,10 @@ class ModelCache:
         self.loads = 0
         self.evictions = 0
         self._sizes: dict[int, int] = {}  # version id -> bytes, of models seen
+        self._plans: dict[str, RolloutPlan] = {}  # model -> its running rollout
+        self._challengers: dict[str, ServingRollout] = {}  # loaded for a plan
+        self._challenger_loads: dict[str, Future[None]] = {}
+        self._challenger_failed: dict[int, float] = {}  # rollout id -> when
 
     # -- what the request path asks -------------------------------------------
 
@@ -128,6 +154,14 @@ class ModelCache:
 
     def loaded(self) -> list[LoadedModel]:
         return [s.current for s in list(self._slots.values()) if s.current]
+
+    def rollout(self, name: str) -> ServingRollout | None:
+        """`name`'s running rollout, once its challenger is loaded here."""
+        serving = self._challengers.get(name)
+        plan = self._plans.get(name)
+        if serving is None or plan is None or serving.plan != plan:
+            return None
+        return serving
 
     def put(self, loaded: LoadedModel) -> None:
         """Serve `loaded` for its model now (tests swap in a slow pipeline)."""
@@ -342,12 +376,60 @@ class ModelCache:
                     self._load_async(name)
 
     def _poll(self) -> None:
-        """Every champion's generation, in one query."""
+        """Every champion's generation, and every running rollout."""
         with session_scope(self.session_factory) as session:
             rows = session.execute(
                 select(Champion.name, Champion.generation, Champion.model_version_id)
             ).all()
+            plans = session.execute(
+                select(Rollout.model, Rollout.id, Rollout.challenger_version_id,
+                       Rollout.mode, Rollout.share)
+                .where(Rollout.state == "running")
+            ).all()  # fmt: skip
         self._champions = {name: (gen, vid) for name, gen, vid in rows}
+        self._plans = {
+            model: RolloutPlan(id_, version_id, mode, share)
+            for model, id_, version_id, mode, share in plans
+        }
+        self._follow_rollouts()
+
+    def _follow_rollouts(self) -> None:
+        """Load the challenger of each new rollout (of a model served here), drop
+        the challengers of rollouts that ended."""
+        for name in list(self._challengers):
+            if self._challengers[name].plan != self._plans.get(name):
+                log.info("rollout of model %s ended here: challenger dropped", name)
+                del self._challengers[name]
+        for name, plan in self._plans.items():
+            if name not in self._slots or name in self._challengers:
+                continue
+            loading = self._challenger_loads.get(name)
+            failed = self._challenger_failed.get(plan.id)
+            retry = RETRY_REFUSED_POLLS * self.settings.model_poll_ms / 1000
+            if failed is not None and time.monotonic() - failed < retry:
+                continue
+            if loading is None or loading.done():
+                self._challenger_loads[name] = self._loader.submit(
+                    self._load_challenger, name, plan
+                )
+
+    def _load_challenger(self, name: str, plan: RolloutPlan) -> None:
+        try:
+            with session_scope(self.session_factory) as session:
+                version = session.get(ModelVersion, plan.challenger_version_id)
+                assert version is not None  # foreign key
+                session.expunge(version)
+            loaded = _load(self.settings, name, version, generation=0)
+        except Exception as exc:  # the champion goes on answering everything
+            self._challenger_failed[plan.id] = time.monotonic()
+            log.warning("challenger of rollout %d (model %s) failed to load: %s",
+                        plan.id, name, exc)  # fmt: skip
+            return
+        if self._plans.get(name) == plan:
+            self._challengers[name] = ServingRollout(plan, loaded)
+            log.info("rollout %d: model=%s challenger version=%d loaded (%s, %.0f%%)",
+                     plan.id, name, loaded.version, plan.mode,
+                     plan.share * 100)  # fmt: skip
 
     # -- alerts ----------------------------------------------------------------
 

@@ -288,13 +288,15 @@ def predict_request_schema(
         features_schema(input_schema) if input_schema is not None
         else {"type": "object", "description": s.FEATURES_DOC}
     )  # fmt: skip
+    routing_key = {"type": "string", "minLength": 1, "maxLength": 200,
+                   "description": s.ROUTING_KEY_DOC}  # fmt: skip
     return {
         "oneOf": [
             {
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["features"],
-                "properties": {"features": row},
+                "properties": {"features": row, "routing_key": routing_key},
             },
             {
                 "type": "object",
@@ -304,7 +306,8 @@ def predict_request_schema(
                     "instances": {
                         "type": "array", "minItems": 1, "maxItems": max_rows,
                         "items": row,
-                    }
+                    },
+                    "routing_key": routing_key,
                 },
             },
         ]

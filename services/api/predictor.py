@@ -1,4 +1,5 @@
-"""The /predict path of one API process: validate, batch, answer, hand over the log."""
+"""The /predict path of one API process: route, validate, batch, answer, hand over
+the log (and, in a shadow rollout, the challenger's copy of the request)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from common.config import Settings
 from common.errors import InvalidInputError, PredictionTimeoutError
 from common.models.prediction import Prediction
 from common.models.validation import validate_instances
+from common.rollouts import routing
 from services.api.batcher import MicroBatcher
 from services.api.model_cache import LoadedModel, ModelCache
 from services.api.prediction_log import PredictionLogWriter
 from services.api.schemas import PredictRequest
+from services.api.shadow import ShadowRequest, ShadowScorer
 
 
 class Predictor:
@@ -33,13 +36,20 @@ class Predictor:
         self.cache = cache
         self.batcher = batcher
         self.log_writer = log_writer
+        self.shadow = ShadowScorer(settings, log_writer)
         self.quality_counts: collections.Counter[str] = collections.Counter()
 
     def predict(
-        self, name: str, body: PredictRequest, started: float
-    ) -> tuple[dict[str, Any], int]:
-        """Answer one request for model `name`; returns the body and the version
-        that answered.
+        self,
+        name: str,
+        body: PredictRequest,
+        started: float,
+        routing_key: str | None = None,
+    ) -> tuple[dict[str, Any], int, str]:
+        """Answer one request for model `name`; returns the body, the version that
+        answered and its arm. During a rollout the request's routing key (the
+        body's, else `routing_key`) places it: a canary's or A/B test's share is
+        answered by the challenger; a shadow's share is also scored by it, later.
 
         Raises
         ------
@@ -55,6 +65,16 @@ class Predictor:
         budget = self.settings.predict_timeout_ms / 1000
         model = self.cache.require(name, budget - (time.perf_counter() - started))
         instances, paths = self._instances(body)
+        arm, shadow = "champion", None
+        rollout = self.cache.rollout(name)
+        if rollout is not None:
+            plan = rollout.plan
+            chosen = routing.to_challenger(plan.id, plan.share,
+                                           body.routing_key or routing_key)  # fmt: skip
+            if chosen and plan.mode == "shadow":
+                shadow = rollout.challenger
+            elif chosen:
+                model, arm = rollout.challenger, "challenger"
         checked = validate_instances(model.input_schema, instances, paths)
         if checked.problems:
             raise InvalidInputError(
@@ -64,7 +84,12 @@ class Predictor:
         predictions = self._wait(model, checked.rows, started)
         ids = [uuid.uuid4().hex for _ in predictions]
         latency_ms = (time.perf_counter() - started) * 1000
-        self._log(model, instances, predictions, ids, checked.quality, latency_ms)
+        logged_arm = arm if rollout is not None else ""
+        self._log(model, instances, predictions, ids, checked.quality, latency_ms,
+                  logged_arm)  # fmt: skip
+        if shadow is not None:
+            self.shadow.start()
+            self.shadow.submit(ShadowRequest(shadow, instances, predictions, ids))
         items = [
             {
                 "prediction": p.prediction,
@@ -77,10 +102,10 @@ class Predictor:
                 predictions, ids, checked.quality, strict=True
             )
         ]
-        names = {"model": model.name, "model_version": model.version}
+        names = {"model": model.name, "model_version": model.version, "arm": arm}
         if body.instances is None:
-            return {**items[0], **names}, model.version
-        return {"predictions": items, **names}, model.version
+            return {**items[0], **names}, model.version, arm
+        return {"predictions": items, **names}, model.version, arm
 
     def log_failure(self, name: str, status_code: int, latency_ms: float) -> None:
         """Record a refused or failed request (no features kept) for the error rate
@@ -144,6 +169,7 @@ class Predictor:
         ids: list[str],
         quality: list[list[str]],
         latency_ms: float,
+        arm: str,
     ) -> None:
         for flags in quality:
             self.quality_counts.update(flag.split(":", 1)[0] for flag in flags)
@@ -166,6 +192,7 @@ class Predictor:
                     "data_quality": flags or None,
                     "request_rows": len(instances) if index == 0 else 0,
                     "created_at": now,
+                    "arm": arm,
                 }
                 for index, (instance, p, prediction_id, flags) in enumerate(
                     zip(instances, predictions, ids, quality, strict=True)

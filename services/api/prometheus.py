@@ -72,6 +72,18 @@ LOG_PENDING = Gauge(
 )
 
 
+# Shadow scoring during rollouts (services/api/shadow.py): rows a challenger scored
+# after the champion answered, and rows dropped because the shadow queue was full.
+SHADOW_SCORED = Counter(
+    "modelops_shadow_scored", "Rows a shadow challenger scored", ["model"]
+)
+SHADOW_DROPPED = Counter(
+    "modelops_shadow_dropped",
+    "Rows not shadow-scored: the queue was full (the champion's answer never waits)",
+    ["model"],
+)
+
+
 _CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 
 

@@ -32,12 +32,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
 
+ROUTING_KEY_DOC = (
+    "Keeps a caller on one arm of a rollout (say, a customer id); the "
+    "`X-Routing-Key` header does the same. Without either, a request is placed at "
+    "random."
+)
+
+
 class PredictRequest(Strict):
     """Exactly one of `features` (one row) or `instances` (1 to 1000 rows)."""
 
     features: dict[str, Any] | None = Field(None, description=FEATURES_DOC)
     instances: list[Any] | None = Field(
         None, min_length=1, max_length=1000, description=FEATURES_DOC
+    )
+    routing_key: str | None = Field(
+        None, min_length=1, max_length=200, description=ROUTING_KEY_DOC
     )
 
     @model_validator(mode="after")
@@ -145,15 +155,24 @@ class PredictionItem(BaseModel):
     data_quality: list[str]
 
 
+Arm = Literal["champion", "challenger"]
+ARM_DOC = (
+    "Who answered: `challenger` during a canary or A/B rollout for the requests in "
+    "its share, else `champion` (also the `X-Model-Arm` header)."
+)
+
+
 class PredictionOut(PredictionItem):
     model: str
     model_version: int
+    arm: Arm = Field(description=ARM_DOC)
 
 
 class PredictionsOut(BaseModel):
     predictions: list[PredictionItem]
     model: str
     model_version: int
+    arm: Arm = Field(description=ARM_DOC)
 
 
 class FeatureSpecOut(BaseModel):

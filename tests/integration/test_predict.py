@@ -28,8 +28,10 @@ def test_single_prediction_answers_every_field(serving, row):
         "model",
         "model_version",
         "data_quality",
+        "arm",
     }
     assert response.headers["X-Model-Version"] == "1" and body["model_version"] == 1
+    assert response.headers["X-Model-Arm"] == body["arm"] == "champion"
     assert body["prediction"] in (0, 1)
     assert body["confidence"] == max(body["probabilities"].values())
     assert sum(body["probabilities"].values()) == pytest.approx(1.0)

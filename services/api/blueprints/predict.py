@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g
+from flask import Blueprint, Response, current_app, g, request
 
 from services.api.auth import require_predict_key
 from services.api.declare import api
@@ -57,7 +57,8 @@ def predict_model(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 def _predict(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     g.model_name = name
     body = parse_body(PredictRequest)
-    answer, version = current_app.extensions["predictor"].predict(
-        name, body, g.request_started
+    answer, version, arm = current_app.extensions["predictor"].predict(
+        name, body, g.request_started, request.headers.get("X-Routing-Key") or None
     )
-    return answer, 200, {"X-Model-Version": str(version), "X-Model-Name": name}
+    return answer, 200, {"X-Model-Version": str(version), "X-Model-Name": name,
+                         "X-Model-Arm": arm}  # fmt: skip

@@ -83,9 +83,17 @@ def upgrade() -> None:
     _backfill_prediction_rollups()
 
 
+ROLLUP_COLUMNS = (
+    "requests", "errors", "predictions", "latency_sum", "latency", "predicted_values",
+    "classes", "confidence_sum", "confidence_count", "quality",
+)  # fmt: skip
+
+
 def _backfill_prediction_rollups() -> None:
-    """Roll up the rows already logged, a chunk at a time, as one writer."""
-    from common.monitoring.rollups import RollupWriter
+    """Roll up the rows already logged, a chunk at a time, as one writer. Counting
+    is today's (common.monitoring.rollups); writing is this revision's own, so later
+    rollup columns do not break an upgrade that passes through here."""
+    from common.monitoring.rollups import MinuteCounts, minute_of
 
     logs = sa.table(
         "prediction_logs",
@@ -95,9 +103,24 @@ def _backfill_prediction_rollups() -> None:
         sa.column("data_quality", sa.JSON()),
         sa.column("created_at", sa.DateTime(timezone=True)),
     )  # fmt: skip
+    json_type = sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql"
+    )
+    rollups = sa.table(
+        "prediction_rollups",
+        *[sa.column(name) for name in ("model", "minute", "model_version_id", "arm",
+                                       "writer", "requests", "errors", "predictions",
+                                       "latency_sum", "confidence_sum",
+                                       "confidence_count")],
+        *[sa.column(name, json_type) for name in ("latency", "predicted_values",
+                                                  "classes", "quality")],
+    )  # fmt: skip
     connection = op.get_bind()
-    session = sa.orm.Session(bind=connection)
-    writer = RollupWriter(writer="migration-0010")
+    tasks: dict[str, str] = {
+        name: task
+        for name, task in connection.execute(sa.text("SELECT name, task FROM models"))
+    }
+    states: dict[tuple[Any, ...], MinuteCounts] = {}
     last_id = 0
     while True:
         rows = connection.execute(
@@ -106,9 +129,20 @@ def _backfill_prediction_rollups() -> None:
         ).mappings().all()  # fmt: skip
         if not rows:
             break
-        writer.adopt(writer.prepare(session, [dict(r) for r in rows]))
+        for row in rows:
+            key = (row["model"], minute_of(row["created_at"]),
+                   int(row["model_version_id"] or 0))  # fmt: skip
+            state = states.setdefault(key, MinuteCounts())
+            state.add(dict(row), tasks.get(row["model"], "classification"))
         last_id = rows[-1]["id"]
-    session.flush()
+    values = [
+        {"model": key[0], "minute": key[1], "model_version_id": key[2], "arm": "",
+         "writer": "migration-0010",
+         **{name: state.columns()[name] for name in ROLLUP_COLUMNS}}
+        for key, state in states.items()
+    ]  # fmt: skip
+    for start in range(0, len(values), BACKFILL_CHUNK):
+        connection.execute(rollups.insert(), values[start : start + BACKFILL_CHUNK])
 
 
 def downgrade() -> None:

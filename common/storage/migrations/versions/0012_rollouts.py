@@ -1,5 +1,6 @@
 """rollouts: a challenger beside the champion (shadow, canary, A/B) and its outcome;
-prediction log rows say which arm answered and which answer a shadow row scored
+prediction log rows say which arm answered and which answer a shadow row scored;
+rollups count a shadow's agreement with the champion
 
 Revision ID: 0012
 Revises: 0011
@@ -51,6 +52,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("arm", sa.String(length=20), nullable=False,
                                    server_default=""))  # fmt: skip
         batch.add_column(sa.Column("shadow_of", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("prediction_rollups") as batch:
+        for name, kind in (("compared", sa.Integer()), ("agreed", sa.Integer()),
+                           ("difference_sum", sa.Float())):  # fmt: skip
+            batch.add_column(sa.Column(name, kind, nullable=False, server_default="0"))
     op.create_index("ix_prediction_logs_shadow_of", "prediction_logs", ["shadow_of"],
                     sqlite_where=sa.text("shadow_of IS NOT NULL"),
                     postgresql_where=sa.text("shadow_of IS NOT NULL"))  # fmt: skip
@@ -58,6 +63,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_prediction_logs_shadow_of", table_name="prediction_logs")
+    with op.batch_alter_table("prediction_rollups") as batch:
+        for name in ("difference_sum", "agreed", "compared"):
+            batch.drop_column(name)
     with op.batch_alter_table("prediction_logs") as batch:
         batch.drop_column("shadow_of")
         batch.drop_column("arm")
