@@ -21,6 +21,7 @@ from services.api.blueprints import (
     models,
     monitoring,
     predict,
+    rollouts,
 )
 from services.api.errors import register_error_handlers
 from services.api.model_cache import ModelCache
@@ -32,6 +33,7 @@ BLUEPRINTS = (
     predict.bp,
     feedback.bp,
     models.bp,
+    rollouts.bp,
     jobs.bp,
     monitoring.bp,
     alerts.bp,

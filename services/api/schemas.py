@@ -573,3 +573,59 @@ def job_out(job: Job, flower_url: str) -> dict[str, Any]:
         "status_url": f"/jobs/{job.id}",
         "flower_url": f"{flower_url}/task/{job.task_id}" if job.task_id else None,
     }
+
+
+class RolloutCriteriaIn(Strict):
+    """Any of these overrides the model's `rollout_*` settings for one rollout."""
+
+    min_labels: int | None = Field(None, ge=1, description="Labelled requests per arm")
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    max_error_increase: float | None = Field(None, ge=0, le=100)
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+    max_p99_ratio: float | None = Field(None, ge=1, le=1000)
+    max_duration_minutes: float | None = Field(None, ge=1)
+
+
+class RolloutRequest(Strict):
+    version: int = Field(ge=1, le=2_147_483_647, description="The challenger")
+    mode: Literal["shadow", "canary", "ab"]
+    share: float | None = Field(
+        None, ge=0.01, le=1,
+        description="Of requests: shadowed (default 1), answered by a canary "
+        "(default MODELOPS_ROLLOUT_SHARE) or the challenger's side of an A/B test "
+        "(default 0.5)",
+    )  # fmt: skip
+    criteria: RolloutCriteriaIn | None = None
+
+
+class RolloutOut(BaseModel):
+    id: int
+    model: str
+    mode: Literal["shadow", "canary", "ab"]
+    share: float
+    state: Literal["running", "promoted", "aborted"]
+    challenger: dict[str, Any]
+    champion: dict[str, Any]
+    criteria: dict[str, Any]
+    started_at: str
+    started_by: str
+    ended_at: str | None
+    decided_by: str | None
+    reason: str | None
+    evidence: dict[str, Any] | None
+
+
+class RolloutCurrentOut(RolloutOut):
+    comparison: dict[str, Any] = Field(
+        description="Each arm's requests, error rate, latency, labelled requests and "
+        "accuracy (a regressor: MAE) with 95% intervals; the difference with its "
+        "interval; a shadow's agreement with the champion"
+    )
+    verdict: dict[str, Any] = Field(
+        description="What the monitor would decide now: promote, abort or continue"
+    )
+
+
+class RolloutsOut(BaseModel):
+    model: str
+    rollouts: list[RolloutOut]

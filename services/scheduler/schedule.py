@@ -34,6 +34,11 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": drift_every,
             "options": {"expires": drift_every.total_seconds()},
         },
+        "rollouts-monitor": {
+            "task": names.MONITOR_ROLLOUTS,
+            "schedule": monitor_every,
+            "options": {"expires": monitor_every.total_seconds()},
+        },
         "labels-count": {
             "task": names.COUNT_LABELS,
             "schedule": monitor_every,

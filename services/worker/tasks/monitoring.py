@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from celery import Task
+from sqlalchemy import select
 
 from common import task_names as names
 from common.models import catalog, registry
@@ -18,7 +19,9 @@ from common.monitoring import (
     webhooks,
 )
 from common.queue import enqueue
+from common.rollouts import monitor
 from common.storage.db import session_scope
+from common.storage.tables import Rollout
 from services.worker.celery_app import app, settings
 from services.worker.database import session_factory
 
@@ -89,6 +92,28 @@ def apply_retraining_policy(model: str | None = None) -> int | list[str] | None:
             lambda job_id: enqueue(app, names.RETRAIN_MODEL, job_id),
         )  # fmt: skip
         return job.id if job else None
+
+
+@app.task(name=names.MONITOR_ROLLOUTS)
+def monitor_rollouts(model: str | None = None) -> str | list[str] | None:
+    """Judge a model's running rollout: promote or abort it on the evidence, the
+    decision's alert to the webhook; returns the decision. Called without a model,
+    fans out to the models with a rollout running."""
+    if model is None:
+        with session_scope(session_factory(settings)) as session:
+            running = session.scalars(
+                select(Rollout.model).where(Rollout.state == "running")
+            ).all()
+        for name in running:
+            enqueue(app, names.MONITOR_ROLLOUTS, name)
+        return list(running)
+    with session_scope(session_factory(settings)) as session:
+        decision = monitor.monitor_rollout(session, settings.for_model(model))
+    if decision is None:
+        return None
+    if decision.alert_id is not None and settings.alert_webhook_url:
+        enqueue(app, names.DELIVER_ALERT, decision.alert_id, "opened")
+    return decision.verdict.decision
 
 
 @app.task(name=names.SCHEDULED_RETRAIN)

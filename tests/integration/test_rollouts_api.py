@@ -1,0 +1,157 @@
+"""Rollouts through the API app: start, routing by key with the arm in every answer,
+shadow rows logged beside the champion's, the live comparison, promote, abort and
+history, and each refusal with its reason."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import select
+
+from common.storage.db import make_engine, make_session_factory, session_scope
+from common.storage.tables import PredictionLog
+from tests.factories import register_version
+from tests.integration.conftest import AUTH
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def challenger(serving_app, serving_settings, churn_frame):
+    """Version 2 (a forest) registered beside champion version 1."""
+    engine = make_engine(serving_settings)
+    with session_scope(make_session_factory(engine)) as session:
+        register_version(session, serving_settings, churn_frame, "churned",
+                         model_type="random_forest")  # fmt: skip
+    engine.dispose()
+    return 2
+
+
+def _follow(app, present=True):
+    """Wait until this API process follows the rollout (its champion poll)."""
+    cache, deadline = app.extensions["model_cache"], time.monotonic() + 30
+    while (cache.rollout("default") is not None) != present:
+        assert time.monotonic() < deadline, "the rollout was not followed"
+        cache.refresh()
+        time.sleep(0.02)
+
+
+def _start(client, **body):
+    return client.post("/models/default/rollouts", json=body, headers=AUTH)
+
+
+def test_a_canary_answers_its_share_and_a_routing_key_sticks_to_one_arm(
+    serving_app, serving, challenger, row
+):
+    # a forest answers slower than the champion's logistic regression: this test is
+    # about routing, so latency may not end the rollout under it
+    started = _start(serving, version=2, mode="canary", share=0.3,
+                     criteria={"max_p99_ratio": 1000})  # fmt: skip
+    assert started.status_code == 201, started.json
+    assert (started.json["mode"], started.json["share"]) == ("canary", 0.3)
+    _follow(serving_app)
+    arms = {}
+    for index in range(400):
+        key = f"customer-{index}"
+        answer = serving.post("/predict", json={"features": row, "routing_key": key})
+        assert answer.status_code == 200
+        assert answer.headers["X-Model-Arm"] == answer.json["arm"]
+        expected = 2 if answer.json["arm"] == "challenger" else 1
+        assert answer.json["model_version"] == expected
+        arms[key] = answer.json["arm"]
+    share = sum(arm == "challenger" for arm in arms.values()) / len(arms)
+    assert share == pytest.approx(0.3, abs=0.08)
+    for key, arm in list(arms.items())[:50]:  # the header places it the same way
+        again = serving.post("/predict", json={"features": row},
+                             headers={"X-Routing-Key": key})  # fmt: skip
+        assert again.headers["X-Model-Arm"] == arm
+    current = serving.get("/models/default/rollouts/current")
+    assert current.status_code == 200
+    serving_app.extensions["prediction_log"].flush()
+    current = serving.get("/models/default/rollouts/current").json
+    arms_seen = current["comparison"]["arms"]
+    total = arms_seen["challenger"]["requests"] + arms_seen["champion"]["requests"]
+    assert total == 450
+    assert current["verdict"]["decision"] == "continue"
+    metrics = serving.get("/metrics").json
+    assert metrics["request_count"] == 450  # both arms are the model's traffic
+
+
+def test_a_shadow_scores_every_request_off_the_path_and_never_answers(
+    serving_app, serving, serving_settings, challenger, row
+):
+    assert _start(serving, version=2, mode="shadow").status_code == 201
+    _follow(serving_app)
+    ids = []
+    for _ in range(30):
+        answer = serving.post("/predict", json={"instances": [row, row]})
+        assert answer.json["arm"] == "champion" and answer.json["model_version"] == 1
+        ids += [p["prediction_id"] for p in answer.json["predictions"]]
+    serving_app.extensions["predictor"].shadow.drain()
+    serving_app.extensions["prediction_log"].flush()
+    engine = make_engine(serving_settings)
+    with session_scope(make_session_factory(engine)) as session:
+        shadows = session.execute(
+            select(PredictionLog.shadow_of, PredictionLog.model_version)
+            .where(PredictionLog.arm == "shadow")
+        ).all()  # fmt: skip
+    engine.dispose()
+    assert sorted(s for s, _ in shadows) == sorted(ids)  # each row, linked
+    assert {v for _, v in shadows} == {2}
+    comparison = serving.get("/models/default/rollouts/current").json["comparison"]
+    assert comparison["agreement"]["compared"] == 60
+    assert comparison["arms"]["champion"]["requests"] == 30
+    assert serving.get("/metrics").json["request_count"] == 30  # shadows are no answers
+    feedback = serving.post("/feedback", json=[{"prediction_id": i, "label": 1}
+                                               for i in ids])  # fmt: skip
+    assert feedback.status_code == 200
+    comparison = serving.get("/models/default/rollouts/current").json["comparison"]
+    assert comparison["arms"]["challenger"]["labelled"] == 60  # judged on the same rows
+
+
+def test_promote_abort_and_history_through_the_api(
+    serving_app, serving, challenger, row
+):
+    assert _start(serving, version=2, mode="ab").status_code == 201
+    refused = _start(serving, version=2, mode="canary")
+    assert (
+        refused.status_code == 409 and "is running" in refused.json["error"]["message"]
+    )
+    aborted = serving.post("/models/default/rollouts/current/abort",
+                           json={"reason": "not today"}, headers=AUTH)  # fmt: skip
+    assert aborted.status_code == 200
+    assert (aborted.json["state"], aborted.json["reason"]) == ("aborted", "not today")
+    assert serving.get("/models/default/rollouts/current").status_code == 404
+    assert _start(serving, version=2, mode="canary", share=0.5).status_code == 201
+    _follow(serving_app)
+    promoted = serving.post("/models/default/rollouts/current/promote", headers=AUTH)
+    assert promoted.status_code == 200 and promoted.json["state"] == "promoted"
+    assert serving.get("/model/status").json["version"] == 2
+    history = serving.get("/models/default/rollouts").json["rollouts"]
+    assert [(r["mode"], r["state"]) for r in history] == [
+        ("canary", "promoted"), ("ab", "aborted")]  # fmt: skip
+    _follow(serving_app, present=False)  # the rollout ended: one version serves
+    answer = serving.post("/predict", json={"features": row})
+    assert answer.json["arm"] == "champion"
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    ({"version": 2, "mode": "blue"}, 400, "mode"),
+    ({"version": 2, "mode": "canary", "share": 1.0}, 400, "keeps some traffic"),
+    ({"version": 2, "mode": "canary", "criteria": {"max_p99_ratio": 0.5}}, 400,
+     "max_p99_ratio"),
+    ({"version": 7, "mode": "shadow"}, 404, "has no version 7"),
+    ({"version": 1, "mode": "shadow"}, 409, "is the champion"),
+])  # fmt: skip
+def test_a_rollout_that_cannot_start_says_why(serving, challenger, body, status,
+                                               words):  # fmt: skip
+    answer = _start(serving, **body)
+    assert answer.status_code == status, answer.json
+    assert words in str(answer.json["error"])
+
+
+def test_starting_a_rollout_needs_the_api_key(serving, challenger):
+    body = {"version": 2, "mode": "shadow"}
+    answer = serving.post("/models/default/rollouts", json=body)
+    assert answer.status_code == 401
