@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.clock import from_iso, to_iso, utcnow
 from common.config import Settings
 from common.data.datasets import BUILTIN, load_dataset, resolve_data_file
-from common.errors import InvalidInputError, UnprocessableDataError
+from common.errors import ConflictError, InvalidInputError, UnprocessableDataError
 from common.jobs.progress import ProgressCallback
 from common.models import registry
 from common.models.evaluation import ModelEvaluator, evaluate_regression
@@ -35,6 +35,7 @@ from common.models.training import (
     ModelTrainer,
     build_estimator,
 )
+from common.rollouts import lifecycle
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import FeedbackLabel, Job, ModelVersion, PredictionLog
@@ -221,9 +222,11 @@ def run_retrain(
     gate = _gate(settings, current.task, champion_model, result)
     progress(92, "registering")
     with session_scope(session_factory) as session:
-        version = _register(session, settings, job, result, gate["promote"])
+        version, went_out, rollout = _register(
+            session, settings, job, result, gate["promote"]
+        )
         outcome = {
-            "outcome": "promoted" if gate.pop("promote") else "rejected",
+            "outcome": went_out,
             "model": settings.model_name,
             "model_version": version.version,
             "previous_version": current.version,
@@ -234,6 +237,9 @@ def run_retrain(
             "training_data": described,
             "reason": job.reason,
         }
+        gate.pop("promote")
+        if rollout is not None:
+            outcome["rollout"] = rollout
         outcome["message"] = _summary(outcome)
         repo.add_audit_event(session, "retrain", "job", job.id, outcome=outcome,
                              model=settings.model_name)  # fmt: skip
@@ -285,26 +291,41 @@ def _gate(
 
 def _register(
     session: Session, settings: Settings, job: Job, result: ModelResult, promote: bool
-) -> ModelVersion:
+) -> tuple[ModelVersion, str, dict[str, Any] | None]:
+    """Register the challenger and send it out as `rollout_mode` says: promoted at
+    once (`direct`), or into a shadow or canary rollout that the monitor decides
+    on live traffic. Returns the version, the outcome and the rollout started."""
     version = registry.register_model(
         session, settings, result, reason=f"retrain job {job.id}: {job.reason}",
         job_id=job.id,
     )  # fmt: skip
-    champion = registry.get_champion(session, settings)
-    if promote and champion.model_version_id != version.id:
-        registry.promote_version(
-            session,
-            settings,
-            version.version,
-            reason=f"retrain job {job.id} passed the gate",
-        )
-    elif not promote:
+    if not promote:
         version.state = "rejected"
-    return version
+        return version, "rejected", None
+    if settings.rollout_mode != "direct":
+        try:
+            rollout = lifecycle.start_rollout(
+                session, settings, version=version.version, mode=settings.rollout_mode,
+                actor=f"retrain job {job.id}",
+            )  # fmt: skip
+        except ConflictError as exc:  # someone's rollout is running: it goes first
+            return version, "held", {"mode": settings.rollout_mode,
+                                     "not_started": exc.message}  # fmt: skip
+        return version, "rollout", {"id": rollout.id, "mode": rollout.mode,
+                                    "share": rollout.share}  # fmt: skip
+    reason = f"retrain job {job.id} passed the gate"
+    registry.promote_version(session, settings, version.version, reason=reason)
+    return version, "promoted", None
 
 
 def _summary(outcome: dict[str, Any]) -> str:
-    verb = "promoted" if outcome["outcome"] == "promoted" else "rejected"
+    mode = (outcome.get("rollout") or {}).get("mode")
+    verb = {
+        "promoted": "promoted",
+        "rejected": "rejected",
+        "rollout": f"passed the gate and went into a {mode} rollout",
+        "held": "passed the gate and waits (another rollout is running)",
+    }[outcome["outcome"]]
     metric = outcome["metric"]
     tolerance = outcome["tolerance"]
     within = f"{tolerance:.0%} relative" if metric == "mae" else str(tolerance)

@@ -34,6 +34,7 @@ from common.jobs.retraining import count_labelled_since
 from common.models import registry
 from common.monitoring.accuracy_change import find_accuracy_drop
 from common.monitoring.metrics import compute_window_metrics
+from common.rollouts import lifecycle
 from common.storage.tables import DriftReport, Job, RetrainingState
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,11 @@ def apply_policy(
     active = tracker.find_active(session, "retrain", settings.model_name)
     if active is not None:
         _decide(state, "busy", f"retrain job {active.id} is {active.state}", None)
+        return None
+    rollout = lifecycle.find_running(session, settings.model_name)
+    if rollout is not None:  # its challenger is being judged: let it finish
+        _decide(state, "busy", f"rollout {rollout.id} is judging version "
+                f"{rollout.challenger.version} ({rollout.mode})", None)  # fmt: skip
         return None
     seen = assess(session, settings)
     if seen.healthy:

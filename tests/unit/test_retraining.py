@@ -14,6 +14,7 @@ from common.jobs import tracker
 from common.jobs.retraining import check_retrain_params, run_retrain
 from common.models import registry
 from common.monitoring.drift import check_drift
+from common.rollouts import lifecycle
 from common.storage.db import session_scope
 from common.storage.tables import AuditEvent, FeedbackLabel, Job, PredictionLog
 from tests.conftest import train_champion
@@ -59,6 +60,24 @@ def test_a_challenger_as_good_is_promoted_with_both_scores(
             select(AuditEvent).where(AuditEvent.action == "retrain")
         )
         assert audit.one().details["outcome"]["reason"] == "test"
+
+
+def test_with_a_rollout_mode_a_challenger_that_passes_goes_into_a_rollout(
+    session_factory, with_champion
+):
+    shadowed = with_champion.with_overrides(rollout_mode="shadow")
+    job, result, _ = _run(session_factory, shadowed)
+    assert result["outcome"] == "rollout", result
+    assert result["rollout"]["mode"] == "shadow" and result["rollout"]["share"] == 1.0
+    assert "went into a shadow rollout" in job.message
+    with session_scope(session_factory) as session:
+        assert registry.get_champion(session, shadowed).model_version.version == 1
+        running = lifecycle.find_running(session, "default")
+        assert running.challenger.version == 2
+        assert running.started_by.startswith("retrain job")
+    _, result, _ = _run(session_factory, shadowed)  # one rollout at a time
+    assert result["outcome"] == "held"
+    assert "is running" in result["rollout"]["not_started"]
 
 
 def test_a_worse_challenger_is_rejected_and_the_champion_stays(

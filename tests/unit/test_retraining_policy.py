@@ -259,3 +259,24 @@ def test_no_rule_no_retrain(session_factory, champion):
     with session_scope(session_factory) as session:
         _drift(session, champion, [False, False, False])
         assert retraining_policy.apply_policy(session, champion, _published([])) is None
+
+
+def test_while_a_rollout_judges_a_challenger_the_policy_starts_no_retrain(
+    session_factory, champion
+):
+    from common.rollouts import lifecycle
+
+    queue = []
+    with session_scope(session_factory) as session:
+        train_champion(session, champion)  # version 2 becomes champion
+        lifecycle.start_rollout(session, champion, version=1, mode="shadow")
+        _drift(session, champion, [True, True, True])
+        _labelled(session, champion, 30, 30)
+        assert (
+            retraining_policy.apply_policy(session, champion, _published(queue)) is None
+        )
+        state = _state(session, champion)
+        assert state["decision"] == "busy" and "rollout" in state["reason"]
+        lifecycle.abort(session, champion, actor="t", reason="t")
+        assert retraining_policy.apply_policy(session, champion, _published(queue))
+    assert len(queue) == 1
