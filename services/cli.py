@@ -1,4 +1,4 @@
-"""The `modelops` command: up, train, generate, db, models, datasets."""
+"""The `modelops` command: up, train, generate, db, models, rollout, datasets."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from common.storage.migrate import (
     migrated_sessions,
 )
 from services import simulator, system
+from services.cli_rollouts import register_commands as register_rollout_commands
 from services.console import ProgressBar, echo_version
 
 log = logging.getLogger(__name__)
@@ -509,6 +510,8 @@ def up(host: str | None, port: int | None, flower_port: int | None) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     sys.exit(system.run_system(settings))
 
+
+register_rollout_commands(main, MODEL_OPTION, _model_settings)
 
 if __name__ == "__main__":
     main()

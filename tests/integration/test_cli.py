@@ -176,3 +176,33 @@ def test_config_says_where_the_api_key_comes_from_and_masks_secrets(
     get_settings.cache_clear()  # a new command in a new process would read it
     given = runner.invoke(main, ["config"])
     assert "MODELOPS_API_KEY=**** (set)" in given.output
+
+
+def test_a_rollout_from_the_cli_starts_shows_both_arms_and_ends(runner):
+    for params in ([], ["--param", "C=0.5"]):
+        trained = runner.invoke(main, ["train", "iris", "--model-type",
+                                       "logistic_regression", *params])  # fmt: skip
+        assert trained.exit_code == 0, trained.output
+    started = runner.invoke(main, ["rollout", "start", "2", "--mode", "canary",
+                                   "--share", "0.2", "--criterion",
+                                   "min_labels=50"])  # fmt: skip
+    assert started.exit_code == 0, started.output
+    assert (
+        "canary of version 2 beside version 1 of default, share 0.2" in started.output
+    )
+    status = runner.invoke(main, ["rollout", "status"])
+    assert status.exit_code == 0, status.output
+    lines = status.output.splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["arm", "champion", "challenger"]
+    assert "verdict: continue: 0 of 50 labelled requests per arm" in status.output
+    twice = runner.invoke(main, ["rollout", "start", "2", "--mode", "shadow"])
+    assert twice.exit_code == 1 and "is running for 'default'" in twice.output
+    bad = runner.invoke(main, ["rollout", "start", "2", "--mode", "ab",
+                               "--criterion", "min_labels"])  # fmt: skip
+    assert bad.exit_code == 2 and "is not NAME=VALUE" in bad.output
+    aborted = runner.invoke(main, ["rollout", "abort", "--reason", "not yet"])
+    assert "rollout 1 aborted: version 2 of default" in aborted.output
+    listed = runner.invoke(main, ["rollout", "list"]).output
+    assert "canary  v2    aborted" in listed and "by cli: not yet" in listed
+    none = runner.invoke(main, ["rollout", "status"])
+    assert none.exit_code == 1 and "has no rollout running" in none.output
