@@ -38,6 +38,7 @@ from common.storage.tables import (
     PredictionLog,
     PredictionRollup,
     RetrainingState,
+    Rollout,
 )
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def _clear(
     # the policy's last decision names jobs and alerts that are gone
     session.execute(delete(RetrainingState).where(RetrainingState.name == name))
     session.execute(delete(Job).where(Job.model == name, Job.id != keep_job))
+    session.execute(delete(Rollout).where(Rollout.model == name))
     session.execute(delete(ModelVersion).where(ModelVersion.name == name))
     session.flush()
     return generation, files

@@ -58,6 +58,7 @@ TIME_CHARTS = ["chart-volume", "chart-latency", "chart-accuracy", "chart-drift"]
 PAGES = {  # each page, and what shows that its data is drawn
     "overview": "#cards .card", "models": "#models-table tbody tr",
     "jobs": "#jobs-table tbody tr", "alerts": "#alert-lists > *",
+    "rollouts": "#rollouts-table",
     "try": "#try-fields .field", "demo": "#demo-reset",
 }  # fmt: skip
 
@@ -208,6 +209,40 @@ def test_batch_scoring_upload_then_rollback(tab: Tab, tmp_path: Path) -> None:
     page.click("#rollback")
     page.click("#confirm-ok")
     expect(page.locator("#serving")).to_contain_text("serving v1", timeout=15_000)
+    assert tab.errors == []
+
+
+def test_a_shadow_rollout_shows_both_arms_and_its_verdict_then_is_aborted(
+    tab: Tab,
+) -> None:
+    page = tab.page
+    page.goto("/#rollouts")
+    form = page.locator("#rollout-form")
+    expect(form).to_be_visible()
+    form.locator("select[name=version]").select_option("2")
+    form.locator("select[name=mode]").select_option("shadow")
+    # never decided under the test: no label count reached, no drop too large
+    form.locator("input[name=min_labels]").fill("1000000")
+    form.locator("input[name=max_accuracy_drop]").fill("1")
+    form.get_by_role("button", name="Start rollout").click()
+    _give_key(tab)
+    expect(page.locator("#notice")).to_contain_text("Started a shadow rollout")
+    arms = page.locator("#rollout-arms tbody tr")
+    expect(arms).to_have_count(2)
+    shadow = page.locator("#rollout-arms tr[data-arm='challenger (shadow)']")
+    expect(shadow.locator("td").nth(2)).not_to_have_text("0", timeout=30_000)
+    expect(page.locator("#rollout-verdict")).to_have_attribute(
+        "data-decision", "continue"
+    )
+    expect(page.locator("#rollout-difference")).to_contain_text(
+        "Agreement on the same rows", timeout=30_000
+    )
+    tab.screenshot("rollouts")
+    page.click("#rollout-abort")
+    page.click("#confirm-ok")
+    expect(page.locator("#rollouts-table tbody tr").first).to_contain_text("aborted")
+    expect(form).to_be_visible()
+    expect(page.locator("#serving")).to_contain_text("serving v1")
     assert tab.errors == []
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from common.demo import reset_demo
 from common.jobs import tracker
 from common.models import registry
+from common.rollouts import lifecycle
 from common.storage.db import session_scope
 from common.storage.tables import (
     Alert,
@@ -17,6 +18,7 @@ from common.storage.tables import (
     ModelVersion,
     PredictionLog,
     RetrainingState,
+    Rollout,
 )
 from tests.conftest import train_champion
 
@@ -62,6 +64,7 @@ def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_set
         for _ in range(2):
             train_champion(session, settings)
         assert registry.get_champion(session, settings).generation == 2
+        lifecycle.start_rollout(session, settings, version=1, mode="shadow")
         pid = uuid.uuid4().hex
         session.add(
             PredictionLog(
@@ -106,7 +109,7 @@ def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_set
                 select(func.count()).select_from(table).where(column == model)
             )
 
-        assert (count(PredictionLog), count(Alert)) == (0, 0)
+        assert (count(PredictionLog), count(Alert), count(Rollout)) == (0, 0, 0)
         assert count(RetrainingState) == 0  # no decision naming a job that is gone
         assert session.scalars(
             select(Job.kind).where(Job.model == "default")

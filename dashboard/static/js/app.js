@@ -8,6 +8,7 @@ import { $, fill, fmtClock, h } from "./dom.js";
 import * as jobs from "./jobs.js";
 import * as models from "./models.js";
 import * as overview from "./overview.js";
+import * as rollouts from "./rollouts.js";
 import { chooseModel, currentModel, modelPath, scope } from "./scope.js";
 import * as tester from "./tester.js";
 import { askKey, changed, changes, describeError, notice, toast } from "./ui.js";
@@ -16,7 +17,7 @@ const POLL_MS = 3000;
 const BUSY_POLL_MS = 1000; // while a job the page shows is queued or running
 // The views this page has: the Demo view only in demo mode (MODELOPS_DEMO).
 const PAGES = Object.fromEntries(
-  Object.entries({ overview, models, jobs, alerts, try: tester, demo })
+  Object.entries({ overview, models, rollouts, jobs, alerts, try: tester, demo })
     .filter(([name]) => document.getElementById(`page-${name}`)),
 );
 const state = { name: null, model: null, models: [], seenAlerts: null, oldestShown: null, busy: false };
