@@ -1,0 +1,221 @@
+"""Rollouts with real processes (gunicorn with two workers, a Celery worker, beat on
+short intervals, Redis), decided by the monitor on live evidence:
+
+- a challenger trained on shuffled labels, on a 20% canary, is aborted by itself,
+  having answered fewer requests than the criteria need to show it worse (plus what
+  one more look of the monitor lets through);
+- a good challenger in shadow is promoted by itself;
+- an A/B split over 5,000 requests lands within 3 points of its share, and a routing
+  key always reaches the same arm.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from common.data.datasets import load_dataset
+from common.data.synthetic import generate
+from common.models import registry
+from common.models.training import ModelTrainer
+from common.rollouts.comparison import newcombe
+from common.storage.db import make_engine, make_session_factory, session_scope
+from tests.e2e.conftest import AUTH, Api, http, prepare_home
+
+pytestmark = pytest.mark.e2e
+
+MONITOR_SECONDS = 1
+LOOP = {
+    "MODELOPS_MONITOR_INTERVAL_SECONDS": str(MONITOR_SECONDS),
+    "MODELOPS_DRIFT_CHECK_SECONDS": "600",  # drift is not what these tests are about
+    "MODELOPS_RETRAIN_ON_DRIFT": "false",
+    "MODELOPS_RETRAIN_ACCURACY_FLOOR": "0",
+    "MODELOPS_MODEL_POLL_MS": "200",
+    "MODELOPS_PREDICTION_LOG_FLUSH_MS": "200",
+}
+
+
+def _until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def system(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[tuple[Api, Any]]:
+    """Champion v1 (a forest), v2 a forest as good, v3 a forest on shuffled labels."""
+    from tests.e2e.conftest import launch_api, launch_worker, stop_processes
+
+    folder = tmp_path_factory.mktemp("rollouts")
+    settings = prepare_home(
+        folder / "home", versions=("random_forest", "random_forest")
+    )
+    engine = make_engine(settings)
+    with session_scope(make_session_factory(engine)) as session:
+        frame = load_dataset(settings, "synthetic").frame.copy()
+        frame["churned"] = np.random.default_rng(0).permutation(frame["churned"].values)
+        result = ModelTrainer(settings).train_model(frame, "churned", "random_forest")
+        registry.register_model(session, settings, result, reason="shuffled labels")
+    engine.dispose()
+    api = launch_api(settings, redis_url, folder, **LOOP)
+    processes = [
+        launch_worker(settings, redis_url, folder, **LOOP),
+        launch_worker(settings, redis_url, folder, "beat", beat=True, **LOOP),
+    ]
+    # the monitor runs once the worker takes tasks and beat sends them
+    _until("the worker and beat", lambda: "ready." in _read(folder / "w1.log")
+           and "Sending due task" in _read(folder / "beat.log"), 60)  # fmt: skip
+    yield api, settings
+    api.stop()
+    stop_processes(processes)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _rollout(api: Api, **body: Any) -> dict[str, Any]:
+    status, _, answer = http("POST", f"{api.url}/models/default/rollouts", body, AUTH)
+    assert status == 201, answer
+    # every gunicorn worker follows within its poll: wait for a challenger answer or
+    # (a shadow) a shadow row, so the traffic below all meets the rollout
+    return answer
+
+
+def _end(api: Api) -> None:
+    status, _, _ = http("GET", f"{api.url}/models/default/rollouts/current")
+    if status == 200:
+        http("POST", f"{api.url}/models/default/rollouts/current/abort", {}, AUTH)
+
+
+def _traffic(api: Api, rows: Any, key: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """One request per row with its routing key; the answers' labels and arms."""
+    labels, arms = [], []
+    for index, (_, row) in enumerate(rows.iterrows()):
+        features = row.drop(labels="churned").to_dict()
+        status, headers, body = http("POST", f"{api.url}/predict",
+                                     {"features": features,
+                                      "routing_key": f"{key}-{index}"})  # fmt: skip
+        assert status == 200, body
+        arms.append(headers["X-Model-Arm"])
+        labels.append({"prediction_id": body["prediction_id"],
+                       "label": int(row["churned"])})  # fmt: skip
+    return labels, arms
+
+
+def _needed(champion: float, challenger: float, share: float, drop: float) -> int:
+    """The fewest labelled challenger answers whose Newcombe interval shows it worse
+    than `drop` (the champion answering the rest of the traffic), were the arms'
+    accuracies exactly these."""
+    for n in range(5, 5000):
+        others = round(n * (1 - share) / share)
+        interval = newcombe(round(champion * others), others, round(challenger * n), n)
+        if interval["high"] is not None and interval["high"] < -drop:
+            return n
+    raise AssertionError("never shown worse")
+
+
+def test_a_bad_canary_is_aborted_having_answered_less_than_its_bound(system):
+    api, _ = system
+    share, drop = 0.2, 0.02
+    _rollout(api, version=3, mode="canary", share=share,
+             criteria={"max_accuracy_drop": drop, "max_p99_ratio": 1000})  # fmt: skip
+    rows = generate(rows=3000, seed=21)
+    champion = http("GET", f"{api.url}/model/status")[2]["accuracy"]
+    challenger = http("GET", f"{api.url}/models/default/versions/3")[2]["accuracy"]
+    needed = _needed(champion, challenger, share, drop)  # holdout accuracies
+    # Traffic goes on in rounds of 50 requests with their labels, as long as the
+    # rollout runs. After the evidence is in, the rows reach the rollups within the
+    # log's flush and the monitor looks within a second: allow three rounds more.
+    bound = needed + math.ceil(3 * 50 * share)
+    challenger_answers, decided = 0, None
+    for start in range(0, len(rows), 50):
+        labels, arms = _traffic(api, rows.iloc[start : start + 50], f"bad{start}")
+        challenger_answers += arms.count("challenger")
+        assert http("POST", f"{api.url}/feedback", labels)[0] == 200
+        latest = http("GET", f"{api.url}/models/default/rollouts")[2]["rollouts"][0]
+        if latest["state"] != "running":
+            decided = latest
+            break
+    assert decided is not None, "the bad canary was never aborted"
+    assert decided["state"] == "aborted" and decided["decided_by"] == "monitor"
+    assert decided["reason"].startswith("max_accuracy_drop: worse")
+    assert challenger_answers < bound, (challenger_answers, needed, bound)
+    assert http("GET", f"{api.url}/model/status")[2]["version"] == 1
+    alerts = http("GET", f"{api.url}/alerts?state=open")[2]["alerts"]
+    assert any(a["rule"] == "rollout_aborted" for a in alerts)
+
+
+def test_a_good_shadow_is_promoted_by_the_monitor(system):
+    api, _ = system
+    _end(api)
+    _rollout(api, version=2, mode="shadow",
+             criteria={"min_labels": 300, "max_accuracy_drop": 0.1})  # fmt: skip
+    rows = generate(rows=2000, seed=22)
+    decided = None
+    for start in range(0, len(rows), 100):
+        labels, arms = _traffic(api, rows.iloc[start : start + 100], f"good{start}")
+        assert set(arms) == {"champion"}  # a shadow never answers
+        assert http("POST", f"{api.url}/feedback", labels)[0] == 200
+        latest = http("GET", f"{api.url}/models/default/rollouts")[2]["rollouts"][0]
+        if latest["state"] != "running":
+            decided = latest
+            break
+    assert decided is not None, "the good shadow was never decided"
+    assert decided["state"] == "promoted", decided["reason"]
+    assert decided["decided_by"] == "monitor"
+    assert decided["evidence"]["agreement"]["compared"] >= 300
+    _until(
+        "version 2 to serve",
+        lambda: http("GET", f"{api.url}/model/status")[2]["version"] == 2,
+        30,
+    )
+
+
+def test_an_ab_split_holds_its_share_and_a_key_keeps_its_arm(system):
+    api, _ = system
+    _end(api)
+    champion = http("GET", f"{api.url}/model/status")[2]["version"]
+    other = 1 if champion == 2 else 2
+    share = 0.3
+    _rollout(api, version=other, mode="ab", share=share,
+             criteria={"min_labels": 1_000_000, "max_accuracy_drop": 1,
+                       "max_p99_ratio": 1000})  # fmt: skip
+    row = {
+        k: (v.item() if hasattr(v, "item") else v)
+        for k, v in generate(rows=1, seed=3).drop(columns="churned").iloc[0].items()
+    }
+
+    def ask(key: str) -> str:
+        status, headers, _ = http("POST", f"{api.url}/predict",
+                                  {"features": row, "routing_key": key})  # fmt: skip
+        assert status == 200
+        return headers["X-Model-Arm"]
+
+    # every gunicorn worker has the challenger loaded once keys land on it
+    _until(
+        "both workers to follow the rollout",
+        lambda: Counter(ask(f"warm-{i}") for i in range(60))["challenger"] > 5,
+        30,
+    )
+    with ThreadPoolExecutor(4) as pool:
+        arms = list(pool.map(ask, (f"customer-{i}" for i in range(5000))))
+    landed = arms.count("challenger") / len(arms)
+    assert abs(landed - share) <= 0.03, landed
+    with ThreadPoolExecutor(4) as pool:
+        again = list(pool.map(ask, (f"customer-{i}" for i in range(0, 5000, 10))))
+    assert again == arms[::10]  # the same customer, the same arm
+    _end(api)
