@@ -114,6 +114,12 @@ class Settings:
     flower_host: str = _doc("Address Flower binds to.", "127.0.0.1")
     flower_port: int = _doc("Port of Flower.", 5555)
     worker_concurrency: int = _doc("Celery worker processes started by `up`.", 2)
+    worker_max_memory_mb: int = _doc(
+        "A worker process whose resident memory passes this after a task is replaced "
+        "by a fresh one (the task finishes first): memory stays bounded over months "
+        "whatever a library keeps.",
+        1024,
+    )
     log_level: str = _doc("DEBUG, INFO, WARNING, ERROR or CRITICAL.", "INFO")
     sqlite_busy_timeout_ms: int = _doc(
         "How long a SQLite writer waits for a lock before failing.", 15000
@@ -541,7 +547,8 @@ class Settings:
 
 
 _POSITIVE = (
-    "api_workers", "api_threads", "worker_concurrency", "min_class_rows",
+    "api_workers", "api_threads", "worker_concurrency", "worker_max_memory_mb",
+    "min_class_rows",
     "predict_timeout_ms", "max_batch_instances", "max_request_bytes",
     "microbatch_max_rows", "model_poll_ms", "prediction_log_batch_size",
     "prediction_log_flush_ms", "prediction_log_spool_size",

@@ -82,6 +82,7 @@ def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,  # in KiB
         task_annotations={
             name: {
                 "time_limit": v["time_limit"],

@@ -29,7 +29,7 @@ loglevel = _settings.log_level.lower()
 def post_fork(server: Any, worker: Any) -> None:
     """Two malloc arenas for the worker's many threads, not eight per core: a
     process serving many models keeps its RSS near what the models hold."""
-    from services.api.memory import limit_arenas
+    from common.memory import limit_arenas
 
     limit_arenas(2)
 

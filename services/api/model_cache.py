@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common import memory
 from common.clock import utcnow
 from common.config import Settings
 from common.data.processing import example_features
@@ -45,7 +46,6 @@ from common.monitoring import alerts
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import Alert, Champion, ModelVersion, Rollout
-from services.api import memory
 
 log = logging.getLogger(__name__)
 
