@@ -15,6 +15,7 @@ from common.config import Settings
 from common.errors import NotFoundError
 from common.models import registry
 from common.monitoring.drift import check_drift
+from common.rollouts.arms import not_shadow
 from common.storage.tables import DriftReport, PredictionLog
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def recent_inputs(
         select(PredictionLog.features, PredictionLog.prediction)
         .where(PredictionLog.model_version_id == model_version_id,
                PredictionLog.status_code == 200,
-               PredictionLog.arm != "shadow")  # a shadow row keeps no features
+               not_shadow(PredictionLog.arm))  # a shadow row keeps no features
         .order_by(PredictionLog.id.desc())
         .limit(rows)
     ).all()  # fmt: skip

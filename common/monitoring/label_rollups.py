@@ -8,8 +8,8 @@ call for predictions already logged, by the log writer for labels that came befo
 their row, and by beat's sweep for whatever both missed.
 
 A label also judges the shadow rows that scored its request during a shadow rollout:
-they are counted with it (arm "shadow"), or, when a shadow row is written after its
-request's label was counted, by the writer of that row.
+they are counted with it (under their arm, `shadow:<rollout id>`), or, when a shadow
+row is written after its request's label was counted, by the writer of that row.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from common.clock import as_utc
 from common.monitoring.rollups import minute_of
 from common.monitoring.sketches import SketchSum
+from common.rollouts.arms import not_shadow
 from common.storage.tables import LabelRollup, ModelVersion, PredictionRollup
 
 _PREDICTION_COLUMNS = (
@@ -109,16 +110,13 @@ class Totals:
         return self.confidence_sum / self.confidence_count
 
 
-SHADOW = "shadow"  # the arm of answers never returned: not the model's traffic
-
-
 def _filters(table: Any, model: str, since: datetime, until: datetime,
              version: int | None, arm: str | None = None) -> list[Any]:  # fmt: skip
     """Rows of `model`'s minutes in the window: of one version and one arm, or the
     answers of every version and arm (a shadow's rows are no answers)."""
+    arms = table.arm == arm if arm is not None else not_shadow(table.arm)
     where = [table.model == model, table.minute >= minute_of(since),
-             table.minute <= until,
-             table.arm == arm if arm is not None else table.arm != SHADOW]  # fmt: skip
+             table.minute <= until, arms]  # fmt: skip
     if version is not None:
         where.append(table.model_version_id == version)
     else:  # not the versions a demo reset deleted (their numbers come back)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from common.clock import as_utc, to_iso, utcnow
 from common.monitoring.rollup_reads import Totals, window_totals
+from common.rollouts.arms import logged_arm
 from common.storage.tables import Rollout
 
 Z = float(norm.ppf(0.975))
@@ -26,7 +27,9 @@ Z = float(norm.ppf(0.975))
 
 def challenger_arm(rollout: Rollout) -> str:
     """The arm the challenger's rows are logged under."""
-    return "shadow" if rollout.mode == "shadow" else "challenger"
+    return logged_arm(
+        "shadow" if rollout.mode == "shadow" else "challenger", rollout.id
+    )
 
 
 def compare(
@@ -36,7 +39,8 @@ def compare(
     until = until or as_utc(rollout.ended_at or utcnow())
     since = as_utc(rollout.started_at)
     champion = window_totals(session, rollout.model, since, until,
-                             rollout.champion_version_id, "champion")  # fmt: skip
+                             rollout.champion_version_id,
+                             logged_arm("champion", rollout.id))  # fmt: skip
     challenger = window_totals(session, rollout.model, since, until,
                                rollout.challenger_version_id,
                                challenger_arm(rollout))  # fmt: skip

@@ -183,8 +183,8 @@ class PredictionLog(Base):
     # counts and latencies are per request, not per predicted row.
     request_rows: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
-    # During a rollout: "champion" or "challenger" (who answered), or "shadow" (a
-    # challenger's answer never returned, to the request row `shadow_of`).
+    # During rollout 12: "champion:12" or "challenger:12" (who answered), or
+    # "shadow:12" (a challenger's answer never returned, to the request `shadow_of`).
     arm: Mapped[str] = mapped_column(String(20), default="", server_default="")
     shadow_of: Mapped[str | None] = mapped_column(String(64))
 

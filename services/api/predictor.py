@@ -14,7 +14,7 @@ from common.config import Settings
 from common.errors import InvalidInputError, PredictionTimeoutError
 from common.models.prediction import Prediction
 from common.models.validation import validate_instances
-from common.rollouts import routing
+from common.rollouts import arms, routing
 from services.api.batcher import MicroBatcher
 from services.api.model_cache import LoadedModel, ModelCache
 from services.api.prediction_log import PredictionLogWriter
@@ -84,12 +84,13 @@ class Predictor:
         predictions = self._wait(model, checked.rows, started)
         ids = [uuid.uuid4().hex for _ in predictions]
         latency_ms = (time.perf_counter() - started) * 1000
-        logged_arm = arm if rollout is not None else ""
+        logged = arms.logged_arm(arm, rollout.plan.id) if rollout is not None else ""
         self._log(model, instances, predictions, ids, checked.quality, latency_ms,
-                  logged_arm)  # fmt: skip
-        if shadow is not None:
+                  logged)  # fmt: skip
+        if shadow is not None and rollout is not None:
             self.shadow.start()
-            self.shadow.submit(ShadowRequest(shadow, instances, predictions, ids))
+            self.shadow.submit(ShadowRequest(shadow, rollout.plan.id, instances,
+                                             predictions, ids))  # fmt: skip
         items = [
             {
                 "prediction": p.prediction,

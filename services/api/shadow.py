@@ -22,6 +22,7 @@ from common.clock import utcnow
 from common.config import Settings
 from common.models.prediction import Prediction, predict_rows
 from common.models.validation import to_frame, validate_instances
+from common.rollouts.arms import logged_arm
 from services.api.model_cache import LoadedModel
 from services.api.prediction_log import PredictionLogWriter
 from services.api.prometheus import SHADOW_DROPPED, SHADOW_SCORED
@@ -36,6 +37,7 @@ class ShadowRequest:
     """One answered request for the challenger to score too."""
 
     challenger: LoadedModel
+    rollout_id: int
     instances: list[Any]
     champion: list[Prediction]  # what the champion answered, row by row
     prediction_ids: list[str]  # the champion's rows these shadow
@@ -162,7 +164,8 @@ def _rows(
     """The shadow's log rows: one per row answered, or one error row per request."""
     base = {"model": model.name, "model_version_id": model.model_version_id,
             "model_version": model.version, "latency_ms": latency_ms,
-            "arm": "shadow", "created_at": now}  # fmt: skip
+            "arm": logged_arm("shadow", request.rollout_id),
+            "created_at": now}  # fmt: skip
     if not ok:
         return [{**base, "prediction_id": uuid.uuid4().hex, "features": {},
                  "prediction": "", "confidence": None, "probabilities": None,

@@ -12,10 +12,12 @@ short intervals, Redis), decided by the monitor on live evidence:
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,16 @@ def _until(what: str, check: Callable[[], Any], timeout: float) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+@dataclass
+class Running:
+    api: Api
+    restart: Callable[[], Api]
+
+
 @pytest.fixture(scope="module")
 def system(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str
-) -> Iterator[tuple[Api, Any]]:
+) -> Iterator[Running]:
     """Champion v1 (a forest), v2 a forest as good, v3 a forest on shuffled labels."""
     from tests.e2e.conftest import launch_api, launch_worker, stop_processes
 
@@ -78,8 +86,16 @@ def system(
     # the monitor runs once the worker takes tasks and beat sends them
     _until("the worker and beat", lambda: "ready." in _read(folder / "w1.log")
            and "Sending due task" in _read(folder / "beat.log"), 60)  # fmt: skip
-    yield api, settings
-    api.stop()
+    running = Running(api, lambda: restart())
+
+    def restart() -> Api:
+        port = int(running.api.url.rsplit(":", 1)[1])
+        running.api.stop()
+        running.api = launch_api(settings, redis_url, folder, port=port, **LOOP)
+        return running.api
+
+    yield running
+    running.api.stop()
     stop_processes(processes)
 
 
@@ -129,7 +145,7 @@ def _needed(champion: float, challenger: float, share: float, drop: float) -> in
 
 
 def test_a_bad_canary_is_aborted_having_answered_less_than_its_bound(system):
-    api, _ = system
+    api = system.api
     share, drop = 0.2, 0.02
     _rollout(api, version=3, mode="canary", share=share,
              criteria={"max_accuracy_drop": drop, "max_p99_ratio": 1000})  # fmt: skip
@@ -160,7 +176,7 @@ def test_a_bad_canary_is_aborted_having_answered_less_than_its_bound(system):
 
 
 def test_a_good_shadow_is_promoted_by_the_monitor(system):
-    api, _ = system
+    api = system.api
     _end(api)
     _rollout(api, version=2, mode="shadow",
              criteria={"min_labels": 300, "max_accuracy_drop": 0.1})  # fmt: skip
@@ -186,7 +202,7 @@ def test_a_good_shadow_is_promoted_by_the_monitor(system):
 
 
 def test_an_ab_split_holds_its_share_and_a_key_keeps_its_arm(system):
-    api, _ = system
+    api = system.api
     _end(api)
     champion = http("GET", f"{api.url}/model/status")[2]["version"]
     other = 1 if champion == 2 else 2
@@ -219,3 +235,96 @@ def test_an_ab_split_holds_its_share_and_a_key_keeps_its_arm(system):
         again = list(pool.map(ask, (f"customer-{i}" for i in range(0, 5000, 10))))
     assert again == arms[::10]  # the same customer, the same arm
     _end(api)
+
+
+def test_changes_under_load_fail_no_request_and_a_restart_keeps_the_rollout(system):
+    api = system.api
+    _end(api)
+    champion = http("GET", f"{api.url}/model/status")[2]["version"]
+    other = 1 if champion == 2 else 2
+    row = {
+        k: (v.item() if hasattr(v, "item") else v)
+        for k, v in generate(rows=1, seed=4).drop(columns="churned").iloc[0].items()
+    }
+    failures: list[Any] = []
+    answered = Counter()
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        index = 0
+        while not stop.is_set():
+            index += 1
+            try:
+                status, headers, body = http(
+                    "POST", f"{system.api.url}/predict",
+                    {"features": row, "routing_key": f"{worker}-{index}"},
+                )  # fmt: skip
+            except OSError as error:  # the restart below: connection refused
+                failures.append(("error", str(error)))
+                continue
+            if status != 200:
+                failures.append((status, body))
+            else:
+                answered[headers["X-Model-Arm"]] += 1
+
+    never = {"min_labels": 1_000_000, "max_accuracy_drop": 1, "max_p99_ratio": 1000}
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for mode in ("canary", "shadow", "ab"):
+            _rollout(api, version=other, mode=mode, share=0.5, criteria=never)
+            time.sleep(1.5)  # under load, beside the champion, for a few polls
+            action = "promote" if mode == "shadow" else "abort"
+            status, _, body = http(
+                "POST", f"{api.url}/models/default/rollouts/current/{action}", {}, AUTH
+            )
+            assert status == 200, body
+            if action == "promote":
+                champion, other = other, champion
+            time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert answered["challenger"] > 0 and answered["champion"] > 0
+
+    # A restart resumes the running rollout with its counts.
+    _rollout(api, version=other, mode="canary", share=0.5, criteria=never)
+    keys = [f"restart-{i}" for i in range(200)]
+
+    def arm_of(url: str, key: str) -> str:
+        answer = http("POST", f"{url}/predict", {"features": row, "routing_key": key})
+        return answer[1]["X-Model-Arm"]
+
+    def arms_of(url: str) -> list[str] | None:
+        """Each key's arm, once two passes agree (every gunicorn worker follows)."""
+        first = [arm_of(url, k) for k in keys]
+        return first if first == [arm_of(url, k) for k in keys] else None
+
+    before = _until("every worker to follow", lambda: arms_of(api.url), 30)
+
+    def counted() -> dict[str, Any]:
+        return http("GET", f"{system.api.url}/models/default/rollouts/current")[2]
+
+    def arms_total(current: dict[str, Any]) -> int:
+        arms = current["comparison"]["arms"]
+        return arms["champion"]["requests"] + arms["challenger"]["requests"]
+
+    def settled() -> dict[str, Any] | None:
+        """The rollout once its counts stop moving (every spooled row written)."""
+        first = counted()
+        time.sleep(1.5)
+        second = counted()
+        same = arms_total(first) == arms_total(second) > 0
+        return second if same else None
+
+    seen = _until("the answers in the rollups", settled, 30)
+    restarted = system.restart()
+    after = counted()
+    assert after["id"] == seen["id"] and arms_total(after) == arms_total(seen)
+    again = _until("every worker to follow again", lambda: arms_of(restarted.url), 30)
+    assert again == before  # each key, its arm, after the restart
+    assert set(before) == {"champion", "challenger"}
+    _end(restarted)

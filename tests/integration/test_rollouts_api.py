@@ -94,7 +94,7 @@ def test_a_shadow_scores_every_request_off_the_path_and_never_answers(
     with session_scope(make_session_factory(engine)) as session:
         shadows = session.execute(
             select(PredictionLog.shadow_of, PredictionLog.model_version)
-            .where(PredictionLog.arm == "shadow")
+            .where(PredictionLog.arm.startswith("shadow:"))
         ).all()  # fmt: skip
     engine.dispose()
     assert sorted(s for s, _ in shadows) == sorted(ids)  # each row, linked

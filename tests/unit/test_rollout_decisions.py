@@ -12,6 +12,7 @@ from common.clock import utcnow
 from common.models import registry
 from common.monitoring.feedback import record_feedback
 from common.rollouts import lifecycle
+from common.rollouts.arms import logged_arm
 from common.rollouts.comparison import compare, newcombe, wilson
 from common.rollouts.monitor import monitor_rollout
 from common.storage.tables import Alert, Champion, Rollout
@@ -39,7 +40,8 @@ def _answers(session, rollout, arm, n, correct, **fields):
                else rollout.champion_version_id)  # fmt: skip
     ids = []
     for index in range(n):
-        ids.append(logged(session, model_version_id=version, arm=arm, prediction="1",
+        ids.append(logged(session, model_version_id=version,
+                          arm=logged_arm(arm, rollout.id), prediction="1",
                           label="1" if index < correct else "0", **fields))  # fmt: skip
     return ids
 
@@ -90,7 +92,8 @@ def test_a_failing_challenger_is_aborted_on_its_error_rate(session, db_settings,
     _answers(session, rollout, "champion", 50, 45)
     for _ in range(12):
         logged(session, model_version_id=rollout.challenger_version_id,
-               arm="challenger", status_code=500, prediction="")  # fmt: skip
+               arm=logged_arm("challenger", rollout.id), status_code=500,
+               prediction="")  # fmt: skip
     decision = monitor_rollout(session, db_settings)
     assert decision.verdict.criterion == "max_error_rate"
     assert "failed 12 of 12 requests" in decision.verdict.reason
@@ -109,10 +112,11 @@ def test_an_undecided_rollout_is_aborted_at_its_deadline(session, db_settings,
 def test_a_shadow_is_judged_on_the_same_rows_with_labels_that_came_later(
     session, db_settings, rollout
 ):
-    champion_ids = _answers_unlabelled(session, rollout.champion_version_id, 80)
+    champion_ids = _answers_unlabelled(session, rollout, 80)
     for index, champion_id in enumerate(champion_ids):  # the challenger disagrees on
         logged(session, model_version_id=rollout.challenger_version_id,  # one in four
-               arm="shadow", shadow_of=champion_id, request_rows=1,
+               arm=logged_arm("shadow", rollout.id), shadow_of=champion_id,
+               request_rows=1,
                prediction="0" if index % 4 == 0 else "1",
                champion_prediction="1")  # fmt: skip
     record_feedback(session, [(i, "1") for i in champion_ids])
@@ -127,9 +131,10 @@ def test_a_shadow_is_judged_on_the_same_rows_with_labels_that_came_later(
     assert decision.verdict.decision == "abort"  # 75% against 100%
 
 
-def _answers_unlabelled(session, version_id, n):
-    return [logged(session, model_version_id=version_id, arm="champion",
-                   prediction="1") for _ in range(n)]  # fmt: skip
+def _answers_unlabelled(session, rollout, n):
+    return [logged(session, model_version_id=rollout.champion_version_id,
+                   arm=logged_arm("champion", rollout.id), prediction="1")
+            for _ in range(n)]  # fmt: skip
 
 
 def test_a_champion_promoted_by_hand_supersedes_the_rollout(
@@ -141,3 +146,11 @@ def test_a_champion_promoted_by_hand_supersedes_the_rollout(
     assert decision.verdict.criterion == "superseded"
     assert session.get(Rollout, rollout.id).state == "aborted"
     assert monitor_rollout(session, db_settings) is None
+
+
+def test_two_rollouts_in_one_minute_never_mix(session, db_settings, rollout):
+    _answers(session, rollout, "challenger", 30, 10)
+    lifecycle.abort(session, db_settings, actor="t", reason="t")
+    again = lifecycle.start_rollout(session, db_settings, version=2, mode="canary")
+    comparison = compare(session, again, "classification")
+    assert comparison["arms"]["challenger"]["requests"] == 0  # the first one's rows
