@@ -49,6 +49,7 @@ LONGEST_FIRST = (
     "tests/browser/test_dashboard.py",
     "tests/e2e/test_supervisor.py",
     "tests/e2e/test_closed_loop.py",
+    "tests/e2e/test_rollouts.py",
     "tests/faults/test_database_trouble.py",
     "tests/faults/test_worker_killed.py",
     "tests/faults/test_redis_restart.py",

@@ -110,7 +110,9 @@ SHADOW = {
 }
 
 
-@pytest.mark.parametrize("rollout_mode", ["direct", "shadow"])
+# The direct path (promoted at the gate) is what the README's demo runs
+# (tests/e2e/test_readme_loop.py); here the challenger goes through a shadow rollout.
+@pytest.mark.parametrize("rollout_mode", ["shadow"])
 def test_drift_is_detected_alerted_retrained_and_recovered(
     tmp_path, start_api, start_worker, simulator, rollout_mode
 ):

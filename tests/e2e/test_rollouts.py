@@ -64,18 +64,21 @@ class Running:
 def system(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str
 ) -> Iterator[Running]:
-    """Champion v1 (a forest), v2 a forest as good, v3 a forest on shuffled labels."""
+    """Champion v1, v2 as good, v3 trained on shuffled labels (logistic regressions:
+    cheap to serve, so the thousands of requests below take seconds)."""
     from tests.e2e.conftest import launch_api, launch_worker, stop_processes
 
     folder = tmp_path_factory.mktemp("rollouts")
     settings = prepare_home(
-        folder / "home", versions=("random_forest", "random_forest")
+        folder / "home", versions=("logistic_regression", "logistic_regression")
     )
     engine = make_engine(settings)
     with session_scope(make_session_factory(engine)) as session:
         frame = load_dataset(settings, "synthetic").frame.copy()
         frame["churned"] = np.random.default_rng(0).permutation(frame["churned"].values)
-        result = ModelTrainer(settings).train_model(frame, "churned", "random_forest")
+        result = ModelTrainer(settings).train_model(
+            frame, "churned", "logistic_regression"
+        )
         registry.register_model(session, settings, result, reason="shuffled labels")
     engine.dispose()
     api = launch_api(settings, redis_url, folder, **LOOP)
@@ -181,6 +184,9 @@ def test_a_good_shadow_is_promoted_by_the_monitor(system):
     _rollout(api, version=2, mode="shadow",
              criteria={"min_labels": 300, "max_accuracy_drop": 0.1})  # fmt: skip
     rows = generate(rows=2000, seed=22)
+    # the canary before it ended a moment ago: every worker follows within its poll
+    _until("the workers to drop the last canary", lambda: set(
+        _traffic(api, rows.iloc[:40], "follow")[1]) == {"champion"}, 30)  # fmt: skip
     decided = None
     for start in range(0, len(rows), 100):
         labels, arms = _traffic(api, rows.iloc[start : start + 100], f"good{start}")
