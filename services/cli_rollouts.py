@@ -72,14 +72,14 @@ def register_commands(main: click.Group, model_option: Any, settings_of: Any) ->
     @model_option
     def promote(reason: str, model: str | None) -> None:
         """Make the running rollout's challenger the champion."""
-        _decide(settings_of(model), lifecycle.promote, reason)
+        _decide(settings_of(model), "promote", reason)
 
     @rollout.command("abort")
     @click.option("--reason", default="aborted from the CLI", show_default=True)
     @model_option
     def abort(reason: str, model: str | None) -> None:
         """End the running rollout; the champion alone serves again."""
-        _decide(settings_of(model), lifecycle.abort, reason)
+        _decide(settings_of(model), "abort", reason)
 
     @rollout.command("list")
     @model_option
@@ -99,13 +99,10 @@ def register_commands(main: click.Group, model_option: Any, settings_of: Any) ->
                            f"{decided}")  # fmt: skip
 
 
-def _decide(settings: Settings, decide: Any, reason: str) -> None:
+def _decide(settings: Settings, action: str, reason: str) -> None:
     with migrated_sessions(settings) as factory, session_scope(factory) as session:
-        running = lifecycle.get_running(session, settings.model_name)
-        task = catalog.get_model(session, settings.model_name).task
-        evidence = compare(session, running, task)
-        decided = decide(session, settings, actor=ACTOR, reason=reason,
-                         evidence=evidence)  # fmt: skip
+        decided = lifecycle.decide_by_hand(session, settings, action, actor=ACTOR,
+                                           reason=reason)  # fmt: skip
         version = decided.challenger.version
         click.echo(f"rollout {decided.id} {decided.state}: version {version} of "
                    f"{settings.model_name}")  # fmt: skip

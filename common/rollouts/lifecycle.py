@@ -15,6 +15,7 @@ from common.clock import to_iso, utcnow
 from common.config import Settings
 from common.errors import ConflictError, InvalidInputError, NotFoundError
 from common.models import catalog, registry
+from common.rollouts.comparison import compare
 from common.rollouts.criteria import MODES, Criteria
 from common.storage import repositories as repo
 from common.storage.tables import Rollout
@@ -121,6 +122,7 @@ def promote(
     if champion.model_version_id != rollout.champion_version_id:
         served = champion.model_version.version
         end(
+            session,
             rollout,
             "aborted",
             decided_by=actor,
@@ -133,10 +135,8 @@ def promote(
     registry.promote_version(session, settings, rollout.challenger.version,
                              reason=f"rollout {rollout.id}: {reason}",
                              actor=actor)  # fmt: skip
-    end(rollout, "promoted", decided_by=actor, reason=reason, evidence=evidence)
-    repo.add_audit_event(session, "rollout_promote", "rollout", rollout.id,
-                         actor=actor, model=rollout.model, reason=reason,
-                         version=rollout.challenger.version)  # fmt: skip
+    end(session, rollout, "promoted", decided_by=actor, reason=reason,
+        evidence=evidence)  # fmt: skip
     return rollout
 
 
@@ -156,14 +156,25 @@ def abort(
         No rollout is running.
     """
     rollout = get_running(session, settings.model_name)
-    end(rollout, "aborted", decided_by=actor, reason=reason, evidence=evidence)
-    repo.add_audit_event(session, "rollout_abort", "rollout", rollout.id,
-                         actor=actor, model=rollout.model, reason=reason,
-                         version=rollout.challenger.version)  # fmt: skip
+    end(session, rollout, "aborted", decided_by=actor, reason=reason,
+        evidence=evidence)  # fmt: skip
     return rollout
 
 
+def decide_by_hand(
+    session: Session, settings: Settings, action: str, *, actor: str, reason: str
+) -> Rollout:
+    """`promote` or `abort` the running rollout for a person (API, CLI), keeping the
+    live comparison it was decided on as its evidence."""
+    running = get_running(session, settings.model_name)
+    task = catalog.get_model(session, settings.model_name).task
+    decide = promote if action == "promote" else abort
+    return decide(session, settings, actor=actor, reason=reason,
+                  evidence=compare(session, running, task))  # fmt: skip
+
+
 def end(
+    session: Session,
     rollout: Rollout,
     state: str,
     *,
@@ -171,11 +182,16 @@ def end(
     reason: str,
     evidence: dict[str, Any] | None,
 ) -> None:
+    """End `rollout` as `state` (promoted or aborted), with why, and audit it."""
     rollout.state = state
     rollout.ended_at = utcnow()
     rollout.decided_by = decided_by
     rollout.reason = reason
     rollout.evidence = evidence
+    action = "rollout_promote" if state == "promoted" else "rollout_abort"
+    repo.add_audit_event(session, action, "rollout", rollout.id, actor=decided_by,
+                         model=rollout.model, reason=reason,
+                         version=rollout.challenger.version)  # fmt: skip
 
 
 def history(session: Session, model: str, limit: int = 50) -> Sequence[Rollout]:

@@ -19,7 +19,6 @@ from common.rollouts import lifecycle
 from common.rollouts.comparison import compare
 from common.rollouts.criteria import Criteria
 from common.rollouts.decisions import Verdict, judge
-from common.storage import repositories as repo
 
 log = logging.getLogger(__name__)
 ACTOR = "monitor"
@@ -48,12 +47,8 @@ def monitor_rollout(
         served = champion.model_version.version if champion else None
         verdict = Verdict("abort", "superseded", (
             f"version {served} became champion outside the rollout"))  # fmt: skip
-        lifecycle.end(rollout, "aborted", decided_by=ACTOR, reason=verdict.reason,
-                      evidence=None)  # fmt: skip
-        repo.add_audit_event(
-            session, "rollout_abort", "rollout", rollout.id, actor=ACTOR,
-            model=model, reason=verdict.reason,
-        )  # fmt: skip
+        lifecycle.end(session, rollout, "aborted", decided_by=ACTOR,
+                      reason=verdict.reason, evidence=None)  # fmt: skip
         return Decision(rollout.id, verdict, _raise(session, rollout, verdict))
     task = catalog.get_model(session, model).task
     comparison = compare(session, rollout, task, now)

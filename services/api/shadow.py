@@ -60,8 +60,6 @@ class ShadowScorer:
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.dropped: collections.Counter[str] = collections.Counter()  # by model
-        self.scored: collections.Counter[str] = collections.Counter()
 
     def submit(self, request: ShadowRequest) -> None:
         """Queue `request`, or drop it (counted) when the queue is full."""
@@ -69,7 +67,6 @@ class ShadowScorer:
             self._queue.put_nowait(request)
         except queue.Full:
             rows = len(request.instances)
-            self.dropped[request.challenger.name] += rows
             SHADOW_DROPPED.labels(model=request.challenger.name).inc(rows)
 
     def start(self) -> None:
@@ -151,7 +148,6 @@ class ShadowScorer:
         if failed:
             log.warning("challenger %s v%d failed in shadow: %s", model.name,
                         model.version, failed)  # fmt: skip
-        self.scored[model.name] += sum(len(r.instances) for r in requests)
         SHADOW_SCORED.labels(model=model.name).inc(len(flat))
         if self.log_writer is not None:
             self.log_writer.add(rows)

@@ -66,14 +66,14 @@ def current(name: str) -> dict[str, Any]:
 @require_api_key
 @api("Promote the running rollout's challenger", **DECIDE)
 def promote(name: str) -> dict[str, Any]:
-    return _decide(name, lifecycle.promote, "promoted by hand")
+    return _decide(name, "promote", "promoted by hand")
 
 
 @bp.post(f"{BASE}/current/abort")
 @require_api_key
 @api("Abort the running rollout (the champion alone serves)", **DECIDE)
 def abort(name: str) -> dict[str, Any]:
-    return _decide(name, lifecycle.abort, "aborted by hand")
+    return _decide(name, "abort", "aborted by hand")
 
 
 @bp.get(BASE)
@@ -85,16 +85,15 @@ def history(name: str) -> dict[str, Any]:
     return {"model": name, "rollouts": [lifecycle.rollout_out(r) for r in rows]}
 
 
-def _decide(name: str, decide: Any, default_reason: str) -> dict[str, Any]:
+def _decide(name: str, action: str, default_reason: str) -> dict[str, Any]:
     body = parse_body(s.ActionRequest, optional=True)
     session = get_session()
     scoped = model_settings(name)
-    rollout = lifecycle.get_running(session, name)
-    task = catalog.get_model(session, name).task
-    evidence = compare(session, rollout, task)
     reason = body.reason or default_reason
     try:
-        decided = decide(session, scoped, actor=ACTOR, reason=reason, evidence=evidence)
+        decided = lifecycle.decide_by_hand(
+            session, scoped, action, actor=ACTOR, reason=reason
+        )
     except ConflictError:
         session.commit()  # the champion changed under it: it is ended, not promoted
         raise
