@@ -27,6 +27,7 @@ ENV_PREFIX = "MODELOPS_"
 MODEL_TYPES = ("logistic_regression", "random_forest", "hist_gradient_boosting")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEMO_MODES = ("auto", "on", "off")
+INFERENCE_RUNTIMES = ("auto", "sklearn", "onnx")
 ROLLOUT_MODES = ("direct", "shadow", "canary")  # how the policy's challengers go out
 # Settings a model may override under `[models.NAME]`: how it is watched, judged,
 # retrained and served; not where the deployment keeps things or how it runs.
@@ -168,6 +169,13 @@ class Settings:
         "recently used one is dropped to make room (a model larger than the budget "
         "still serves, alone).",
         1024,
+    )
+    inference_runtime: str = _doc(
+        "What scores requests and batches: `auto` (ONNX Runtime for versions whose "
+        "compiled model matched scikit-learn, scikit-learn for the rest), "
+        "`sklearn` (always), or `onnx` (refuse to serve a version that did not "
+        "compile exactly).",
+        "auto",
     )
     allow_pickle: bool = _doc(
         "Let `POST /models` register joblib or pickle files (with "
@@ -472,6 +480,9 @@ class Settings:
         for name in ("default_model", "demo_model", "model_name"):
             if not MODEL_NAME_PATTERN.match(getattr(self, name)):
                 raise ConfigError(_bad_model_name(_env(name), getattr(self, name)))
+        if self.inference_runtime not in INFERENCE_RUNTIMES:
+            raise ConfigError(f"{_env('inference_runtime')} must be one of "
+                              f"{', '.join(INFERENCE_RUNTIMES)}")  # fmt: skip
         if self.rollout_mode not in ROLLOUT_MODES:
             raise ConfigError(f"{_env('rollout_mode')} must be one of "
                               f"{', '.join(ROLLOUT_MODES)}")  # fmt: skip

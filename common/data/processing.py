@@ -141,11 +141,16 @@ class DataProcessor:
                 result.schema.append(spec)
         return result
 
-    def preprocess(self, schema: list[FeatureSpec]) -> ColumnTransformer:
+    def preprocess(
+        self, schema: list[FeatureSpec], *, scale: bool = True
+    ) -> ColumnTransformer:
         """Build the (unfitted) preprocessing step that goes inside the model pipeline.
 
-        Numeric: median imputation then scaling. Categorical: most-frequent imputation
-        then one-hot encoding that ignores categories unseen in training.
+        Numeric: median imputation, then scaling unless `scale` is off (trees split
+        the same with or without it; without it, the compiled model reads the very
+        float32 values scikit-learn's trees read, so it answers exactly the same).
+        Categorical: most-frequent imputation then one-hot encoding that ignores
+        categories unseen in training.
         """
         numeric = [s.name for s in schema if s.type == "number"]
         categorical = [s.name for s in schema if s.type == "category"]
@@ -155,10 +160,8 @@ class DataProcessor:
                 (
                     "number",
                     Pipeline(
-                        [
-                            ("impute", SimpleImputer(strategy="median")),
-                            ("scale", StandardScaler()),
-                        ]
+                        [("impute", SimpleImputer(strategy="median"))]
+                        + ([("scale", StandardScaler())] if scale else [])
                     ),
                     numeric,
                 )

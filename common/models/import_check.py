@@ -112,8 +112,9 @@ def task_of(model: Any, asked: str | None) -> str:
     )
 
 
-def check(request: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Everything the registry records of the file, and the model itself."""
+def check(request: dict[str, Any]) -> tuple[dict[str, Any], Any, pd.DataFrame]:
+    """Everything the registry records of the file, the model itself, and the
+    reference's features."""
     from common.config import Settings
     from common.data.processing import DataProcessor, coerce_features
     from common.models.evaluation import ModelEvaluator, evaluate_regression, to_plain
@@ -223,16 +224,29 @@ def check(request: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         "trusted_types": trusted,
         "warnings": [p.message for p in validation.warnings],
     }
-    return described, model
+    return described, model, X
 
 
 def main(argv: list[str]) -> int:
+    from common.models.compilation import compile_pipeline
     from common.models.registry import ARTIFACT_FORMAT
+    from common.models.schemas import FeatureSpec
 
     request = json.loads(Path(argv[1]).read_text())
     out = Path(request["out"])
     try:
-        described, model = check(request)
+        described, model, reference = check(request)
+        compiled = compile_pipeline(
+            model,
+            [FeatureSpec.from_dict(spec) for spec in described["input_schema"]],
+            reference,
+            task=described["task"],
+            classes=described["classes"],
+        )
+        if compiled.onnx is not None:
+            (out / "model.onnx").write_bytes(compiled.onnx)
+        described["compilation"] = {"reason": compiled.reason,
+                                    "check": compiled.check}  # fmt: skip
         bundle = {
             "format": ARTIFACT_FORMAT,
             "pipeline": model,

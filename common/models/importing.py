@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from common.config import Settings
 from common.errors import InvalidInputError, UnprocessableDataError
 from common.models import catalog, registry
+from common.models.compilation import Compilation
 from common.storage.tables import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,8 @@ def register_file(
     )  # fmt: skip
     reason = f"registered from {request.filename or 'a file'}"
     version = registry.register_bundle(session, scoped, bundle, row, reason=reason,
-                                       actor=request.actor)  # fmt: skip
+                                       actor=request.actor,
+                                       compiled=described["compiled"])  # fmt: skip
     promote = request.promote or registry.find_champion(session, scoped) is None
     if promote:
         registry.promote_version(session, scoped, version.version, reason=reason,
@@ -216,7 +218,14 @@ def _check_in_child(
         raise UnprocessableDataError(
             f"model refused: {error['message']}", code=error["code"], **error["details"]
         )
-    return answer["ok"], (work / "bundle.joblib").read_bytes()
+    onnx = work / "model.onnx"
+    described = answer["ok"]
+    described["compiled"] = Compilation(
+        onnx.read_bytes() if onnx.is_file() else None,
+        described["compilation"]["reason"],
+        described["compilation"]["check"],
+    )
+    return described, (work / "bundle.joblib").read_bytes()
 
 
 def _limit_memory(limit: int) -> None:

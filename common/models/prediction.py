@@ -59,7 +59,11 @@ def score_frame(pipeline: Any, frame: pd.DataFrame) -> Scores:
 
 def predict_rows(pipeline: Any, frame: pd.DataFrame) -> list[Prediction]:
     """Predict every row of `frame`."""
-    scores = score_frame(pipeline, frame)
+    return predictions_from(score_frame(pipeline, frame))
+
+
+def predictions_from(scores: Scores) -> list[Prediction]:
+    """One answer per scored row."""
     if scores.probabilities is None:
         return [Prediction(to_plain(p), None, None) for p in scores.predictions]
     names = [str(c) for c in scores.classes or []]

@@ -7,6 +7,7 @@ writes an audit row.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +34,9 @@ from common.models.artifacts import (
     write_artifact,
     write_artifact_bytes,
 )
+from common.models.compilation import SAMPLE_ROWS, Compilation, compile_pipeline
+from common.models.profile import sample_rows
+from common.models.runtime import OnnxScorer, Scorer, SklearnScorer, serving_runtime
 from common.models.schemas import FeatureSpec
 from common.models.training import ModelResult
 from common.storage import repositories as repo
@@ -41,6 +45,8 @@ from common.storage.tables import Champion, ChampionHistory, ModelVersion
 log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = 1
+COMPILATION_COLUMNS = ("runtime", "runtime_reason", "compile_check", "onnx_path",
+                       "onnx_sha256", "onnx_size_bytes")  # fmt: skip
 REGISTER_ATTEMPTS = 5
 
 
@@ -75,8 +81,12 @@ def register_model(
     }
     row = _version_row(result)
     row.reason, row.job_id = reason, job_id
+    compiled = compile_pipeline(
+        result.pipeline, result.input_schema, result.holdout_X, task=result.task,
+        classes=result.classes, random_state=settings.random_state,
+    )  # fmt: skip
     return _store(session, settings, lambda url: write_artifact(bundle, url), row,
-                  actor=actor)  # fmt: skip
+                  actor=actor, compiled=compiled)  # fmt: skip
 
 
 def register_bundle(
@@ -87,12 +97,14 @@ def register_bundle(
     *,
     reason: str,
     actor: str = "system",
+    compiled: Compilation | None = None,
 ) -> ModelVersion:
     """Record a new candidate version of `settings.model_name` from a bundle already
-    dumped (a registered file, checked in its own process), described by `row`."""
+    dumped (a registered file, checked in its own process, which also compiled it),
+    described by `row`."""
     row.reason = reason
     return _store(session, settings, lambda url: write_artifact_bytes(bundle, url),
-                  row, actor=actor)  # fmt: skip
+                  row, actor=actor, compiled=compiled)  # fmt: skip
 
 
 def _store(
@@ -102,33 +114,36 @@ def _store(
     row: ModelVersion,
     *,
     actor: str,
+    compiled: Compilation | None,
 ) -> ModelVersion:
-    """Write the artifact under the next version number and add `row` for it; a
-    writer that loses the race for the number removes its own file and tries the
-    next one."""
+    """Write the artifacts (the pipeline, and its ONNX model where it compiled
+    exactly) under the next version number and add `row` for them; a writer that
+    loses the race for the number removes its own files and tries the next one."""
     name = settings.model_name
     for _attempt in range(REGISTER_ATTEMPTS):
         version = repo.next_version_number(session, name)
-        relative = (
-            # A unique name per write: a writer that loses the race for this version
-            # number removes its own file, never the winner's.
-            f"{name}/{version}/model-{uuid.uuid4().hex[:12]}.joblib"
-        )
+        # A unique name per write: a writer that loses the race for this version
+        # number removes its own files, never the winner's.
+        stem = f"{name}/{version}/model-{uuid.uuid4().hex[:12]}"
+        relative = f"{stem}.joblib"
         stored = write(artifact_url(settings.artifact_dir, relative))
+        written = [stored.url]
         row.name, row.version, row.state = name, version, "candidate"
         row.artifact_path, row.sha256 = relative, stored.sha256
         row.size_bytes = stored.size_bytes
         try:
+            if compiled is not None:
+                written += _record_compilation(settings, row, compiled, stem)
             with session.begin_nested():
                 session.add(row)
                 session.flush()
         except IntegrityError:
-            remove_artifact(stored.url)
+            _remove_all(written)
             if repo.find_model_version(session, name, version) is None:
                 raise  # not a lost race for the version number: a real violation
             continue  # another process took this version number
         except BaseException:
-            remove_artifact(stored.url)
+            _remove_all(written)
             raise
         repo.add_audit_event(
             session,
@@ -146,6 +161,101 @@ def _store(
         )
         return row
     raise ConflictError(f"could not allocate a version number for {name!r}; retry")
+
+
+def _record_compilation(
+    settings: Settings, row: ModelVersion, compiled: Compilation, stem: str
+) -> list[str]:
+    """Put the compilation's outcome on `row` and store its ONNX model, if any,
+    beside the pipeline; the URLs written."""
+    row.runtime, row.runtime_reason = compiled.runtime, compiled.reason
+    row.compile_check = compiled.check or None
+    if compiled.onnx is None:
+        return []
+    relative = f"{stem}.onnx"
+    stored = write_artifact_bytes(
+        compiled.onnx, artifact_url(settings.artifact_dir, relative)
+    )
+    row.onnx_path, row.onnx_sha256 = relative, stored.sha256
+    row.onnx_size_bytes = stored.size_bytes
+    return [stored.url]
+
+
+def _remove_all(urls: list[str]) -> None:
+    for url in urls:
+        remove_artifact(url)
+
+
+def compile_version(
+    session: Session, settings: Settings, version: ModelVersion, pipeline: Any
+) -> ModelVersion:
+    """Compile a version registered before compilation existed (its runtime is
+    None), checked on rows drawn from its reference profile, and record the outcome
+    (on `version` too). Two processes doing it at once: the first record stays.
+    """
+    schema = input_schema(version)
+    reference = sample_rows(version.reference_profile, version.feature_names,
+                            SAMPLE_ROWS, settings.random_state)  # fmt: skip
+    compiled = compile_pipeline(pipeline, schema, reference, task=version.task,
+                                classes=list(version.classes),
+                                random_state=settings.random_state)  # fmt: skip
+    row = session.get(ModelVersion, version.id, with_for_update=True)
+    if row is None:
+        return version
+    if row.runtime is None:  # else another process compiled it meanwhile
+        stem = f"{row.name}/{row.version}/model-{uuid.uuid4().hex[:12]}"
+        written = _record_compilation(settings, row, compiled, stem)
+        try:
+            session.flush()
+        except BaseException:
+            _remove_all(written)
+            raise
+        log.info("compiled model=%s version=%d: %s", row.name, row.version,
+                 compiled.reason or "ONNX matches scikit-learn")  # fmt: skip
+    if row is not version:  # a detached copy (an API process's): bring it up to date
+        for column in COMPILATION_COLUMNS:
+            setattr(version, column, getattr(row, column))
+    return version
+
+
+def load_scorer(
+    settings: Settings, version: ModelVersion, *, threads: int = 1
+) -> Scorer:
+    """What scores `version`'s rows under `settings.inference_runtime`: its ONNX
+    model in ONNX Runtime (sha256 verified first) or its scikit-learn pipeline.
+
+    Raises
+    ------
+    ArtifactError
+        An artifact is missing or damaged, or the setting is `onnx` and the version
+        did not compile exactly.
+    """
+    chosen = serving_runtime(settings.inference_runtime, version.runtime,
+                             version.runtime_reason, version.version)  # fmt: skip
+    if chosen == "onnx" and version.onnx_path and version.onnx_sha256:
+        # The pipeline stays the version's source of truth (retraining, gates,
+        # fallback): a damaged one is refused even while ONNX would serve.
+        verified_bytes(artifact_url(settings.artifact_dir, version.artifact_path),
+                       version.sha256, version.size_bytes)  # fmt: skip
+        url = artifact_url(settings.artifact_dir, version.onnx_path)
+        data = verified_bytes(url, version.onnx_sha256, version.onnx_size_bytes)
+        return OnnxScorer(data, input_schema(version), task=version.task,
+                          classes=list(version.classes), threads=threads)  # fmt: skip
+    return SklearnScorer(load_model(settings, version))
+
+
+def batch_scorers(settings: Settings, version: ModelVersion) -> list[Scorer]:
+    """Each runtime `version` may score a batch with under the setting (the batch
+    path times them and keeps the faster): ONNX Runtime on every core, and the
+    scikit-learn pipeline unless the setting is `onnx`."""
+    scorers: list[Scorer] = []
+    if settings.inference_runtime != "sklearn" and version.runtime == "onnx":
+        scorers.append(load_scorer(settings, version, threads=os.cpu_count() or 1))
+    elif settings.inference_runtime == "onnx":
+        load_scorer(settings, version)  # raises: the setting refuses scikit-learn
+    if settings.inference_runtime != "onnx":
+        scorers.append(SklearnScorer(load_model(settings, version)))
+    return scorers
 
 
 def _version_row(result: ModelResult) -> ModelVersion:

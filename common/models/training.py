@@ -38,6 +38,7 @@ ESTIMATORS: dict[str, Callable[[], ClassifierMixin]] = {
     "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(),
 }
 assert tuple(ESTIMATORS) == MODEL_TYPES
+TREE_MODELS = frozenset({"random_forest", "hist_gradient_boosting"})  # need no scaling
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ class ModelTrainer:
             random_state=self.settings.random_state,
         )
         pipeline = (
-            Pipeline([("preprocess", self.processor.preprocess(input_schema)),
+            Pipeline([("preprocess", self.processor.preprocess(
+                          input_schema, scale=model_type not in TREE_MODELS)),
                       ("model", estimator)])
             if own else estimator
         )  # fmt: skip

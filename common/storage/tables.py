@@ -85,6 +85,14 @@ class ModelVersion(Base):
     job_id: Mapped[int | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
     )
+    # "onnx" where the compiled model matched scikit-learn, "sklearn" where it did
+    # not (runtime_reason says why), None before the version was compiled.
+    runtime: Mapped[str | None] = mapped_column(String(10))
+    runtime_reason: Mapped[str | None] = mapped_column(Text)
+    compile_check: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    onnx_path: Mapped[str | None] = mapped_column(Text)
+    onnx_sha256: Mapped[str | None] = mapped_column(String(64))
+    onnx_size_bytes: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 

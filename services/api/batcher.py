@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import UnprocessableDataError
-from common.models.prediction import Prediction, predict_rows
-from common.models.validation import to_frame
+from common.models.prediction import Prediction, predictions_from
 from services.api.model_cache import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,9 @@ class MicroBatcher:
     def _predict_together(self, items: list[_Item]) -> None:
         model = items[0].model
         rows = [row for item in items for row in item.rows]
-        predictions = predict_rows(model.pipeline, to_frame(model.input_schema, rows))
+        predictions = predictions_from(
+            model.scorer.score_rows(model.input_schema, rows)
+        )
         self.batches += 1
         self.rows += len(rows)
         start = 0

@@ -39,9 +39,8 @@ from common.config import Settings
 from common.data.processing import example_features
 from common.errors import AppError, ArtifactError, ModelNotReadyError
 from common.models import catalog, registry
-from common.models.prediction import predict_rows
+from common.models.runtime import Scorer, SklearnScorer
 from common.models.schemas import FeatureSpec
-from common.models.validation import to_frame
 from common.monitoring import alerts
 from common.storage import repositories as repo
 from common.storage.db import session_scope
@@ -64,12 +63,17 @@ class LoadedModel:
     version: int
     generation: int
     sha256: str
-    pipeline: Any
+    scorer: Scorer  # ONNX Runtime or scikit-learn: `scorer.runtime` says which
     input_schema: list[FeatureSpec]
     classes: list[Any]
     task: str
     loaded_at: datetime
-    size_bytes: int  # its pickled size: what it holds in memory, near enough
+    size_bytes: int  # its pickled (or ONNX) size: what it holds in memory, near enough
+    runtime_reason: str | None = None  # why scikit-learn serves, where it does
+
+    @property
+    def runtime(self) -> str:
+        return self.scorer.runtime
 
 
 @dataclass(frozen=True)
@@ -278,7 +282,9 @@ class ModelCache:
             # A model seen before (dropped, coming back) makes its room first, so
             # the peak is the budget, not the budget and the model.
             self._fit_budget(keep=name, incoming=self._sizes.get(version.id, 0))
-            loaded = _load(self.settings, name, version, generation)
+            loaded = _load(
+                self.settings, self.session_factory, name, version, generation
+            )
             self._sizes[version.id] = loaded.size_bytes
         except Exception as exc:  # a user's pipeline may fail its warm-up any way
             if not isinstance(exc, AppError | SQLAlchemyError):
@@ -419,7 +425,9 @@ class ModelCache:
                 version = session.get(ModelVersion, plan.challenger_version_id)
                 assert version is not None  # foreign key
                 session.expunge(version)
-            loaded = _load(self.settings, name, version, generation=0)
+            loaded = _load(
+                self.settings, self.session_factory, name, version, generation=0
+            )
         except Exception as exc:  # the champion goes on answering everything
             self._challenger_failed[plan.id] = time.monotonic()
             log.warning("challenger of rollout %d (model %s) failed to load: %s",
@@ -484,25 +492,47 @@ class _Counter:
 
 
 def _load(
-    settings: Settings, name: str, version: ModelVersion, generation: int
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    name: str,
+    version: ModelVersion,
+    generation: int,
 ) -> LoadedModel:
-    pipeline = registry.load_model(settings, version)
+    if version.runtime is None and settings.inference_runtime != "sklearn":
+        # Registered before compilation existed: compiled on its first load.
+        pipeline = registry.load_model(settings, version)
+        with session_scope(session_factory) as session:
+            registry.compile_version(session, settings, version, pipeline)
+    scorer = registry.load_scorer(settings, version)
     schema = registry.input_schema(version)
     # One prediction before serving, so the first request pays no lazy set-up.
     example = example_features(schema)
-    predict_rows(pipeline, to_frame(schema, [[example[s.name] for s in schema]]))
-    counter = _Counter()
-    pickle.dump(pipeline, counter, protocol=5)
+    scorer.score_rows(schema, [[example[s.name] for s in schema]])
+    if isinstance(scorer, SklearnScorer):
+        counter = _Counter()
+        pickle.dump(scorer.pipeline, counter, protocol=5)
+        size = counter.size
+    else:
+        size = version.onnx_size_bytes or 0
     return LoadedModel(
         name=name,
         model_version_id=version.id,
         version=version.version,
         generation=generation,
         sha256=version.sha256,
-        pipeline=pipeline,
+        scorer=scorer,
         input_schema=schema,
         classes=list(version.classes),
         task=version.task,
         loaded_at=utcnow(),
-        size_bytes=counter.size,
+        size_bytes=size,
+        runtime_reason=None
+        if scorer.runtime == "onnx"
+        else _sklearn_reason(settings, version),
     )
+
+
+def _sklearn_reason(settings: Settings, version: ModelVersion) -> str:
+    if settings.inference_runtime == "sklearn":
+        return "MODELOPS_INFERENCE_RUNTIME=sklearn"
+    return version.runtime_reason or "not compiled"

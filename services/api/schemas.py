@@ -214,11 +214,30 @@ class ModelVersionOut(BaseModel):
         description="A registered version's file: format, file name, sha256, "
         "trusted types"
     )
+    runtime: Literal["onnx", "sklearn"] | None = Field(
+        description="`onnx`: compiled, and the compiled model answered as "
+        "scikit-learn on the check; `sklearn`: it did not (runtime_reason says "
+        "why); null: not compiled yet (compiled on its first load)"
+    )
+    runtime_reason: str | None = Field(
+        description="Why the compiled model is not used, where it is not"
+    )
+    compile_check: dict[str, Any] | None = Field(
+        description="The check of the compiled model against scikit-learn: rows, "
+        "mismatched classes, largest probability (or relative value) difference"
+    )
 
 
 class ModelStatusOut(ModelVersionOut):
     generation: int
     loaded_at: str | None
+    serving_runtime: Literal["onnx", "sklearn"] | None = Field(
+        description="What scores this champion's requests in the process that "
+        "answered; null when it has not loaded it"
+    )
+    serving_reason: str | None = Field(
+        description="Why scikit-learn serves it there, when it does"
+    )
     input_schema: list[FeatureSpecOut]
 
 
@@ -528,6 +547,9 @@ def model_version_out(version: ModelVersion) -> dict[str, Any]:
         "job_id": version.job_id,
         "metrics": version.metrics,
         "provenance": version.provenance,
+        "runtime": version.runtime,
+        "runtime_reason": version.runtime_reason,
+        "compile_check": version.compile_check,
     }
 
 
@@ -538,6 +560,8 @@ def model_status_out(champion: Champion, loaded: LoadedModel | None) -> dict[str
         **model_version_out(version),
         "generation": champion.generation,
         "loaded_at": to_iso(loaded.loaded_at) if serving and loaded else None,
+        "serving_runtime": loaded.runtime if serving and loaded else None,
+        "serving_reason": loaded.runtime_reason if serving and loaded else None,
         "input_schema": version.input_schema,
     }
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from common.clock import utcnow
 from common.config import Settings
-from common.models.prediction import Prediction, predict_rows
-from common.models.validation import to_frame, validate_instances
+from common.models.prediction import Prediction, predictions_from
+from common.models.validation import validate_instances
 from common.rollouts.arms import logged_arm
 from services.api.model_cache import LoadedModel
 from services.api.prediction_log import PredictionLogWriter
@@ -133,8 +133,9 @@ class ShadowScorer:
         answers: list[Prediction] = []
         if flat:
             try:
-                frame = to_frame(model.input_schema, flat)
-                answers = predict_rows(model.pipeline, frame)
+                answers = predictions_from(
+                    model.scorer.score_rows(model.input_schema, flat)
+                )
             except Exception as exc:  # counted as the challenger's errors
                 failed = f"{type(exc).__name__}: {exc}"
         latency_ms = (time.perf_counter() - started) * 1000

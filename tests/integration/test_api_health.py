@@ -89,9 +89,14 @@ def test_model_status_describes_the_champion(client, api_settings, churn_frame):
     }
 
 
-def test_damaged_artifact_is_reported_not_served(client, api_settings, churn_frame):
+@pytest.mark.parametrize("suffix", ["joblib", "onnx"])
+def test_damaged_artifact_is_reported_not_served(
+    client, api_settings, churn_frame, suffix
+):
+    """Either file of a version (its pipeline, or the compiled model that serves
+    it) damaged: refused, never served."""
     promote_new_version(api_settings, churn_frame)
-    artifact = next(Path(api_settings.artifact_dir).rglob("*.joblib"))
+    artifact = next(Path(api_settings.artifact_dir).rglob(f"*.{suffix}"))
     artifact.write_bytes(b"garbage")
     response = client.get("/readyz")
     assert response.status_code == 503

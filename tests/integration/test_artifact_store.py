@@ -29,8 +29,12 @@ def test_a_model_stored_on_a_non_local_filesystem_is_served_verified(
     assert answer.headers["X-Model-Version"] == str(version)
 
     fs, folder = url_to_fs(root)
-    [stored] = fs.find(folder)  # the one artifact is in the store, nowhere else
+    # The pipeline and its compiled model are in the store, nowhere else.
+    stored = {path.rsplit(".", 1)[1]: path for path in fs.find(folder)}
+    assert sorted(stored) == ["joblib", "onnx"]
     status = client.get("/model/status").json
-    assert hashlib.sha256(fs.cat_file(stored)).hexdigest() == status["sha256"]
+    assert hashlib.sha256(fs.cat_file(stored["joblib"])).hexdigest() == status["sha256"]
+    assert status["runtime"] == status["serving_runtime"] == "onnx"
     assert not list(Path(serving_settings.home).rglob("*.joblib"))
+    assert not list(Path(serving_settings.home).rglob("*.onnx"))
     fs.rm(folder, recursive=True)

@@ -78,7 +78,12 @@ def test_register_writes_verified_artifact_and_metadata(
     assert version.reference_profile["features"]["age"]["cut_points"]
     assert version.metrics["f1_score"] == version.f1_score
     assert len(version.data_fingerprint) == 64
-    assert len(_stored_files(store_settings)) == 1  # no temporary file left behind
+    # The pipeline and its compiled model, no temporary file left behind.
+    assert sorted(f.rsplit(".", 1)[1] for f in _stored_files(store_settings)) == [
+        "joblib", "onnx"]  # fmt: skip
+    assert version.runtime == "onnx" and version.runtime_reason is None
+    onnx = _read(artifact_url(store_settings.artifact_dir, version.onnx_path))
+    assert hashlib.sha256(onnx).hexdigest() == version.onnx_sha256
     model = registry.load_model(store_settings, version)
     assert model.predict(churn_frame.drop(columns="churned").head(2)).shape == (2,)
 
@@ -211,7 +216,8 @@ def test_a_lost_race_for_a_version_number_takes_the_next_one(
         1,
     ]
     folders = sorted(path.split("/")[-2] for path in _stored_files(store_settings))
-    assert folders == ["1", "2"]  # the loser's file in version 1 was removed
+    # Each version's pipeline and compiled model: the loser's in version 1 removed.
+    assert folders == ["1", "1", "2", "2"]
 
 
 def test_a_damaged_artifact_never_becomes_champion(

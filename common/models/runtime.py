@@ -1,0 +1,165 @@
+"""What scores a version's rows: its scikit-learn pipeline, or its ONNX model in ONNX
+Runtime. Both give the same `Scores`, so /predict, micro-batches, batch scoring and
+shadow scoring do not care which one serves.
+
+`MODELOPS_INFERENCE_RUNTIME` chooses: `auto` serves ONNX where the version's
+conversion matched scikit-learn, `sklearn` always serves scikit-learn, `onnx` refuses a
+version whose conversion did not match.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from common.errors import ArtifactError
+from common.models.compilation import MATRIX_INPUT, MISSING_CATEGORY
+from common.models.prediction import Scores, gives_probabilities, score_frame
+from common.models.schemas import FeatureSpec
+from common.models.validation import to_frame
+
+
+class Scorer(Protocol):
+    """Scores rows of one version."""
+
+    runtime: str
+    gives_probabilities: bool
+
+    def score_rows(self, schema: list[FeatureSpec], rows: list[list[Any]]) -> Scores:
+        """Rows as validated (schema order, None for missing)."""
+        ...
+
+    def score_frame(self, frame: pd.DataFrame) -> Scores:
+        """A frame in the schema's columns (float numbers, object categories)."""
+        ...
+
+
+class SklearnScorer:
+    """The fitted pipeline itself."""
+
+    runtime = "sklearn"
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self.gives_probabilities = gives_probabilities(pipeline)
+
+    def score_rows(self, schema: list[FeatureSpec], rows: list[list[Any]]) -> Scores:
+        return score_frame(self.pipeline, to_frame(schema, rows))
+
+    def score_frame(self, frame: pd.DataFrame) -> Scores:
+        return score_frame(self.pipeline, frame)
+
+
+class OnnxScorer:
+    """A compiled version in an ONNX Runtime session: rows go in as arrays, no frame
+    is built."""
+
+    runtime = "onnx"
+
+    def __init__(
+        self,
+        onnx: bytes,
+        schema: list[FeatureSpec],
+        *,
+        task: str,
+        classes: list[Any] | None,
+        threads: int = 1,
+    ) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        # One thread per session: each API process already has a core (gunicorn
+        # workers = cores), so more threads would only oversubscribe them. Batch
+        # scoring asks for more.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(
+            onnx, options, providers=["CPUExecutionProvider"]
+        )
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.matrix = self.inputs == [MATRIX_INPUT]
+        self.schema = schema
+        self.task = task
+        self.classes = list(classes or []) if task == "classification" else None
+        self._class_array = np.asarray(self.classes or [], dtype=object)
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.gives_probabilities = "probabilities" in outputs
+        self._outputs = outputs
+
+    def score_rows(self, schema: list[FeatureSpec], rows: list[list[Any]]) -> Scores:
+        if self.matrix:
+            block = np.array([[math.nan if v is None else v for v in row]
+                              for row in rows], dtype=np.float32)  # fmt: skip
+            return self._run({MATRIX_INPUT: block}, len(rows))
+        feed = {}
+        for index, spec in enumerate(schema):
+            column = [row[index] for row in rows]
+            feed[spec.name] = _column(spec, column)
+        return self._run(feed, len(rows))
+
+    def score_frame(self, frame: pd.DataFrame) -> Scores:
+        if self.matrix:
+            block = frame[[s.name for s in self.schema]].to_numpy(dtype=np.float32)
+            return self._run({MATRIX_INPUT: block}, len(frame))
+        feed = {spec.name: _column(spec, frame[spec.name].tolist())
+                for spec in self.schema}  # fmt: skip
+        return self._run(feed, len(frame))
+
+    def _run(self, feed: dict[str, np.ndarray], count: int) -> Scores:
+        results = dict(zip(self._outputs, self.session.run(None, feed), strict=True))
+        if self.classes is None:
+            values = np.asarray(results[self._outputs[0]], dtype=float).reshape(count)
+            return Scores(values, None, None)
+        if not self.gives_probabilities:
+            labels = np.asarray(results["label"]).reshape(count)
+            return Scores(_as_classes(labels, self._class_array), None, self.classes)
+        probabilities = np.asarray(results["probabilities"], dtype=float)
+        best = np.argmax(probabilities, axis=1)
+        return Scores(self._class_array[best], probabilities, self.classes)
+
+
+def _column(spec: FeatureSpec, values: list[Any]) -> np.ndarray:
+    if spec.type == "number":
+        return np.array([math.nan if v is None else v for v in values],
+                        dtype=np.float32).reshape(-1, 1)  # fmt: skip
+    return np.array([MISSING_CATEGORY if _missing(v) else str(v) for v in values],
+                    dtype=object).reshape(-1, 1)  # fmt: skip
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _as_classes(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """ONNX labels as the version's own class values (ints stay ints, etc.)."""
+    by_text = {str(c): c for c in classes}
+    return np.asarray([by_text.get(str(label), label) for label in labels],
+                      dtype=object)  # fmt: skip
+
+
+def serving_runtime(setting: str, version_runtime: str | None, reason: str | None,
+                    version: int) -> str:  # fmt: skip
+    """The runtime a version serves with under `setting`.
+
+    Raises
+    ------
+    ArtifactError
+        `setting` is `onnx` and the version has no matching compiled model.
+    """
+    if setting == "sklearn":
+        return "sklearn"
+    if version_runtime == "onnx":
+        return "onnx"
+    if setting == "onnx":
+        raise ArtifactError(
+            f"version {version} has no compiled model that matches scikit-learn "
+            f"({reason or 'not compiled yet'}), and MODELOPS_INFERENCE_RUNTIME=onnx "
+            "refuses to serve it with scikit-learn",
+            version=version,
+        )
+    return "sklearn"
