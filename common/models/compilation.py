@@ -69,13 +69,20 @@ def compile_pipeline(
         reason = f"skl2onnx cannot convert it: {_first_line(exc)}"
         log.info("not compiled: %s", reason)
         return Compilation(None, reason)
-    sample = check_rows(schema, reference, random_state=random_state)
-    try:
-        from common.models.runtime import OnnxScorer, SklearnScorer
+    from common.models.runtime import OnnxScorer, SklearnScorer
 
+    sample = check_rows(schema, reference, random_state=random_state)
+    gaps = _missing_numbers(sample, schema)
+    complete, gapped = sample[~gaps], sample[gaps]
+    sklearn_scorer = SklearnScorer(pipeline)
+    try:
+        expected = sklearn_scorer.score_frame(complete)
+    except Exception as exc:
+        reason = f"scikit-learn fails on the check's rows: {_first_line(exc)}"
+        return Compilation(None, reason)
+    try:
         compiled = OnnxScorer(onnx_bytes, schema, task=task, classes=classes)
-        expected = SklearnScorer(pipeline).score_frame(sample)
-        actual = compiled.score_frame(sample)
+        actual = compiled.score_frame(complete)
     except Exception as exc:  # a graph ONNX Runtime refuses, or rows it fails on
         reason = f"ONNX Runtime cannot run the conversion: {_first_line(exc)}"
         log.info("not compiled: %s", reason)
@@ -85,6 +92,9 @@ def compile_pipeline(
     if mismatch is not None:
         log.info("not compiled: %s", mismatch)
         return Compilation(None, mismatch, check)
+    check["missing_numbers"] = _missing_numbers_mode(
+        sklearn_scorer, compiled, gapped, task
+    )
     return Compilation(onnx_bytes, None, check)
 
 
@@ -167,6 +177,35 @@ def check_rows(
     ]
     rows += random_rows(schema, RANDOM_ROWS, rng, reference=picked)
     return to_frame(schema, rows)
+
+
+def _missing_numbers(frame: pd.DataFrame, schema: list[FeatureSpec]) -> pd.Series:
+    """Rows with a missing number: pipelines differ most in what they do there."""
+    numbers = [spec.name for spec in schema if spec.type == "number"]
+    if not numbers:
+        return pd.Series(False, index=frame.index)
+    return frame[numbers].isna().any(axis=1)
+
+
+def _missing_numbers_mode(sklearn: Any, compiled: Any, gapped: pd.DataFrame,
+                          task: str) -> str:  # fmt: skip
+    """How rows with a missing number are served: `onnx` (the compiled model
+    answers them as scikit-learn does), `refuse` (scikit-learn fails on them, e.g. a
+    scaler straight into a linear model: the compiled model must not answer them
+    either) or `sklearn` (a tree that sends NaN down its own branch, which ONNX
+    does not: scikit-learn scores those rows)."""
+    if gapped.empty:
+        return "onnx"
+    try:
+        expected = sklearn.score_frame(gapped)
+    except Exception:
+        return "refuse"
+    try:
+        actual = compiled.score_frame(gapped)
+    except Exception:
+        return "sklearn"
+    mismatch, _ = compare(expected, actual, task=task)
+    return "onnx" if mismatch is None else "sklearn"
 
 
 def random_rows(

@@ -239,8 +239,11 @@ def load_scorer(
                        version.sha256, version.size_bytes)  # fmt: skip
         url = artifact_url(settings.artifact_dir, version.onnx_path)
         data = verified_bytes(url, version.onnx_sha256, version.onnx_size_bytes)
+        missing = (version.compile_check or {}).get("missing_numbers", "onnx")
+        fallback = load_model(settings, version) if missing == "sklearn" else None
         return OnnxScorer(data, input_schema(version), task=version.task,
-                          classes=list(version.classes), threads=threads)  # fmt: skip
+                          classes=list(version.classes), threads=threads,
+                          missing_numbers=missing, fallback=fallback)  # fmt: skip
     return SklearnScorer(load_model(settings, version))
 
 

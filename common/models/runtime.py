@@ -67,6 +67,8 @@ class OnnxScorer:
         task: str,
         classes: list[Any] | None,
         threads: int = 1,
+        missing_numbers: str = "onnx",
+        fallback: Any = None,
     ) -> None:
         import onnxruntime
 
@@ -84,6 +86,13 @@ class OnnxScorer:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.matrix = self.inputs == [MATRIX_INPUT]
         self.schema = schema
+        # What the check found for rows with a missing number (compilation's
+        # `_missing_numbers_mode`): answered here, refused as scikit-learn refuses
+        # them, or scored by the scikit-learn pipeline (`fallback`).
+        self.missing_numbers = missing_numbers
+        self.fallback = SklearnScorer(fallback) if fallback is not None else None
+        if missing_numbers == "sklearn" and self.fallback is None:
+            raise ValueError("rows with a missing number need the pipeline")
         self.task = task
         self.classes = list(classes or []) if task == "classification" else None
         self._class_array = np.asarray(self.classes or [], dtype=object)
@@ -92,6 +101,11 @@ class OnnxScorer:
         self._outputs = outputs
 
     def score_rows(self, schema: list[FeatureSpec], rows: list[list[Any]]) -> Scores:
+        if self.missing_numbers != "onnx":
+            gaps = [any(v is None for v, spec in zip(row, schema, strict=True)
+                        if spec.type == "number") for row in rows]  # fmt: skip
+            if any(gaps):
+                return self._with_gaps(to_frame(schema, rows), np.asarray(gaps))
         if self.matrix:
             block = np.array([[math.nan if v is None else v for v in row]
                               for row in rows], dtype=np.float32)  # fmt: skip
@@ -103,12 +117,38 @@ class OnnxScorer:
         return self._run(feed, len(rows))
 
     def score_frame(self, frame: pd.DataFrame) -> Scores:
+        if self.missing_numbers != "onnx":
+            numbers = [s.name for s in self.schema if s.type == "number"]
+            gaps = frame[numbers].isna().any(axis=1).to_numpy()
+            if gaps.any():
+                return self._with_gaps(frame, gaps)
+        return self._score_complete(frame)
+
+    def _score_complete(self, frame: pd.DataFrame) -> Scores:
         if self.matrix:
             block = frame[[s.name for s in self.schema]].to_numpy(dtype=np.float32)
             return self._run({MATRIX_INPUT: block}, len(frame))
         feed = {spec.name: _column(spec, frame[spec.name].tolist())
                 for spec in self.schema}  # fmt: skip
         return self._run(feed, len(frame))
+
+    def _with_gaps(self, frame: pd.DataFrame, gaps: np.ndarray) -> Scores:
+        """Rows with a missing number refused, or scored by scikit-learn beside
+        the compiled model's answers for the rest."""
+        if self.fallback is None:
+            raise ValueError("Input contains NaN: this model needs every number")
+        if gaps.all():
+            return self.fallback.score_frame(frame)
+        theirs = self.fallback.score_frame(frame[gaps])
+        mine = self._score_complete(frame[~gaps])
+        predictions = np.empty(len(frame), dtype=mine.predictions.dtype)
+        predictions[~gaps], predictions[gaps] = mine.predictions, theirs.predictions
+        probabilities = None
+        if mine.probabilities is not None and theirs.probabilities is not None:
+            probabilities = np.empty((len(frame), mine.probabilities.shape[1]))
+            probabilities[~gaps] = mine.probabilities
+            probabilities[gaps] = theirs.probabilities
+        return Scores(predictions, probabilities, mine.classes)
 
     def _run(self, feed: dict[str, np.ndarray], count: int) -> Scores:
         results = dict(zip(self._outputs, self.session.run(None, feed), strict=True))

@@ -372,6 +372,10 @@ def test_a_registered_model_gets_its_own_pages_and_the_switcher_keeps_it(
     )
     assert "model=income" in page.url  # the URL carries the model
     expect(page.locator("#versions-of")).to_have_text("income")
+    # Compiled on registration, and the compiled model matched scikit-learn.
+    expect(page.locator("#models-table tr[data-version='1'] td.runtime")).to_have_text(
+        "ONNX Runtime"
+    )
     expect(page.locator("#all-models-table tr[data-model]")).to_have_count(2)
     expect(page.locator("#model-switch")).to_have_value("income")
     page.click("#nav a[data-page=overview]")

@@ -106,6 +106,11 @@ def test_a_skops_pipeline_registers_with_its_schema_profile_and_metrics(
         assert catalog.get_model(session, "churn").description == "who leaves"
         answer = serves(db_settings, version)[0]
         assert answer.prediction in version.classes and answer.confidence is not None
+        # Compiled in the checking process, and the compiled model matched.
+        assert version.runtime == "onnx", version.runtime_reason
+        assert version.compile_check["mismatched_classes"] == 0
+        scorer = registry.load_scorer(db_settings.for_model("churn"), version)
+        assert scorer.runtime == "onnx"
 
 
 def test_a_joblib_regressor_registers_only_when_pickle_is_allowed(
@@ -162,6 +167,13 @@ def test_an_untrusted_type_in_a_skops_file_is_named_unless_trusted(
                            trusted_types=trusted).version  # fmt: skip
         assert version.provenance["trusted_types"] == ["tests.models.user_code.Doubler"]
         assert version.feature_names == NUMBERS  # what the model was fitted on
+        # skl2onnx does not know the user's own transformer: scikit-learn serves
+        # it, and the version says why.
+        assert version.runtime == "sklearn" and version.onnx_path is None
+        assert "skl2onnx cannot convert" in version.runtime_reason
+        assert "Doubler" in version.runtime_reason
+        scorer = registry.load_scorer(db_settings.for_model("custom"), version)
+        assert scorer.runtime == "sklearn"
 
 
 @ON_SQLITE

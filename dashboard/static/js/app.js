@@ -70,7 +70,9 @@ async function refreshHeader() {
   state.model = null;
   const answer = await get(modelPath());
   state.model = answer.data;
-  fill($("#serving"), `serving v${state.model.version} · ${state.model.model_type}`);
+  const runtime = state.model.serving_runtime
+    ? ` · ${models.runtimeText(state.model.serving_runtime, state.model.serving_reason)}` : "";
+  fill($("#serving"), `serving v${state.model.version} · ${state.model.model_type}${runtime}`);
   return answer;
 }
 

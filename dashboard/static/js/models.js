@@ -56,9 +56,22 @@ function versionRow(m, byJob) {
   const rows = m.provenance ? m.provenance.reference_rows : m.training_data_size;
   return h("tr", { class: m.state, "data-version": String(m.version) },
     h("td", {}, `v${m.version}`), h("td", {}, m.state), h("td", {}, m.model_type),
-    h("td", {}, scores[0]), h("td", {}, scores[1]),
+    runtimeCell(m), h("td", {}, scores[0]), h("td", {}, scores[1]),
     h("td", {}, fmtNumber(rows, 0)), h("td", {}, origin),
     h("td", {}, gate(job)), h("td", {}, fmtTime(m.created_at)), h("td", {}, promote));
+}
+
+// Which runtime serves a version: ONNX Runtime where its compiled model matched
+// scikit-learn on the check, else scikit-learn with the reason beside it.
+export function runtimeText(runtime, reason) {
+  if (runtime === "onnx") return "ONNX Runtime";
+  if (runtime === "sklearn") return `scikit-learn${reason ? ` (${reason})` : ""}`;
+  return "not compiled yet";
+}
+
+function runtimeCell(m) {
+  return h("td", { class: "runtime", title: m.runtime_reason || "" },
+    runtimeText(m.runtime, m.runtime_reason));
 }
 
 export async function refresh(state) {

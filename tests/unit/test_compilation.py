@@ -1,0 +1,186 @@
+"""Compiled inference: a pipeline that converts answers as scikit-learn does on
+thousands of random valid rows (missing values and unseen categories included); one
+that does not convert, or whose conversion does not match, is served by
+scikit-learn with the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from common.errors import ArtifactError
+from common.models import compilation, registry
+from common.models.compilation import compile_pipeline, random_rows
+from common.models.runtime import OnnxScorer, SklearnScorer, serving_runtime
+from common.models.validation import to_frame
+from tests.factories import train_result
+from tests.models.user_code import Doubler
+
+NUMBERS = ["age", "income", "tenure_months"]
+RANDOM_ROWS = 3000
+
+
+def answers_match(pipeline, compiled: OnnxScorer, schema, rows) -> None:
+    """The served path's scores (rows straight into ONNX Runtime) against the
+    pipeline's on the same rows, row by row."""
+    expected = SklearnScorer(pipeline).score_frame(to_frame(schema, rows))
+    actual = compiled.score_rows(schema, rows)
+    assert list(actual.predictions) == list(expected.predictions)
+    if expected.probabilities is not None:
+        difference = np.abs(actual.probabilities - expected.probabilities).max()
+        assert difference <= compilation.PROBABILITY_TOLERANCE
+
+
+@pytest.mark.parametrize("model_type", ["random_forest", "logistic_regression"])
+def test_modelops_pipelines_compile_and_answer_as_scikit_learn(
+    db_settings, churn_frame, model_type
+):
+    result = train_result(db_settings, churn_frame, "churned", model_type=model_type)
+    compiled = compile_pipeline(result.pipeline, result.input_schema,
+                                result.holdout_X, task="classification",
+                                classes=result.classes)  # fmt: skip
+    assert compiled.runtime == "onnx", compiled.reason
+    assert compiled.check["mismatched_classes"] == 0
+    assert compiled.check["rows"] >= compilation.RANDOM_ROWS
+    scorer = OnnxScorer(compiled.onnx, result.input_schema, task="classification",
+                        classes=result.classes)  # fmt: skip
+    # Other random rows than the check's: a tenth missing, unseen categories too.
+    rows = random_rows(result.input_schema, RANDOM_ROWS, np.random.default_rng(7),
+                       reference=result.holdout_X)  # fmt: skip
+    assert any(v is None for row in rows for v in row)
+    assert any("never-seen-category" in row for row in rows)
+    answers_match(result.pipeline, scorer, result.input_schema, rows)
+
+
+def test_a_bare_forest_regressor_compiles_and_leaves_missing_numbers_to_sklearn(
+    churn_frame,
+):
+    """scikit-learn's trees send a missing number down the branch that saw the
+    most samples; ONNX's do not: the check finds it, and those rows are scored by
+    scikit-learn while the compiled model answers the rest."""
+    from common.models.schemas import FeatureSpec
+
+    schema = [FeatureSpec(name, "number") for name in NUMBERS]
+    frame = churn_frame[NUMBERS].astype(float)
+    pipeline = RandomForestRegressor(n_estimators=20, max_depth=8, random_state=0)
+    pipeline.fit(frame, churn_frame["monthly_spend"])
+    compiled = compile_pipeline(pipeline, schema, frame, task="regression",
+                                classes=None)  # fmt: skip
+    assert compiled.runtime == "onnx", compiled.reason
+    assert compiled.check["missing_numbers"] == "sklearn"
+    scorer = OnnxScorer(compiled.onnx, schema, task="regression", classes=None,
+                        missing_numbers="sklearn", fallback=pipeline)  # fmt: skip
+    rows = random_rows(schema, RANDOM_ROWS, np.random.default_rng(3), reference=frame)
+    expected = pipeline.predict(to_frame(schema, rows))
+    actual = scorer.score_rows(schema, rows).predictions
+    assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_a_custom_transformer_is_served_by_scikit_learn_with_its_reason(
+    churn_frame,
+):
+    from common.models.schemas import FeatureSpec
+
+    schema = [FeatureSpec(name, "number") for name in NUMBERS]
+    pipeline = make_pipeline(Doubler(), LogisticRegression(max_iter=500))
+    pipeline.fit(churn_frame[NUMBERS], churn_frame["churned"])
+    compiled = compile_pipeline(pipeline, schema, churn_frame[NUMBERS],
+                                task="classification", classes=[0, 1])  # fmt: skip
+    assert compiled.onnx is None and compiled.runtime == "sklearn"
+    assert compiled.reason.startswith("skl2onnx cannot convert it")
+    assert "Doubler" in compiled.reason
+
+
+def test_a_conversion_that_does_not_match_is_refused(
+    db_settings, churn_frame, monkeypatch
+):
+    """Forced: the converter hands back a model fitted on shuffled labels."""
+    result = train_result(db_settings, churn_frame, "churned")
+    shuffled = churn_frame.assign(churned=np.random.default_rng(0).permutation(
+        churn_frame["churned"].to_numpy()))  # fmt: skip
+    other = train_result(db_settings, shuffled, "churned").pipeline
+    real_convert = compilation.convert
+    monkeypatch.setattr(compilation, "convert",
+                        lambda _pipeline, schema, task: real_convert(other, schema,
+                                                                     task=task))  # fmt: skip
+    compiled = compile_pipeline(result.pipeline, result.input_schema,
+                                result.holdout_X, task="classification",
+                                classes=result.classes)  # fmt: skip
+    assert compiled.onnx is None
+    assert "probabilities differ by up to" in compiled.reason
+    assert compiled.check["max_probability_difference"] > 1e-3
+
+
+def test_missing_numbers_are_refused_where_scikit_learn_refuses_them(churn_frame):
+    """A scaler straight into a linear model fails on NaN in scikit-learn; ONNX
+    would answer something: the compiled model refuses too."""
+    from common.models.schemas import FeatureSpec
+
+    schema = [FeatureSpec(name, "number") for name in NUMBERS]
+    frame = churn_frame[NUMBERS].astype(float)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    pipeline.fit(frame, churn_frame["churned"])
+    compiled = compile_pipeline(pipeline, schema, frame, task="classification",
+                                classes=[0, 1])  # fmt: skip
+    assert compiled.runtime == "onnx", compiled.reason
+    assert compiled.check["missing_numbers"] == "refuse"
+    scorer = OnnxScorer(compiled.onnx, schema, task="classification", classes=[0, 1],
+                        missing_numbers="refuse")  # fmt: skip
+    row = frame.iloc[0].tolist()
+    assert scorer.score_rows(schema, [row]).predictions[0] in (0, 1)
+    with pytest.raises(ValueError, match="NaN"):
+        scorer.score_rows(schema, [[None, *row[1:]]])
+    with pytest.raises(ValueError):
+        SklearnScorer(pipeline).score_frame(to_frame(schema, [[None, *row[1:]]]))
+
+
+def test_the_setting_chooses_the_runtime_and_onnx_refuses_what_did_not_match():
+    assert serving_runtime("auto", "onnx", None, 1) == "onnx"
+    assert serving_runtime("auto", "sklearn", "did not convert", 1) == "sklearn"
+    assert serving_runtime("sklearn", "onnx", None, 1) == "sklearn"
+    with pytest.raises(ArtifactError, match="did not convert"):
+        serving_runtime("onnx", "sklearn", "did not convert", 3)
+
+
+def test_a_version_from_before_compiles_on_demand_and_records_it(
+    session, db_settings, churn_frame
+):
+    from tests.factories import register_version
+
+    version = register_version(session, db_settings, churn_frame, "churned",
+                               model_type="random_forest")  # fmt: skip
+    for column in registry.COMPILATION_COLUMNS:  # as migration 0013 leaves it
+        setattr(version, column, None)
+    session.flush()
+    pipeline = registry.load_model(db_settings, version)
+    registry.compile_version(session, db_settings, version, pipeline)
+    assert version.runtime == "onnx" and version.onnx_sha256
+    scorer = registry.load_scorer(db_settings, version)
+    assert scorer.runtime == "onnx"
+    frame = churn_frame.drop(columns="churned").head(50)
+    schema = registry.input_schema(version)
+    rows = to_frame(schema, frame[[s.name for s in schema]].values.tolist())
+    assert list(scorer.score_frame(rows).predictions) == list(pipeline.predict(rows))
+
+
+def test_batch_scoring_keeps_the_faster_runtime():
+    from common.jobs.scoring import fastest
+
+    class Timed:
+        def __init__(self, runtime: str, seconds: float) -> None:
+            self.runtime, self.seconds = runtime, seconds
+
+        def score_frame(self, frame: pd.DataFrame) -> None:
+            import time
+
+            time.sleep(self.seconds if len(frame) > 10 else 0)
+
+    slow, quick = Timed("sklearn", 0.05), Timed("onnx", 0.0)
+    frame = pd.DataFrame({"x": range(100)})
+    assert fastest([slow, quick], frame) is quick
+    assert fastest([quick, slow], frame) is quick
