@@ -105,9 +105,11 @@ def test_a_conversion_that_does_not_match_is_refused(
         churn_frame["churned"].to_numpy()))  # fmt: skip
     other = train_result(db_settings, shuffled, "churned").pipeline
     real_convert = compilation.convert
-    monkeypatch.setattr(compilation, "convert",
-                        lambda _pipeline, schema, task: real_convert(other, schema,
-                                                                     task=task))  # fmt: skip
+
+    def convert_the_other(_pipeline, schema, *, task):
+        return real_convert(other, schema, task=task)
+
+    monkeypatch.setattr(compilation, "convert", convert_the_other)
     compiled = compile_pipeline(result.pipeline, result.input_schema,
                                 result.holdout_X, task="classification",
                                 classes=result.classes)  # fmt: skip
