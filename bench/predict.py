@@ -32,7 +32,6 @@ import urllib.request
 from pathlib import Path
 
 import joblib
-import numpy as np
 import pandas as pd
 from sklearn.datasets import make_classification
 
