@@ -9,11 +9,11 @@ so the writer's retry and per-row fallback work as before.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -44,8 +44,14 @@ def insert_log_rows(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def _sqlite_tuples(rows: list[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
-    dumps = json.dumps
+    def dumps(value: Any) -> str:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+    times: dict[datetime, str] = {}  # a request's rows share one time
     for row in rows:
+        created = row["created_at"]
+        if created not in times:
+            times[created] = _sqlite_time(created)
         probabilities, quality = row.get("probabilities"), row.get("data_quality")
         yield (
             row["prediction_id"], row["model"], row.get("model_version_id"),
@@ -54,7 +60,7 @@ def _sqlite_tuples(rows: list[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
             None if probabilities is None else dumps(probabilities),
             row["latency_ms"], row.get("status_code", 200),
             None if quality is None else dumps(quality),
-            row.get("request_rows", 1), _sqlite_time(row["created_at"]),
+            row.get("request_rows", 1), times[created],
             row.get("arm") or "", row.get("shadow_of"),
         )  # fmt: skip
 

@@ -24,6 +24,7 @@ from services.api.blueprints import (
     rollouts,
 )
 from services.api.errors import register_error_handlers
+from services.api.json_provider import OrjsonProvider
 from services.api.model_cache import ModelCache
 from services.api.models_scope import ModelNameConverter
 from services.api.prediction_log import PredictionLogWriter
@@ -52,8 +53,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     """
     settings = settings or get_settings()
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.url_map.converters["model_name"] = ModelNameConverter
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["settings"] = settings
     database.init_app(app, settings)
