@@ -5,6 +5,8 @@ The in-process limit reads the same CSV with pandas and calls the model once. Th
 path is POST /jobs/batch-score to the job's end, through Redis and a worker (solo
 pool, a fresh process per run so its peak memory is its own).
 Run: `.venv/bin/python -m bench.batch_score [--rows 1000000] [--repeats 2]`.
+With `--runtimes`: a 100-tree forest's batch scoring through scikit-learn on every
+core against the default runtime choice, interleaved (`--rows 100000`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import pandas as pd
 
 from bench.jobs_common import call, peak_rss_mb, start_worker, system, wait_job
 from bench.predict import make_model
+from common.config import Settings
+
+FOREST = {"n_estimators": 100, "max_depth": 12}
 
 
 def write_csv(path: Path, rows: int) -> list[str]:
@@ -61,11 +66,43 @@ def job_run(api: str, env: dict[str, str], name: str) -> tuple[float, float, int
         worker.wait(30)
 
 
+def runtimes(rows: int, repeats: int) -> None:
+    """The forest's batch scoring by runtime, interleaved: scikit-learn on every
+    core (MODELOPS_INFERENCE_RUNTIME=sklearn) against the default, which times both
+    runtimes on the first chunk and keeps the faster."""
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        make_model(home, "random_forest", FOREST)
+        data = Path(Settings(home=str(home)).data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        write_csv(data / "rows.csv", rows)
+        rates: dict[str, list[float]] = {"sklearn": [], "auto": []}
+        with system(home) as (api, env):
+            for _ in range(repeats):
+                for runtime, runs in rates.items():
+                    worker_env = {**env, "MODELOPS_INFERENCE_RUNTIME": runtime}
+                    runs.append(job_run(api, worker_env, "rows.csv")[0])
+    sklearn, auto = (statistics.median(rates[k]) for k in ("sklearn", "auto"))
+    out = sys.stdout
+    out.write(f"forest {FOREST}, rows={rows} repeats={repeats} (medians)\n")
+    for runtime, runs in rates.items():
+        out.write(f"{runtime:<8}{statistics.median(runs):>10.0f} rows/s  "
+                  f"({', '.join(f'{r:.0f}' for r in runs)})\n")  # fmt: skip
+    ok = auto / sklearn >= 1.5
+    out.write(f"{'PASS' if ok else 'MISS'}  default / scikit-learn rows/s: "
+              f"{auto / sklearn:.2f} (target >= 1.5)\n")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--runtimes", action="store_true",
+                        help="the forest by runtime instead (issue 17)")  # fmt: skip
     args = parser.parse_args()
+    if args.runtimes:
+        runtimes(args.rows, args.repeats)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         settings, artifact, _ = make_model(home, "logistic_regression", {})

@@ -64,8 +64,10 @@ def reset_demo(
     progress(85, "clearing demo data")
     with session_scope(session_factory) as session:
         old_files = [
-            artifact_url(settings.artifact_dir, v.artifact_path)
+            artifact_url(settings.artifact_dir, path)
             for v in registry.list_versions(session, settings)
+            for path in (v.artifact_path, v.onnx_path)
+            if path
         ]
         generation, old_outputs = _clear(session, settings, job.id)
         version = registry.register_model(

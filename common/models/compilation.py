@@ -253,7 +253,7 @@ def _with_marked_missing_categories(pipeline: Any) -> Any:
     from sklearn.impute import SimpleImputer
 
     marked = copy.deepcopy(pipeline)
-    for part in _parts(marked):
+    for part in parts(marked):
         if (
             isinstance(part, SimpleImputer)
             and _missing(part.missing_values)
@@ -263,7 +263,7 @@ def _with_marked_missing_categories(pipeline: Any) -> Any:
     return marked
 
 
-def _parts(estimator: Any) -> list[Any]:
+def parts(estimator: Any) -> list[Any]:
     """`estimator` and every fitted estimator inside it (pipelines, column
     transformers, feature unions)."""
     found = [estimator]
@@ -276,7 +276,7 @@ def _parts(estimator: Any) -> list[Any]:
         inner = [t for _, t in estimator.transformer_list]
     for part in inner:
         if not isinstance(part, str):  # "drop", "passthrough"
-            found += _parts(part)
+            found += parts(part)
     return found
 
 

@@ -257,8 +257,19 @@ def batch_scorers(settings: Settings, version: ModelVersion) -> list[Scorer]:
     elif settings.inference_runtime == "onnx":
         load_scorer(settings, version)  # raises: the setting refuses scikit-learn
     if settings.inference_runtime != "onnx":
-        scorers.append(SklearnScorer(load_model(settings, version)))
+        scorers.append(SklearnScorer(on_every_core(load_model(settings, version))))
     return scorers
+
+
+def on_every_core(pipeline: Any) -> Any:
+    """`pipeline` with its estimators that can predict in parallel (forests) set to
+    use every core: a batch job has the worker process to itself."""
+    from common.models.compilation import parts
+
+    for part in parts(pipeline):
+        if "n_jobs" in getattr(part, "get_params", dict)(deep=False):
+            part.set_params(n_jobs=-1)
+    return pipeline
 
 
 def _version_row(result: ModelResult) -> ModelVersion:

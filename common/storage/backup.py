@@ -218,12 +218,18 @@ def _datasets(root: Path) -> list[tuple[str, Path]]:
 
 
 def _versions(url: str) -> list[tuple[str, str, int | None]]:
+    """Every version's artifacts: its pipeline and, where it compiled, its ONNX
+    model (a database from before migration 0013 has no such column)."""
     engine = create_engine(url)
+    query = "SELECT artifact_path, sha256, size_bytes FROM model_versions"
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                text("SELECT artifact_path, sha256, size_bytes FROM model_versions")
-            ).all()
+            columns = {c["name"] for c in inspect(connection).get_columns(
+                "model_versions")}  # fmt: skip
+            if "onnx_path" in columns:
+                query += (" UNION ALL SELECT onnx_path, onnx_sha256, onnx_size_bytes"
+                          " FROM model_versions WHERE onnx_path IS NOT NULL")  # fmt: skip
+            rows = connection.execute(text(query)).all()
     finally:
         engine.dispose()
     return [(path, sha256, size) for path, sha256, size in rows]

@@ -147,7 +147,7 @@ def test_a_backup_taken_while_serving_restores_into_a_fresh_home(
         stop.set()
         writer.join()
     assert done.exit_code == 0, done.output
-    assert "2 artifacts" in done.output
+    assert "4 artifacts" in done.output  # two versions, each compiled too
     restored = _cli(fresh, "restore", str(tmp_path / "backup"))
     assert restored.exit_code == 0, restored.output
     assert (Path(fresh.data_dir) / "base.csv").read_text() == "age,churned\n40,1\n"
@@ -162,6 +162,8 @@ def test_a_backup_taken_while_serving_restores_into_a_fresh_home(
     with session_scope(make_session_factory(engine)) as session:
         champion = registry.get_champion(session, fresh).model_version
         assert registry.load_model(fresh, champion) is not None  # sha256 checked
+        # Its compiled model came back too, checked against its own sha256.
+        assert registry.load_scorer(fresh, champion).runtime == "onnx"
     engine.dispose()
     again = _cli(fresh, "restore", str(tmp_path / "backup"))
     assert again.exit_code != 0 and "fresh home" in again.output

@@ -60,6 +60,7 @@ def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_set
     with session_scope(session_factory) as session:
         theirs = _other_models(session, settings)
     kept_files = set(Path(settings.artifact_dir).rglob("*.joblib"))
+    kept_compiled = set(Path(settings.artifact_dir).rglob("*.onnx"))
     with session_scope(session_factory) as session:
         for _ in range(2):
             train_champion(session, settings)
@@ -128,6 +129,9 @@ def test_reset_clears_demo_data_and_serves_a_fresh_model(session_factory, db_set
     assert not any(path.exists() for path in old_files)
     assert all(path.exists() for path in kept_files)
     assert len(set(Path(settings.artifact_dir).rglob("*.joblib")) - kept_files) == 1
+    # The old versions' compiled models went with them: the new one's is added.
+    assert len(set(Path(settings.artifact_dir).rglob("*.onnx")) - kept_compiled) == 1
+    assert all(path.exists() for path in kept_compiled)
 
 
 def test_demo_scenario_is_set_and_a_reset_returns_to_baseline(session_factory):
