@@ -39,6 +39,8 @@ FORMAT = 1
 SQLITE_FILE = "modelops.db"
 POSTGRES_FILE = "database.dump"
 ARTIFACTS = "artifacts"
+COMPILED_ARTIFACTS = (" UNION ALL SELECT onnx_path, onnx_sha256, onnx_size_bytes "
+                      "FROM model_versions WHERE onnx_path IS NOT NULL")  # fmt: skip
 DATA = "data"
 TRANSIENT = (UPLOADS, OUTPUTS)  # batch-scoring files beat removes after a while
 Progress = Callable[[str], None]
@@ -227,8 +229,7 @@ def _versions(url: str) -> list[tuple[str, str, int | None]]:
             columns = {c["name"] for c in inspect(connection).get_columns(
                 "model_versions")}  # fmt: skip
             if "onnx_path" in columns:
-                query += (" UNION ALL SELECT onnx_path, onnx_sha256, onnx_size_bytes"
-                          " FROM model_versions WHERE onnx_path IS NOT NULL")  # fmt: skip
+                query += COMPILED_ARTIFACTS
             rows = connection.execute(text(query)).all()
     finally:
         engine.dispose()
