@@ -12,7 +12,9 @@ core against the default runtime choice, interleaved (`--rows 100000`).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +24,14 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from bench.jobs_common import call, peak_rss_mb, start_worker, system, wait_job
+from bench.jobs_common import (
+    ROOT,
+    call,
+    peak_rss_mb,
+    start_worker,
+    system,
+    wait_job,
+)
 from bench.predict import make_model
 from common.config import Settings
 
@@ -46,8 +55,10 @@ def in_process_rate(artifact: Path, path: Path, columns: list[str]) -> float:
     return len(frame) / (time.perf_counter() - start)
 
 
-def job_run(api: str, env: dict[str, str], name: str) -> tuple[float, float, int]:
-    worker = start_worker(env)
+def job_run(
+    api: str, env: dict[str, str], name: str, root: Path | None = None
+) -> tuple[float, float, int]:
+    worker = start_worker(env, root=root) if root else start_worker(env)
     try:
         time.sleep(3)  # the worker connects
         start = time.perf_counter()
@@ -66,31 +77,81 @@ def job_run(api: str, env: dict[str, str], name: str) -> tuple[float, float, int
         worker.wait(30)
 
 
-def runtimes(rows: int, repeats: int) -> None:
-    """The forest's batch scoring by runtime, interleaved: scikit-learn on every
-    core (MODELOPS_INFERENCE_RUNTIME=sklearn) against the default, which times both
-    runtimes on the first chunk and keeps the faster."""
+def runtimes(rows: int, repeats: int, baseline: str) -> None:
+    """The forest's batch scoring through the job path, interleaved: the worker of
+    git revision `baseline` (before compiled inference: the pipeline as trained),
+    this worker with MODELOPS_INFERENCE_RUNTIME=sklearn (scikit-learn on every
+    core), and with the default (both runtimes timed on the first chunk, the faster
+    kept). Also the model alone on the same rows, per runtime, in this process."""
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        make_model(home, "random_forest", FOREST)
-        data = Path(Settings(home=str(home)).data_dir)
-        data.mkdir(parents=True, exist_ok=True)
-        write_csv(data / "rows.csv", rows)
-        rates: dict[str, list[float]] = {"sklearn": [], "auto": []}
-        with system(home) as (api, env):
-            for _ in range(repeats):
-                for runtime, runs in rates.items():
-                    worker_env = {**env, "MODELOPS_INFERENCE_RUNTIME": runtime}
-                    runs.append(job_run(api, worker_env, "rows.csv")[0])
-    sklearn, auto = (statistics.median(rates[k]) for k in ("sklearn", "auto"))
+        before = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(before),
+                        baseline], cwd=ROOT, check=True)  # fmt: skip
+        try:
+            home = Path(tmp) / "home"
+            make_model(home, "random_forest", FOREST)
+            data = Path(Settings(home=str(home)).data_dir)
+            data.mkdir(parents=True, exist_ok=True)
+            write_csv(data / "rows.csv", rows)
+            model_only = model_rates(home, data / "rows.csv")
+            rates: dict[str, list[float]] = {
+                f"before ({baseline})": [], "sklearn": [], "default": []}  # fmt: skip
+            with system(home) as (api, env):
+                for _ in range(repeats):
+                    for variant, runs in rates.items():
+                        if variant.startswith("before"):
+                            runs.append(job_run(api, env, "rows.csv", before)[0])
+                            continue
+                        runtime = "auto" if variant == "default" else variant
+                        worker_env = {**env, "MODELOPS_INFERENCE_RUNTIME": runtime}
+                        runs.append(job_run(api, worker_env, "rows.csv")[0])
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before)],
+                           cwd=ROOT, check=False)  # fmt: skip
+    medians = {variant: statistics.median(runs) for variant, runs in rates.items()}
     out = sys.stdout
     out.write(f"forest {FOREST}, rows={rows} repeats={repeats} (medians)\n")
-    for runtime, runs in rates.items():
-        out.write(f"{runtime:<8}{statistics.median(runs):>10.0f} rows/s  "
+    alone = ", ".join(f"{name} {rate:.0f}" for name, rate in model_only.items())
+    out.write(f"model alone, in this process, rows/s: {alone}\n")
+    out.write("job path (upload to done):\n")
+    for variant, runs in rates.items():
+        out.write(f"  {variant:<22}{medians[variant]:>10.0f} rows/s  "
                   f"({', '.join(f'{r:.0f}' for r in runs)})\n")  # fmt: skip
-    ok = auto / sklearn >= 1.5
-    out.write(f"{'PASS' if ok else 'MISS'}  default / scikit-learn rows/s: "
-              f"{auto / sklearn:.2f} (target >= 1.5)\n")  # fmt: skip
+    ratio = medians["default"] / medians[f"before ({baseline})"]
+    out.write(f"{'PASS' if ratio >= 1.5 else 'MISS'}  default / before rows/s: "
+              f"{ratio:.2f} (target >= 1.5)\n")  # fmt: skip
+
+
+def model_rates(home: Path, path: Path) -> dict[str, float]:
+    """rows/s of the champion alone on the file's rows: the pipeline as trained, on
+    every core, and ONNX Runtime on one and on every core."""
+    from common.models import registry
+    from common.models.runtime import SklearnScorer
+    from common.storage.db import make_engine, make_session_factory, session_scope
+
+    settings = Settings(home=str(home))
+    engine = make_engine(settings)
+    with session_scope(make_session_factory(engine)) as session:
+        version = registry.get_champion(session, settings).model_version
+        session.expunge(version)
+    engine.dispose()
+    frame = pd.read_csv(path).drop(columns="row_id")
+    cores = os.cpu_count() or 1
+    pipeline = registry.load_model(settings, version)
+    scorers = {
+        "scikit-learn as trained": SklearnScorer(pipeline),
+        "scikit-learn, every core": SklearnScorer(
+            registry.on_every_core(registry.load_model(settings, version))),
+        "ONNX Runtime, 1 thread": registry.load_scorer(settings, version),
+        f"ONNX Runtime, {cores} threads": registry.load_scorer(settings, version,
+                                                               threads=cores),
+    }  # fmt: skip
+    rates = {}
+    for name, scorer in scorers.items():
+        started = time.perf_counter()
+        scorer.score_frame(frame)
+        rates[name] = len(frame) / (time.perf_counter() - started)
+    return rates
 
 
 def main() -> None:
@@ -99,9 +160,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--runtimes", action="store_true",
                         help="the forest by runtime instead (issue 17)")  # fmt: skip
+    parser.add_argument("--baseline", default="3f18d9e",
+                        help="--runtimes: the git revision compared with")  # fmt: skip
     args = parser.parse_args()
     if args.runtimes:
-        runtimes(args.rows, args.repeats)
+        runtimes(args.rows, args.repeats, args.baseline)
         return
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"

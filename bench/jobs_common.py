@@ -69,12 +69,18 @@ def system(home: Path, **env_extra: str) -> Iterator[tuple[str, dict[str, str]]]
             process.wait(30)
 
 
-def start_worker(env: dict[str, str], name: str = "bench") -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], name: str = "bench", root: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    """A solo-pool worker running the code under `root` (another checkout: a
+    baseline measured side by side)."""
+    if root != ROOT:
+        env = {**env, "PYTHONPATH": str(root)}
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker",
          "-Q", "training,default", "--pool", "solo", "--without-mingle",
          "--without-gossip", "--hostname", f"{name}@%h"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
 

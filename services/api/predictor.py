@@ -89,8 +89,10 @@ class Predictor:
                   logged)  # fmt: skip
         if shadow is not None and rollout is not None:
             self.shadow.start()
-            self.shadow.submit(ShadowRequest(shadow, rollout.plan.id, instances,
-                                             predictions, ids))  # fmt: skip
+            same_schema = shadow.input_schema == model.input_schema
+            self.shadow.submit(ShadowRequest(
+                shadow, rollout.plan.id, instances, predictions, ids,
+                rows=checked.rows if same_schema else None))  # fmt: skip
         items = [
             {
                 "prediction": p.prediction,

@@ -46,6 +46,9 @@ class ShadowRequest:
     instances: list[Any]
     champion: list[Prediction]  # what the champion answered, row by row
     prediction_ids: list[str]  # the champion's rows these shadow
+    # The rows as the champion's validation built them, when the challenger has the
+    # same input schema (they are then valid for it too): not validated twice.
+    rows: list[list[Any]] | None = None
 
 
 class ShadowScorer:
@@ -124,7 +127,11 @@ class ShadowScorer:
     def _score_one(self, model: LoadedModel, requests: list[ShadowRequest]) -> None:
         started = time.perf_counter()
         checked = [
-            validate_instances(model.input_schema, r.instances, _paths(r.instances))
+            _Checked(r.rows, [])
+            if r.rows is not None
+            else validate_instances(
+                model.input_schema, r.instances, _paths(r.instances)
+            )
             for r in requests
         ]
         good = [c.rows for c in checked if not c.problems]
@@ -152,6 +159,14 @@ class ShadowScorer:
         SHADOW_SCORED.labels(model=model.name).inc(len(flat))
         if self.log_writer is not None:
             self.log_writer.add(rows)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """Rows already validated for the champion's schema, which is the challenger's."""
+
+    rows: list[list[Any]]
+    problems: list[Any]
 
 
 def _paths(instances: list[Any]) -> list[str]:
