@@ -174,13 +174,15 @@ def example_rows(home: Path) -> dict[str, dict[str, float]]:
     return rows
 
 
-def cold_loads(home: Path) -> tuple[dict[str, float], float]:
-    """Median seconds to verify, load and warm one champion, per model type; and
-    the memory (MB) all the champions take in the cache's measure."""
+def cold_loads(home: Path) -> tuple[dict[str, float], float, dict[str, list[str]]]:
+    """Median seconds to verify, load and warm one champion, per model type; the
+    memory (MB) all the champions take in the cache's measure; and the runtime each
+    serves with, per model type."""
     settings = Settings(home=str(home))
     engine = make_engine(settings)
     factory = make_session_factory(engine)
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    runtimes: dict[str, list[str]] = {kind: [] for kind in KINDS}
     total = 0
     with session_scope(factory) as session:
         for index in range(MODELS):
@@ -188,12 +190,14 @@ def cold_loads(home: Path) -> tuple[dict[str, float], float]:
             scoped = settings.for_model(name)
             champion = registry.get_champion(session, scoped)
             started = time.perf_counter()
-            loaded = _load(scoped, name, champion.model_version, champion.generation)
+            loaded = _load(scoped, factory, name, champion.model_version,
+                           champion.generation)  # fmt: skip
             times[kind].append(time.perf_counter() - started)
+            runtimes[kind].append(loaded.runtime)
             total += loaded.size_bytes
     engine.dispose()
     medians = {kind: statistics.median(values) for kind, values in times.items()}
-    return medians, total / 2**20
+    return medians, total / 2**20, runtimes
 
 
 def zipf_script(rows: dict[str, dict[str, float]], names: list[str]) -> str:
@@ -272,7 +276,7 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-many-"))
     rows = example_rows(home) if args.home else register_all(home)
     names = [model_spec(i)[0] for i in range(MODELS)]
-    loads, total_mb = cold_loads(home)
+    loads, total_mb, runtimes = cold_loads(home)
     evict_mb = max(1, round(total_mb * args.evict_share))
     single_script = zipf_script(rows, ["m00"])
     many_script = zipf_script(rows, names)
@@ -326,7 +330,9 @@ def main() -> None:
             "rss_bound_mb": evict_mb + 300,
         },
         "cold_load_seconds": loads,
-    }
+        "runtimes": {kind: {r: found.count(r) for r in set(found)}
+                     for kind, found in runtimes.items()},
+    }  # fmt: skip
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
 
 
