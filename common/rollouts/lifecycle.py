@@ -219,6 +219,7 @@ def rollout_out(rollout: Rollout) -> dict[str, Any]:
         "started_at": to_iso(rollout.started_at),
         "started_by": rollout.started_by,
         "ended_at": to_iso(rollout.ended_at),
+        "checked_at": to_iso(rollout.checked_at),
         "decided_by": rollout.decided_by,
         "reason": rollout.reason,
         "evidence": rollout.evidence,

@@ -51,6 +51,7 @@ def monitor_rollout(
                       reason=verdict.reason, evidence=None)  # fmt: skip
         return Decision(rollout.id, verdict, _raise(session, rollout, verdict))
     task = catalog.get_model(session, model).task
+    rollout.checked_at = now  # judged on the rollups as of now, decided or not
     comparison = compare(session, rollout, task, now)
     verdict = judge(rollout, comparison, Criteria(**rollout.criteria), now)
     if verdict.decision == "continue":

@@ -406,6 +406,7 @@ class Rollout(Base):
     started_by: Mapped[str] = mapped_column(String(100))
     started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    checked_at: Mapped[datetime | None] = mapped_column(Timestamp)  # monitor's look
     decided_by: Mapped[str | None] = mapped_column(String(100))
     reason: Mapped[str | None] = mapped_column(Text)
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JsonType)

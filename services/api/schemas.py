@@ -634,6 +634,10 @@ class RolloutOut(BaseModel):
     started_at: str
     started_by: str
     ended_at: str | None
+    checked_at: str | None = Field(
+        description="When the monitor last judged it (found it undecided, while it "
+        "runs)"
+    )
     decided_by: str | None
     reason: str | None
     evidence: dict[str, Any] | None

@@ -79,6 +79,8 @@ def test_a_good_canary_waits_for_its_labels_then_is_promoted(session, db_setting
     waiting = monitor_rollout(session, db_settings)
     assert waiting.verdict.decision == "continue"
     assert waiting.verdict.reason.startswith("60 of 100 labelled requests per arm")
+    # The look is recorded: an operator tells "not judged yet" from "undecided".
+    assert session.get(Rollout, rollout.id).checked_at is not None
     _answers(session, rollout, "challenger", 140, 125)
     decision = monitor_rollout(session, db_settings)
     assert decision.verdict.decision == "promote", decision.verdict.reason
