@@ -262,12 +262,14 @@ def batch_scorers(settings: Settings, version: ModelVersion) -> list[Scorer]:
 
 
 def on_every_core(pipeline: Any) -> Any:
-    """`pipeline` with its estimators that can predict in parallel (forests) set to
-    use every core: a batch job has the worker process to itself."""
+    """`pipeline` with its ensembles (forests: one thread per core over their
+    trees) set to predict on every core: a batch job has the worker process to
+    itself. Nothing else: a column transformer's n_jobs would start processes and
+    copy every chunk to them."""
     from common.models.compilation import parts
 
     for part in parts(pipeline):
-        if "n_jobs" in getattr(part, "get_params", dict)(deep=False):
+        if hasattr(part, "estimators_") and "n_jobs" in part.get_params(deep=False):
             part.set_params(n_jobs=-1)
     return pipeline
 

@@ -186,3 +186,13 @@ def test_batch_scoring_keeps_the_faster_runtime():
     frame = pd.DataFrame({"x": range(100)})
     assert fastest([slow, quick], frame) is quick
     assert fastest([quick, slow], frame) is quick
+
+
+def test_batch_scoring_puts_only_ensembles_on_every_core(db_settings, churn_frame):
+    """A forest predicts over its trees on threads; a column transformer's n_jobs
+    would start processes for every chunk."""
+    result = train_result(db_settings, churn_frame, "churned",
+                          model_type="random_forest")  # fmt: skip
+    pipeline = registry.on_every_core(result.pipeline)
+    assert pipeline.named_steps["model"].n_jobs == -1
+    assert pipeline.named_steps["preprocess"].n_jobs is None
