@@ -93,6 +93,7 @@ def validate_instances(
 # Unseen categories are answered (and flagged); a value this long is no category,
 # and would be stored in every prediction log row.
 MAX_CATEGORY_LENGTH = 200
+NO_NUL = "^[^\u0000]*$"  # JSON Schema pattern: text PostgreSQL can store
 
 
 def _check_value(
@@ -111,6 +112,9 @@ def _check_value(
                 f"got {len(value)}"
             )
             return None, FieldProblem(where, "too_long", message), None
+        if "\x00" in value:  # PostgreSQL keeps no NUL in text or JSON: the log would
+            message = "a category cannot contain a NUL character"  # refuse the row
+            return None, FieldProblem(where, "invalid_character", message), None
         known = value in (spec.categories or [])
         return value, None, None if known else f"unseen_category:{spec.name}"
     if isinstance(value, bool) or not isinstance(value, int | float):

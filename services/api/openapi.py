@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from common.config import Settings
 from common.models.schemas import FeatureSpec
-from common.models.validation import MAX_CATEGORY_LENGTH, largest_plausible
+from common.models.validation import MAX_CATEGORY_LENGTH, NO_NUL, largest_plausible
 from services.api import schemas as s
 from services.api.auth import read_needs_key
 from services.api.declare import Declaration, auth_of, declaration_of
@@ -274,7 +274,8 @@ def features_schema(input_schema: list[FeatureSpec]) -> dict[str, Any]:
 
 def _feature(spec: FeatureSpec) -> dict[str, Any]:
     if spec.type == "category":  # validation refuses a longer one: say so here
-        return {"type": ["string", "null"], "maxLength": MAX_CATEGORY_LENGTH}
+        return {"type": ["string", "null"], "maxLength": MAX_CATEGORY_LENGTH,
+                "pattern": NO_NUL}  # fmt: skip
     limit = largest_plausible(spec)
     return {"type": ["number", "null"], "minimum": -limit, "maximum": limit}
 

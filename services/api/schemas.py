@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from common.clock import to_iso
+from common.models.validation import NO_NUL
 from common.storage.tables import Champion, Job, ModelVersion
 from services.api.model_cache import LoadedModel
 
@@ -60,7 +61,8 @@ class PredictRequest(Strict):
 class FeedbackItem(Strict):
     prediction_id: str = Field(pattern=r"^[0-9a-f]{32}$", examples=["0" * 32])
     label: (
-        Annotated[str, Field(min_length=1, max_length=200)]
+        # no NUL: PostgreSQL keeps none in text
+        Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
         | Annotated[int, Field(strict=True)]
         | Annotated[float, Field(strict=True, allow_inf_nan=False)]
     ) = Field(description="A class of a classifier, or a regressor's true value")

@@ -58,7 +58,8 @@ def test_openapi_document_is_valid_openapi_3(live_app):
         "plan",
         "region",
     ]  # the served model's features, from the schema that validates them
-    assert row["properties"]["plan"] == {"type": ["string", "null"], "maxLength": 200}
+    plan = {"type": ["string", "null"], "maxLength": 200, "pattern": "^[^\x00]*$"}
+    assert row["properties"]["plan"] == plan
     assert batch["properties"]["instances"]["maxItems"] == 1000
 
 

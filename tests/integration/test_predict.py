@@ -76,6 +76,17 @@ def test_non_finite_numbers_are_refused_by_field(serving, row, literal):
     assert _problems(response) == {("features.age", "not_finite")}
 
 
+def test_text_postgresql_cannot_store_is_refused_by_field(serving, row):
+    """A NUL character: PostgreSQL keeps none in text or JSON, so the row could never
+    be logged (and a label never stored); refused up front, named."""
+    response = serving.post("/predict", json={"features": {**row, "plan": "a\x00b"}})
+    assert response.status_code == 400
+    assert _problems(response) == {("features.plan", "invalid_character")}
+    answer = serving.post("/predict", json={"features": row}).json
+    label = {"prediction_id": answer["prediction_id"], "label": "a\x00b"}
+    assert serving.post("/feedback", json=label).status_code == 400
+
+
 def test_empty_oversized_and_ambiguous_bodies_are_refused(
     serving_settings, churn_frame, row, make_app
 ):
