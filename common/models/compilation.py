@@ -172,7 +172,7 @@ def check_rows(
     if len(picked) > SAMPLE_ROWS:
         picked = picked.sample(SAMPLE_ROWS, random_state=random_state)
     rows = [
-        [None if _missing(v) else v for v in row]
+        [None if is_missing(v) else v for v in row]
         for row in picked.itertuples(index=False, name=None)
     ]
     rows += random_rows(schema, RANDOM_ROWS, rng, reference=picked)
@@ -256,7 +256,7 @@ def _with_marked_missing_categories(pipeline: Any) -> Any:
     for part in parts(marked):
         if (
             isinstance(part, SimpleImputer)
-            and _missing(part.missing_values)
+            and is_missing(part.missing_values)
             and getattr(part, "statistics_", np.array([])).dtype == object
         ):
             part.missing_values = MISSING_CATEGORY
@@ -299,7 +299,8 @@ def _matrix_input(schema: list[FeatureSpec]) -> list[tuple[str, Any]]:
 MATRIX_INPUT = "input"
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None or NaN: what a served row and an imputer both call missing."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 

@@ -219,10 +219,15 @@ def compile_version(
 
 
 def load_scorer(
-    settings: Settings, version: ModelVersion, *, threads: int = 1
+    settings: Settings,
+    version: ModelVersion,
+    *,
+    threads: int = 1,
+    pipeline: Any = None,
 ) -> Scorer:
     """What scores `version`'s rows under `settings.inference_runtime`: its ONNX
     model in ONNX Runtime (sha256 verified first) or its scikit-learn pipeline.
+    `pipeline`, where the caller has loaded it already, is not read again.
 
     Raises
     ------
@@ -230,34 +235,43 @@ def load_scorer(
         An artifact is missing or damaged, or the setting is `onnx` and the version
         did not compile exactly.
     """
-    chosen = serving_runtime(settings.inference_runtime, version.runtime,
-                             version.runtime_reason, version.version)  # fmt: skip
+    chosen, _ = serving_runtime(settings.inference_runtime, version.runtime,
+                                version.runtime_reason, version.version)  # fmt: skip
     if chosen == "onnx" and version.onnx_path and version.onnx_sha256:
-        # The pipeline stays the version's source of truth (retraining, gates,
-        # fallback): a damaged one is refused even while ONNX would serve.
-        verified_bytes(artifact_url(settings.artifact_dir, version.artifact_path),
-                       version.sha256, version.size_bytes)  # fmt: skip
+        missing = (version.compile_check or {}).get("missing_numbers", "onnx")
+        if pipeline is None and missing == "sklearn":
+            pipeline = load_model(settings, version)  # the fallback: verified here
+        elif pipeline is None:
+            # The pipeline stays the version's source of truth (retraining, gates,
+            # fallback): a damaged one is refused even while ONNX would serve.
+            verified_bytes(artifact_url(settings.artifact_dir, version.artifact_path),
+                           version.sha256, version.size_bytes)  # fmt: skip
         url = artifact_url(settings.artifact_dir, version.onnx_path)
         data = verified_bytes(url, version.onnx_sha256, version.onnx_size_bytes)
-        missing = (version.compile_check or {}).get("missing_numbers", "onnx")
-        fallback = load_model(settings, version) if missing == "sklearn" else None
+        fallback = pipeline if missing == "sklearn" else None
         return OnnxScorer(data, input_schema(version), task=version.task,
                           classes=list(version.classes), threads=threads,
                           missing_numbers=missing, fallback=fallback)  # fmt: skip
-    return SklearnScorer(load_model(settings, version))
+    if pipeline is None:
+        pipeline = load_model(settings, version)
+    return SklearnScorer(pipeline)
 
 
 def batch_scorers(settings: Settings, version: ModelVersion) -> list[Scorer]:
     """Each runtime `version` may score a batch with under the setting (the batch
     path times them and keeps the faster): ONNX Runtime on every core, and the
-    scikit-learn pipeline unless the setting is `onnx`."""
+    scikit-learn pipeline unless the setting is `onnx`. The pipeline is read once."""
+    pipeline = None
+    if settings.inference_runtime != "onnx":
+        pipeline = on_every_core(load_model(settings, version))
     scorers: list[Scorer] = []
     if settings.inference_runtime != "sklearn" and version.runtime == "onnx":
-        scorers.append(load_scorer(settings, version, threads=os.cpu_count() or 1))
+        scorers.append(load_scorer(settings, version, threads=os.cpu_count() or 1,
+                                   pipeline=pipeline))  # fmt: skip
     elif settings.inference_runtime == "onnx":
         load_scorer(settings, version)  # raises: the setting refuses scikit-learn
-    if settings.inference_runtime != "onnx":
-        scorers.append(SklearnScorer(on_every_core(load_model(settings, version))))
+    if pipeline is not None:
+        scorers.append(SklearnScorer(pipeline))
     return scorers
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import ArtifactError
-from common.models.compilation import MATRIX_INPUT, MISSING_CATEGORY
+from common.models.compilation import MATRIX_INPUT, MISSING_CATEGORY, is_missing
 from common.models.prediction import Scores, gives_probabilities, score_frame
 from common.models.schemas import FeatureSpec
 from common.models.validation import to_frame
@@ -83,8 +83,8 @@ class OnnxScorer:
         self.session = onnxruntime.InferenceSession(
             onnx, options, providers=["CPUExecutionProvider"]
         )
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.matrix = self.inputs == [MATRIX_INPUT]
+        inputs = [i.name for i in self.session.get_inputs()]
+        self.matrix = inputs == [MATRIX_INPUT]
         self.schema = schema
         # What the check found for rows with a missing number (compilation's
         # `_missing_numbers_mode`): answered here, refused as scikit-learn refuses
@@ -93,7 +93,6 @@ class OnnxScorer:
         self.fallback = SklearnScorer(fallback) if fallback is not None else None
         if missing_numbers == "sklearn" and self.fallback is None:
             raise ValueError("rows with a missing number need the pipeline")
-        self.task = task
         self.classes = list(classes or []) if task == "classification" else None
         self._class_array = np.asarray(self.classes or [], dtype=object)
         outputs = [o.name for o in self.session.get_outputs()]
@@ -167,12 +166,8 @@ def _column(spec: FeatureSpec, values: list[Any]) -> np.ndarray:
     if spec.type == "number":
         return np.array([math.nan if v is None else v for v in values],
                         dtype=np.float32).reshape(-1, 1)  # fmt: skip
-    return np.array([MISSING_CATEGORY if _missing(v) else str(v) for v in values],
+    return np.array([MISSING_CATEGORY if is_missing(v) else str(v) for v in values],
                     dtype=object).reshape(-1, 1)  # fmt: skip
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _as_classes(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -183,8 +178,9 @@ def _as_classes(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def serving_runtime(setting: str, version_runtime: str | None, reason: str | None,
-                    version: int) -> str:  # fmt: skip
-    """The runtime a version serves with under `setting`.
+                    version: int) -> tuple[str, str | None]:  # fmt: skip
+    """The runtime a version serves with under `setting`, and why scikit-learn
+    serves where it does (None where ONNX serves).
 
     Raises
     ------
@@ -192,9 +188,9 @@ def serving_runtime(setting: str, version_runtime: str | None, reason: str | Non
         `setting` is `onnx` and the version has no matching compiled model.
     """
     if setting == "sklearn":
-        return "sklearn"
+        return "sklearn", "MODELOPS_INFERENCE_RUNTIME=sklearn"
     if version_runtime == "onnx":
-        return "onnx"
+        return "onnx", None
     if setting == "onnx":
         raise ArtifactError(
             f"version {version} has no compiled model that matches scikit-learn "
@@ -202,4 +198,4 @@ def serving_runtime(setting: str, version_runtime: str | None, reason: str | Non
             "refuses to serve it with scikit-learn",
             version=version,
         )
-    return "sklearn"
+    return "sklearn", reason or "not compiled"

@@ -39,7 +39,7 @@ from common.config import Settings
 from common.data.processing import example_features
 from common.errors import AppError, ArtifactError, ModelNotReadyError
 from common.models import catalog, registry
-from common.models.runtime import Scorer, SklearnScorer
+from common.models.runtime import Scorer, SklearnScorer, serving_runtime
 from common.models.schemas import FeatureSpec
 from common.monitoring import alerts
 from common.storage import repositories as repo
@@ -504,6 +504,8 @@ def _load(
         with session_scope(session_factory) as session:
             registry.compile_version(session, settings, version, pipeline)
     scorer = registry.load_scorer(settings, version)
+    _, reason = serving_runtime(settings.inference_runtime, version.runtime,
+                                version.runtime_reason, version.version)  # fmt: skip
     schema = registry.input_schema(version)
     # One prediction before serving, so the first request pays no lazy set-up.
     example = example_features(schema)
@@ -528,11 +530,5 @@ def _load(
         size_bytes=size,
         runtime_reason=None
         if scorer.runtime == "onnx"
-        else _sklearn_reason(settings, version),
+        else reason or "no compiled model",
     )
-
-
-def _sklearn_reason(settings: Settings, version: ModelVersion) -> str:
-    if settings.inference_runtime == "sklearn":
-        return "MODELOPS_INFERENCE_RUNTIME=sklearn"
-    return version.runtime_reason or "not compiled"

@@ -142,9 +142,15 @@ def test_missing_numbers_are_refused_where_scikit_learn_refuses_them(churn_frame
 
 
 def test_the_setting_chooses_the_runtime_and_onnx_refuses_what_did_not_match():
-    assert serving_runtime("auto", "onnx", None, 1) == "onnx"
-    assert serving_runtime("auto", "sklearn", "did not convert", 1) == "sklearn"
-    assert serving_runtime("sklearn", "onnx", None, 1) == "sklearn"
+    assert serving_runtime("auto", "onnx", None, 1) == ("onnx", None)
+    assert serving_runtime("auto", "sklearn", "did not convert", 1) == (
+        "sklearn",
+        "did not convert",
+    )
+    assert serving_runtime("sklearn", "onnx", None, 1) == (
+        "sklearn",
+        "MODELOPS_INFERENCE_RUNTIME=sklearn",
+    )
     with pytest.raises(ArtifactError, match="did not convert"):
         serving_runtime("onnx", "sklearn", "did not convert", 3)
 
