@@ -57,6 +57,25 @@ def test_modelops_pipelines_compile_and_answer_as_scikit_learn(
     answers_match(result.pipeline, scorer, result.input_schema, rows)
 
 
+@pytest.mark.parametrize("model_type", ["random_forest", "logistic_regression"])
+def test_the_skipped_option_walk_gives_skl2onnx_s_own_graph(
+    db_settings, churn_frame, model_type
+):
+    """The fast path (options keyed by the final estimator, skl2onnx's walk over
+    every fitted attribute skipped) converts to the same bytes as skl2onnx's own
+    path with named options."""
+    from skl2onnx import to_onnx
+
+    result = train_result(db_settings, churn_frame, "churned", model_type=model_type)
+    fast = compilation.convert(result.pipeline, result.input_schema,
+                               task="classification")  # fmt: skip
+    marked = compilation._with_marked_missing_categories(result.pipeline)
+    own = to_onnx(marked, initial_types=compilation._column_inputs(result.input_schema),
+                  options={"zipmap": False},
+                  target_opset=compilation.TARGET_OPSET)  # fmt: skip
+    assert fast == own.SerializeToString()
+
+
 def test_a_bare_forest_regressor_compiles_and_leaves_missing_numbers_to_sklearn(
     churn_frame,
 ):
