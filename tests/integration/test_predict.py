@@ -38,6 +38,19 @@ def test_single_prediction_answers_every_field(serving, row):
     assert len(body["prediction_id"]) == 32 and body["data_quality"] == []
 
 
+def test_prediction_ids_are_unique_and_ordered_by_when_they_were_made(serving, row):
+    """Time-ordered ids (UUIDv7): the log's unique index takes new rows at its end."""
+    ids = []
+    for _ in range(3):
+        batch = serving.post("/predict", json={"instances": [row] * 50}).json
+        ids.extend(p["prediction_id"] for p in batch["predictions"])
+        time.sleep(0.002)  # ids of one millisecond are unique, not ordered
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and i[12] == "7" for i in ids)  # version 7
+    firsts = [ids[0], ids[50], ids[100]]
+    assert firsts == sorted(firsts)
+
+
 def test_batch_prediction_matches_single_predictions(serving, row):
     other = {**row, "support_calls": 6, "plan": "premium"}
     batch = serving.post("/predict", json={"instances": [row, other]}).json
