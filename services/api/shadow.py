@@ -1,8 +1,9 @@
 """Shadow scoring off the request path: a challenger scores what the champion already
 answered, and its answers are logged beside the champion's, never returned.
 
-Requests wait in a bounded queue for one thread, which gathers what arrives within
-`GATHER_SECONDS` and scores it in one call per challenger (a forest costs about the
+Requests wait in a bounded queue for one thread, which sleeps `GATHER_SECONDS` after
+the first arrives, then scores what has gathered in calls of up to
+`MAX_ROWS_PER_CALL` rows per challenger (a forest costs about the
 same for one row or a few hundred), so shadowing all traffic costs the champion
 little. When the queue is full the shadow
 rows are dropped and counted; the champion's answer is never delayed.
@@ -11,10 +12,12 @@ rows are dropped and counted; the champion's answer is never delayed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,25 +100,22 @@ class ShadowScorer:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            batch = [first]
-            rows = len(first.instances)
-            until = time.monotonic() + GATHER_SECONDS
-            while rows < MAX_ROWS_PER_CALL and not self._stop.is_set():
-                left = until - time.monotonic()
+            # Let a fifth of a second of traffic gather, asleep: one wake-up per
+            # gathering, not one per request (each wake-up takes the GIL from the
+            # threads answering requests).
+            self._stop.wait(GATHER_SECONDS)
+            waiting = [first]
+            with contextlib.suppress(queue.Empty):
+                while len(waiting) <= max(self._queue.maxsize, MAX_ROWS_PER_CALL):
+                    waiting.append(self._queue.get_nowait())
+            for batch in _calls(waiting):
                 try:
-                    more = (self._queue.get(timeout=left) if left > 0
-                            else self._queue.get_nowait())  # fmt: skip
-                except queue.Empty:
-                    break
-                batch.append(more)
-                rows += len(more.instances)
-            try:
-                self._score(batch)
-            except Exception:  # a challenger may fail any way: never the champion
-                log.exception("shadow scoring failed")
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                    self._score(batch)
+                except Exception:  # a challenger may fail any way: never the champion
+                    log.exception("shadow scoring failed")
+                finally:
+                    for _ in batch:
+                        self._queue.task_done()
 
     def _score(self, batch: list[ShadowRequest]) -> None:
         by_challenger: dict[int, list[ShadowRequest]] = collections.defaultdict(list)
@@ -167,6 +167,20 @@ class _Checked:
 
     rows: list[list[Any]]
     problems: list[Any]
+
+
+def _calls(requests: list[ShadowRequest]) -> Iterator[list[ShadowRequest]]:
+    """`requests` in order, in calls of about `MAX_ROWS_PER_CALL` rows."""
+    batch: list[ShadowRequest] = []
+    rows = 0
+    for request in requests:
+        batch.append(request)
+        rows += len(request.instances)
+        if rows >= MAX_ROWS_PER_CALL:
+            yield batch
+            batch, rows = [], 0
+    if batch:
+        yield batch
 
 
 def _paths(instances: list[Any]) -> list[str]:
