@@ -10,7 +10,7 @@ harmless and no two processes update one row; readers add the writers up
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 import os
 import secrets
@@ -101,6 +101,18 @@ class MinuteCounts:
             self.agreed += str(mine) == str(champion)
         self.compared += 1
 
+    def copy(self) -> MinuteCounts:
+        """An independent copy to count into (the writer's copy-then-adopt). The
+        sketches are merged into new ones, which copies their bins exactly; a
+        deepcopy cost a fifth of a log transaction's fixed time (profiled)."""
+        return dataclasses.replace(
+            self,
+            latency=_copied(self.latency),
+            values=_copied(self.values) if self.values is not None else None,
+            classes=Counter(self.classes),
+            quality=Counter(self.quality),
+        )
+
     def columns(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
@@ -133,6 +145,12 @@ class MinuteCounts:
             compared=row.compared, agreed=row.agreed,
             difference_sum=row.difference_sum,
         )  # fmt: skip
+
+
+def _copied(sketch: DDSketch) -> DDSketch:
+    fresh = sketches.new_sketch()
+    fresh.merge(sketch)
+    return fresh
 
 
 def as_number(value: Any) -> float | None:
@@ -197,7 +215,7 @@ class RollupWriter:
     def _copy_of(self, session: Session, key: RollupKey) -> MinuteCounts:
         state = self._states.get(key)
         if state is not None:
-            return copy.deepcopy(state)
+            return state.copy()
         if self._dropped_before is not None and key[1] < self._dropped_before:
             stored = session.scalar(
                 select(PredictionRollup).where(

@@ -57,6 +57,27 @@ def test_a_write_that_failed_and_was_retried_counts_once(session_factory):
     assert _metrics(session_factory)["request_count"] == 6
 
 
+def test_a_failed_write_leaves_the_kept_counts_of_its_minute_untouched(
+    session_factory,
+):
+    """The writer counts into a copy of a minute it already holds: a write that
+    fails leaves the held counts (classes, latency sketch) as they were."""
+    writer = RollupWriter()
+    with session_scope(session_factory) as session:
+        rows = [_row(latency_ms=5.0) for _ in range(3)]
+        writer.adopt(write_predictions(session, rows, writer))
+    failing = [_row(latency_ms=900.0, prediction="0") for _ in range(5)]
+    with pytest.raises(SQLAlchemyError), session_scope(session_factory) as session:
+        writer.prepare(session, failing)
+        session.execute(text("SELECT * FROM no_such_table"))
+    with session_scope(session_factory) as session:
+        writer.adopt(write_predictions(session, [_row(latency_ms=5.0)], writer))
+    metrics = _metrics(session_factory)
+    assert metrics["request_count"] == 4
+    assert metrics["prediction_count"] == 4
+    assert metrics["latency_ms"]["p99"] == pytest.approx(5.0, rel=0.02)
+
+
 def test_writers_add_up_and_a_late_row_of_a_dropped_minute_is_not_lost(
     session_factory,
 ):
