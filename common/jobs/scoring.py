@@ -43,10 +43,13 @@ UPLOADS = "uploads"
 OUTPUTS = "outputs"
 RESERVED = ("prediction", "confidence", "error", "model_version")
 COPY_CHUNK_BYTES = 1 << 20
-# Of the first chunk, scored by each runtime to pick the faster: large enough that
-# per-call costs do not decide (ONNX Runtime wins a few thousand rows, scikit-learn's
-# forest on every core can win tens of thousands).
+# Rows of the first chunk each runtime scores (for real: its answers are kept) to
+# pick the faster for the rest: large enough that per-call costs do not decide (ONNX
+# Runtime wins a few thousand rows, scikit-learn's forest on every core can win tens
+# of thousands). Below MIN_TIMING_ROWS each the choice would be noise: the first
+# candidate scores.
 TIMING_ROWS = 20_000
+MIN_TIMING_ROWS = 2_000
 SNIFF_BYTES = 1 << 16  # the start of an upload is checked to be UTF-8 text
 HEADER_SAFE = re.compile(r'^[^,"\r\n]*$')
 
@@ -130,9 +133,11 @@ def run_batch_score(
                 if index == 0:
                     _check_columns(chunk, schema)
                 if scorer is None:
-                    scorer = fastest(candidates, _model_frame(chunk, schema)[0])
+                    scored, scorer = _score_choosing(chunk, schema, candidates,
+                                                     version)  # fmt: skip
                     progress(2, f"scoring with {scorer.runtime} (the faster here)")
-                scored = _score_chunk(chunk, schema, scorer, version)
+                else:
+                    scored = _score_chunk(chunk, schema, scorer, version)
                 table = pa.Table.from_pandas(scored, preserve_index=False)
                 if writer is None:  # the first chunk fixes the columns and types
                     columns = table.schema
@@ -207,28 +212,42 @@ def _check_columns(chunk: pd.DataFrame, schema: list[FeatureSpec]) -> None:
         )
 
 
-def fastest(scorers: list[Scorer], frame: pd.DataFrame) -> Scorer:
-    """The scorer that takes the least time on (up to `TIMING_ROWS` rows of)
-    `frame`: compiled trees win per call, scikit-learn's forest with every core can
-    win per row, so the batch path measures instead of assuming."""
-    if len(scorers) == 1:
-        return scorers[0]
-    sample = frame.head(TIMING_ROWS)
-    timings = []
+def _score_choosing(
+    chunk: pd.DataFrame, schema: list[FeatureSpec], scorers: list[Scorer],
+    version: ModelVersion,
+) -> tuple[pd.DataFrame, Scorer]:  # fmt: skip
+    """Score the first chunk and choose the runtime for the rest: each candidate
+    scores its own `TIMING_ROWS` rows of it (answers kept, nothing scored twice), the
+    fastest scores the remainder. Compiled trees win per call, scikit-learn's forest
+    on every core can win per row: the batch path measures instead of assuming."""
+    # the same output columns whichever scores a piece
+    scorers = [s for s in scorers
+               if s.gives_probabilities == scorers[0].gives_probabilities]  # fmt: skip
+    each = min(TIMING_ROWS, len(chunk) // len(scorers))
+    if len(scorers) == 1 or each < MIN_TIMING_ROWS:
+        return _score_chunk(chunk, schema, scorers[0], version), scorers[0]
+    parts, timings, done = [], [], 0
     for scorer in scorers:
+        piece = chunk.iloc[done : done + each]
         try:
-            scorer.score_frame(sample.head(10))  # lazy set-up out of the timing
+            warm = _model_frame(piece.head(10), schema)
+            scorer.score_frame(warm[0][warm[1] == ""])  # lazy set-up, not timed
             started = time.perf_counter()
-            scorer.score_frame(sample)
-            timings.append((time.perf_counter() - started, scorer))
-        except Exception:  # an invalid row fails both: let the chunk report it
-            log.debug("timing %s failed", scorer.runtime, exc_info=True)
-    if not timings:
-        return scorers[0]
-    best = min(timings, key=lambda pair: pair[0])
-    log.info("batch scoring with %s (%s)", best[1].runtime, ", ".join(
-        f"{s.runtime} {t * 1000:.0f} ms" for t, s in timings))  # fmt: skip
-    return best[1]
+            parts.append(_score_chunk(piece, schema, scorer, version))
+        except Exception:  # the next candidate scores these rows
+            log.warning("batch scoring with %s failed", scorer.runtime, exc_info=True)
+            continue
+        timings.append((time.perf_counter() - started, scorer))
+        done += each
+    if not timings:  # every candidate failed: the first says why
+        return _score_chunk(chunk, schema, scorers[0], version), scorers[0]
+    best = min(timings, key=lambda pair: pair[0])[1]
+    times = ", ".join(f"{s.runtime} {t * 1000:.0f} ms" for t, s in timings)
+    log.info("batch scoring with %s (%d rows each: %s)", best.runtime, each, times)
+    rest = chunk.iloc[done:]
+    if len(rest):
+        parts.append(_score_chunk(rest, schema, best, version))
+    return pd.concat(parts, ignore_index=True), best
 
 
 def _score_chunk(

@@ -18,7 +18,7 @@ from common.models import compilation, registry
 from common.models.compilation import compile_pipeline, random_rows
 from common.models.runtime import OnnxScorer, SklearnScorer, serving_runtime
 from common.models.validation import to_frame
-from tests.factories import train_result
+from tests.factories import register_version, train_result
 from tests.models.user_code import Doubler
 
 NUMBERS = ["age", "income", "tenure_months"]
@@ -195,22 +195,39 @@ def test_a_version_from_before_compiles_on_demand_and_records_it(
     assert list(scorer.score_frame(rows).predictions) == list(pipeline.predict(rows))
 
 
-def test_batch_scoring_keeps_the_faster_runtime():
-    from common.jobs.scoring import fastest
+def test_batch_scoring_scores_every_row_once_and_keeps_the_faster_runtime(
+    db_settings, session, churn_frame, monkeypatch
+):
+    """Each runtime scores its own rows of the first chunk (kept, not thrown away),
+    the faster scores the rest; every row comes out once, in order."""
+    import time
 
-    class Timed:
-        def __init__(self, runtime: str, seconds: float) -> None:
-            self.runtime, self.seconds = runtime, seconds
+    from common.jobs import scoring
 
-        def score_frame(self, frame: pd.DataFrame) -> None:
-            import time
+    monkeypatch.setattr(scoring, "TIMING_ROWS", 100)
+    monkeypatch.setattr(scoring, "MIN_TIMING_ROWS", 10)
+    version = register_version(session, db_settings, churn_frame, "churned")
+    pipeline = registry.load_model(db_settings, version)
 
-            time.sleep(self.seconds if len(frame) > 10 else 0)
+    class Counted(SklearnScorer):
+        def __init__(self, runtime: str, delay: float) -> None:
+            super().__init__(pipeline)
+            self.runtime, self.delay, self.rows = runtime, delay, 0
 
-    slow, quick = Timed("sklearn", 0.05), Timed("onnx", 0.0)
-    frame = pd.DataFrame({"x": range(100)})
-    assert fastest([slow, quick], frame) is quick
-    assert fastest([quick, slow], frame) is quick
+        def score_frame(self, frame: pd.DataFrame):
+            self.rows += len(frame)
+            time.sleep(self.delay if len(frame) > 10 else 0)
+            return super().score_frame(frame)
+
+    slow, quick = Counted("onnx", 0.2), Counted("sklearn", 0.0)
+    chunk = churn_frame.drop(columns="churned").assign(row_id=range(len(churn_frame)))
+    out, best = scoring._score_choosing(chunk, registry.input_schema(version),
+                                        [slow, quick], version)  # fmt: skip
+    assert best is quick
+    assert slow.rows == 10 + 100 and quick.rows == 10 + len(chunk) - 100
+    assert list(out["row_id"]) == list(range(len(chunk)))
+    features = chunk.drop(columns="row_id")
+    assert list(out["prediction"]) == [str(p) for p in pipeline.predict(features)]
 
 
 def test_batch_scoring_puts_only_ensembles_on_every_core(db_settings, churn_frame):
