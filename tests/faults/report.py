@@ -31,7 +31,7 @@ class Case:
 
 CASES = [
     Case("1", "worker-killed-retrain",
-         "SIGKILL to the whole worker at 20% of a retrain (80k rows); a new worker starts",
+         "SIGKILL to the whole worker at 20% of a retrain (40k rows); a new worker starts",
          "the job completes once on the new worker; one new version",
          "tests/faults/test_worker_killed.py"),
     Case("1", "worker-killed-batch",

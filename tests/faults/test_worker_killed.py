@@ -44,7 +44,7 @@ def test_a_killed_worker_s_retrain_completes_once_on_a_new_worker(
 ):
     settings = prepare_home(tmp_path / "home", ("random_forest",))
     api = start_api(settings)
-    slow = {"MODELOPS_DEMO_ROWS": "80000", **FAST_BEATS}
+    slow = {"MODELOPS_DEMO_ROWS": "40000", **FAST_BEATS}
     start_worker(settings, "beat", beat=True, **FAST_BEATS)
     doomed = start_worker(settings, "w1", **slow)
     _, _, body = http("POST", f"{api.url}/model/retrain", {"reason": "kill test"}, AUTH)
