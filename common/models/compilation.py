@@ -299,17 +299,21 @@ def _skip_option_walk() -> None:
     from skl2onnx import _parse
     from skl2onnx import convert as skl2onnx_convert
 
-    original = skl2onnx_convert._process_options
+    _option_walk_skipped = True
+    original = getattr(skl2onnx_convert, "_process_options", None)
+    if original is None or getattr(_parse, "_process_options", None) is not original:
+        log.info("skl2onnx changed: its option walk is kept (slower, same result)")
+        return
+
+    walk: Any = original
 
     def process_options(model: Any, options: Any) -> Any:
         if isinstance(options, _FinalEstimatorOptions):
             return options
-        return original(model, options)
+        return walk(model, options)
 
-    if _parse._process_options is original:
-        _parse._process_options = process_options
-        skl2onnx_convert._process_options = process_options
-    _option_walk_skipped = True
+    _parse._process_options = process_options
+    skl2onnx_convert._process_options = process_options
 
 
 def parts(estimator: Any) -> list[Any]:
