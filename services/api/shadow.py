@@ -105,8 +105,9 @@ class ShadowScorer:
             # threads answering requests).
             self._stop.wait(GATHER_SECONDS)
             waiting = [first]
+            most = self._queue.maxsize or MAX_ROWS_PER_CALL  # a queue's worth at most
             with contextlib.suppress(queue.Empty):
-                while len(waiting) <= max(self._queue.maxsize, MAX_ROWS_PER_CALL):
+                while len(waiting) < most:
                     waiting.append(self._queue.get_nowait())
             for batch in _calls(waiting):
                 try:
