@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench import say
 from common.clock import utcnow
 from common.config import Settings
 from common.monitoring.prediction_log import new_prediction_id
@@ -94,11 +94,6 @@ def main() -> None:
                     wall_ms = statistics.median(t[0] for t in stretch) * 1000
                     cpu_ms = statistics.median(t[1] for t in stretch) * 1000
                     say(f"| {written:,} | {name} | {wall_ms:.1f} | {cpu_ms:.1f} |")
-
-
-def say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from bench import say
 from bench.predict import make_model, server_commands, start
 from common.clock import as_utc, utcnow
 from common.config import Settings
@@ -219,11 +220,6 @@ def main() -> None:
     say("| read | p50 ms | max ms |\n| --- | ---: | ---: |")
     for name, p50, worst in figures:
         say(f"| {name} | {p50:,.1f} | {worst:,.1f} |")
-
-
-def say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import argparse
 import json
 import re
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from typing import Any
 import pandas as pd
 from sklearn.datasets import make_classification
 
+from bench import say
 from bench.predict import server_commands, start, wrk
 from common.config import Settings
 from common.data.datasets import Dataset
@@ -144,11 +144,6 @@ def main() -> None:
     )
     say(f"p99 with / without: {p99:.2f} (target <= 1.2)")
     say(f"shadow rows scored {counts['scored']:.0f}, dropped {counts['dropped']:.0f}")
-
-
-def say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

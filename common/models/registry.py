@@ -235,8 +235,10 @@ def load_scorer(
         An artifact is missing or damaged, or the setting is `onnx` and the version
         did not compile exactly.
     """
-    chosen, _ = serving_runtime(settings.inference_runtime, version.runtime,
-                                version.runtime_reason, version.version)  # fmt: skip
+    chosen, reason = serving_runtime(
+        settings.inference_runtime, version.runtime, version.runtime_reason,
+        version.version,
+    )  # fmt: skip
     if chosen == "onnx" and version.onnx_path and version.onnx_sha256:
         missing = (version.compile_check or {}).get("missing_numbers", "onnx")
         if pipeline is None and missing == "sklearn":
@@ -254,7 +256,7 @@ def load_scorer(
                           missing_numbers=missing, fallback=fallback)  # fmt: skip
     if pipeline is None:
         pipeline = load_model(settings, version)
-    return SklearnScorer(pipeline)
+    return SklearnScorer(pipeline, reason=reason or "no compiled model")
 
 
 def batch_scorers(settings: Settings, version: ModelVersion) -> list[Scorer]:

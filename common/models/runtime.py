@@ -26,6 +26,7 @@ class Scorer(Protocol):
     """Scores rows of one version."""
 
     runtime: str
+    reason: str | None  # why scikit-learn serves, where it does
     gives_probabilities: bool
 
     def score_rows(self, schema: list[FeatureSpec], rows: list[list[Any]]) -> Scores:
@@ -42,8 +43,9 @@ class SklearnScorer:
 
     runtime = "sklearn"
 
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: Any, reason: str | None = None) -> None:
         self.pipeline = pipeline
+        self.reason = reason
         self.gives_probabilities = gives_probabilities(pipeline)
 
     def score_rows(self, schema: list[FeatureSpec], rows: list[list[Any]]) -> Scores:
@@ -58,6 +60,7 @@ class OnnxScorer:
     is built."""
 
     runtime = "onnx"
+    reason: str | None = None
 
     def __init__(
         self,

@@ -39,7 +39,7 @@ from common.config import Settings
 from common.data.processing import example_features
 from common.errors import AppError, ArtifactError, ModelNotReadyError
 from common.models import catalog, registry
-from common.models.runtime import Scorer, SklearnScorer, serving_runtime
+from common.models.runtime import Scorer, SklearnScorer
 from common.models.schemas import FeatureSpec
 from common.monitoring import alerts
 from common.storage import repositories as repo
@@ -69,11 +69,15 @@ class LoadedModel:
     task: str
     loaded_at: datetime
     size_bytes: int  # its pickled (or ONNX) size: what it holds in memory, near enough
-    runtime_reason: str | None = None  # why scikit-learn serves, where it does
 
     @property
     def runtime(self) -> str:
         return self.scorer.runtime
+
+    @property
+    def runtime_reason(self) -> str | None:
+        """Why scikit-learn serves, where it does."""
+        return self.scorer.reason
 
 
 @dataclass(frozen=True)
@@ -504,8 +508,6 @@ def _load(
         with session_scope(session_factory) as session:
             registry.compile_version(session, settings, version, pipeline)
     scorer = registry.load_scorer(settings, version)
-    _, reason = serving_runtime(settings.inference_runtime, version.runtime,
-                                version.runtime_reason, version.version)  # fmt: skip
     schema = registry.input_schema(version)
     # One prediction before serving, so the first request pays no lazy set-up.
     example = example_features(schema)
@@ -528,7 +530,4 @@ def _load(
         task=version.task,
         loaded_at=utcnow(),
         size_bytes=size,
-        runtime_reason=None
-        if scorer.runtime == "onnx"
-        else reason or "no compiled model",
     )

@@ -174,7 +174,7 @@ class SlowScorer:
 
     def __init__(self, scorer, seconds):
         self.scorer, self.seconds = scorer, seconds
-        self.runtime = scorer.runtime
+        self.runtime, self.reason = scorer.runtime, scorer.reason
         self.gives_probabilities = scorer.gives_probabilities
 
     def score_rows(self, schema, rows):
