@@ -171,6 +171,16 @@ class ModelCache:
             return None
         return serving
 
+    def following(self) -> dict[str, dict[str, int]]:
+        """Each model's running rollout whose challenger this process has loaded
+        (the others still answer with the champion alone): `/readyz` says it."""
+        return {
+            name: {"rollout_id": serving.plan.id,
+                   "challenger_version": serving.challenger.version}
+            for name in list(self._challengers)
+            if (serving := self.rollout(name)) is not None
+        }  # fmt: skip
+
     def put(self, loaded: LoadedModel) -> None:
         """Serve `loaded` for its model now (tests swap in a slow pipeline)."""
         with self._lock:

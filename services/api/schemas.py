@@ -520,6 +520,12 @@ class ReadyOut(BaseModel):
         "workers): each is ready on its own"
     )
     model_version: int | None = None
+    rollouts: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Each model's running rollout this process follows (its "
+        "challenger loaded here): `rollout_id`, `challenger_version`. Until then "
+        "the process answers with the champion alone",
+    )
     processes: dict[str, ProcessOut] | None = Field(
         default=None, description="Under `modelops up`: each supervised process"
     )

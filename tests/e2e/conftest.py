@@ -74,6 +74,7 @@ class Api:
     process: subprocess.Popen[bytes]
     settings: Settings
     log_path: Path
+    workers: int
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -145,28 +146,39 @@ def launch_api(
             env=env, stdout=log_file, stderr=subprocess.STDOUT,
             cwd=Path(settings.home).parent,
         )  # fmt: skip
-    api = Api(f"http://127.0.0.1:{port}", process, settings, log_path)
+    workers = int(env.get("MODELOPS_API_WORKERS", settings.api_workers))
+    api = Api(f"http://127.0.0.1:{port}", process, settings, log_path, workers)
     # Ready means every gunicorn worker has its model, not the first to answer: a
     # test that changes the champion at once would otherwise race a late worker.
-    workers = int(env.get("MODELOPS_API_WORKERS", settings.api_workers))
-    ready: set[int] = set()
-    deadline = time.monotonic() + 60
+    if not each_worker(api, lambda body: True, timeout=60):
+        api.stop()
+        raise AssertionError(f"API not ready: {log_path.read_text()[-2000:]}")
+    return api
+
+
+def each_worker(
+    api: Api, holds: Callable[[dict[str, Any]], bool], timeout: float
+) -> bool:
+    """Whether every gunicorn worker's ready answer came to satisfy `holds` within
+    `timeout` (each answer names its process; a worker is asked until it answers)."""
+    satisfied: set[int] = set()
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(log_path.read_text())
+        if api.process.poll() is not None:
+            raise AssertionError(api.log_path.read_text())
         try:
             status, _, body = http("GET", f"{api.url}/readyz", timeout=2)
             if status == 200:
-                ready.add(body["pid"])
-                if len(ready) >= workers:
-                    return api
+                if holds(body):
+                    satisfied.add(body["pid"])
+                if len(satisfied) >= api.workers:
+                    return True
                 time.sleep(0.05)  # ask again soon: another worker may take it
                 continue
         except OSError:
             pass
         time.sleep(0.2)
-    api.stop()
-    raise AssertionError(f"API not ready: {log_path.read_text()[-2000:]}")
+    return False
 
 
 def launch_worker(

@@ -30,7 +30,7 @@ from common.models import registry
 from common.models.training import ModelTrainer
 from common.rollouts.comparison import newcombe
 from common.storage.db import make_engine, make_session_factory, session_scope
-from tests.e2e.conftest import AUTH, Api, http, prepare_home
+from tests.e2e.conftest import AUTH, Api, each_worker, http, prepare_home
 
 pytestmark = pytest.mark.e2e
 
@@ -107,17 +107,27 @@ def _read(path: Path) -> str:
 
 
 def _rollout(api: Api, **body: Any) -> dict[str, Any]:
+    """Start a rollout, and wait until every gunicorn worker has its challenger
+    loaded, so all the traffic below meets it (until then a worker answers with the
+    champion alone)."""
     status, _, answer = http("POST", f"{api.url}/models/default/rollouts", body, AUTH)
     assert status == 201, answer
-    # every gunicorn worker follows within its poll: wait for a challenger answer or
-    # (a shadow) a shadow row, so the traffic below all meets the rollout
+
+    def follows(ready: dict[str, Any]) -> bool:
+        return ready["rollouts"].get("default", {}).get("rollout_id") == answer["id"]
+
+    assert each_worker(api, follows, 30), "a worker never followed the rollout"
     return answer
 
 
 def _end(api: Api) -> None:
+    """Abort a running rollout, and wait until no worker follows it any longer."""
     status, _, _ = http("GET", f"{api.url}/models/default/rollouts/current")
     if status == 200:
         http("POST", f"{api.url}/models/default/rollouts/current/abort", {}, AUTH)
+    assert each_worker(api, lambda ready: "default" not in ready["rollouts"], 30), (
+        "a worker kept following an ended rollout"
+    )
 
 
 def _traffic(api: Api, rows: Any, key: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -212,9 +222,6 @@ def test_a_good_shadow_is_promoted_by_the_monitor(system):
     _rollout(api, version=2, mode="shadow",
              criteria={"min_labels": 300, "max_accuracy_drop": 0.1})  # fmt: skip
     rows = generate(rows=2000, seed=22)
-    # the canary before it ended a moment ago: every worker follows within its poll
-    _until("the workers to drop the last canary", lambda: set(
-        _traffic(api, rows.iloc[:40], "follow")[1]) == {"champion"}, 30)  # fmt: skip
     decided = None
     for start in range(0, len(rows), 100):
         labels, arms = _traffic(api, rows.iloc[start : start + 100], f"good{start}")
@@ -255,12 +262,6 @@ def test_an_ab_split_holds_its_share_and_a_key_keeps_its_arm(system):
         assert status == 200
         return headers["X-Model-Arm"]
 
-    # every gunicorn worker has the challenger loaded once keys land on it
-    _until(
-        "both workers to follow the rollout",
-        lambda: Counter(ask(f"warm-{i}") for i in range(60))["challenger"] > 5,
-        30,
-    )
     with ThreadPoolExecutor(4) as pool:
         arms = list(pool.map(ask, (f"customer-{i}" for i in range(5000))))
     landed = arms.count("challenger") / len(arms)

@@ -54,6 +54,7 @@ def test_readyz_is_200_with_redis_database_and_model(
         "checks": {"database": "ok", "broker": "ok", "model": "ok"},
         "pid": os.getpid(),  # the process that answered: here, the test's
         "model_version": 1,
+        "rollouts": {},  # no rollout this process follows
     }
 
 

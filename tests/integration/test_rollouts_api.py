@@ -123,8 +123,12 @@ def test_promote_abort_and_history_through_the_api(
     assert aborted.status_code == 200
     assert (aborted.json["state"], aborted.json["reason"]) == ("aborted", "not today")
     assert serving.get("/models/default/rollouts/current").status_code == 404
-    assert _start(serving, version=2, mode="canary", share=0.5).status_code == 201
+    started = _start(serving, version=2, mode="canary", share=0.5)
+    assert started.status_code == 201
     _follow(serving_app)
+    # the process says it follows the rollout: the challenger is loaded here
+    assert serving.get("/readyz").json["rollouts"] == {
+        "default": {"rollout_id": started.json["id"], "challenger_version": 2}}  # fmt: skip
     promoted = serving.post("/models/default/rollouts/current/promote", headers=AUTH)
     assert promoted.status_code == 200 and promoted.json["state"] == "promoted"
     assert serving.get("/model/status").json["version"] == 2
@@ -132,6 +136,7 @@ def test_promote_abort_and_history_through_the_api(
     assert [(r["mode"], r["state"]) for r in history] == [
         ("canary", "promoted"), ("ab", "aborted")]  # fmt: skip
     _follow(serving_app, present=False)  # the rollout ended: one version serves
+    assert serving.get("/readyz").json["rollouts"] == {}
     answer = serving.post("/predict", json={"features": row})
     assert answer.json["arm"] == "champion"
 

@@ -55,6 +55,7 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     }
     if loaded:
         body["model_version"] = loaded.version
+    body["rollouts"] = cache.following()
     supervised = read_state(settings.home)
     if supervised is not None:  # under `modelops up`: each child, its restarts
         body["processes"] = supervised["processes"]
