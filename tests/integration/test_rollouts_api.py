@@ -127,8 +127,8 @@ def test_promote_abort_and_history_through_the_api(
     assert started.status_code == 201
     _follow(serving_app)
     # the process says it follows the rollout: the challenger is loaded here
-    assert serving.get("/readyz").json["rollouts"] == {
-        "default": {"rollout_id": started.json["id"], "challenger_version": 2}}  # fmt: skip
+    following = {"rollout_id": started.json["id"], "challenger_version": 2}
+    assert serving.get("/readyz").json["rollouts"] == {"default": following}
     promoted = serving.post("/models/default/rollouts/current/promote", headers=AUTH)
     assert promoted.status_code == 200 and promoted.json["state"] == "promoted"
     assert serving.get("/model/status").json["version"] == 2
