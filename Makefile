@@ -51,8 +51,7 @@ chromium:
 TEST_WORKERS ?= 2
 
 test: lint chromium
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial"
-	$(BIN)/pytest -m serial
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 BENCHES := training_time predict batch_score dispatch workers drift
 
