@@ -48,7 +48,7 @@ chromium:
 # Independent test files run side by side; a file's tests stay together, in order.
 # Files go out in collection order (tests/conftest.py puts the longest first); xdist's
 # own reorder (most tests first) would leave the long one-test files to the end.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 test: lint chromium
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
