@@ -10,12 +10,14 @@ default model is never dropped (`/readyz` depends on it), and a model larger tha
 whole budget still serves, alone beside it.
 
 The same poll reads the running rollouts: a model with one gets its challenger
-loaded beside the champion (in the background; until it is loaded the champion
-answers everything), and dropped when the rollout ends.
+loaded beside the champion (in the background; a request for the challenger waits
+for the load within its budget, the others go on to the champion), and dropped when
+the rollout ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import pickle
@@ -163,8 +165,22 @@ class ModelCache:
     def loaded(self) -> list[LoadedModel]:
         return [s.current for s in list(self._slots.values()) if s.current]
 
-    def rollout(self, name: str) -> ServingRollout | None:
-        """`name`'s running rollout, once its challenger is loaded here."""
+    def plan(self, name: str) -> RolloutPlan | None:
+        """`name`'s running rollout as this process last read it, loaded or not."""
+        return self._plans.get(name)
+
+    def rollout(self, name: str, wait: float = 0.0) -> ServingRollout | None:
+        """`name`'s running rollout, once its challenger is loaded here; with `wait`,
+        up to that long for a load in progress."""
+        serving = self._serving(name)
+        loading = self._challenger_loads.get(name)
+        if serving is None and wait > 0 and loading is not None:
+            with contextlib.suppress(FutureTimeout):
+                loading.result(timeout=wait)  # failures are logged by the load
+            serving = self._serving(name)
+        return serving
+
+    def _serving(self, name: str) -> ServingRollout | None:
         serving = self._challengers.get(name)
         plan = self._plans.get(name)
         if serving is None or plan is None or serving.plan != plan:

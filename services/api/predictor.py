@@ -16,7 +16,7 @@ from common.models.validation import validate_instances
 from common.monitoring.prediction_log import new_prediction_id
 from common.rollouts import arms, routing
 from services.api.batcher import MicroBatcher
-from services.api.model_cache import LoadedModel, ModelCache
+from services.api.model_cache import LoadedModel, ModelCache, ServingRollout
 from services.api.prediction_log import PredictionLogWriter
 from services.api.schemas import PredictRequest
 from services.api.shadow import ShadowRequest, ShadowScorer
@@ -66,14 +66,11 @@ class Predictor:
         model = self.cache.require(name, budget - (time.perf_counter() - started))
         instances, paths = self._instances(body)
         arm, shadow = "champion", None
-        rollout = self.cache.rollout(name)
-        if rollout is not None:
-            plan = rollout.plan
-            chosen = routing.to_challenger(plan.id, plan.share,
-                                           body.routing_key or routing_key)  # fmt: skip
-            if chosen and plan.mode == "shadow":
+        rollout, chosen = self._route(name, body.routing_key or routing_key, started)
+        if rollout is not None and chosen:
+            if rollout.plan.mode == "shadow":
                 shadow = rollout.challenger
-            elif chosen:
+            else:
                 model, arm = rollout.challenger, "challenger"
         checked = validate_instances(model.input_schema, instances, paths)
         if checked.problems:
@@ -109,6 +106,29 @@ class Predictor:
         if body.instances is None:
             return {**items[0], **names}, model.version, arm
         return {"predictions": items, **names}, model.version, arm
+
+    def _route(
+        self, name: str, key: str | None, started: float
+    ) -> tuple[ServingRollout | None, bool]:
+        """The rollout of `name` this process follows, and whether this request
+        belongs to its challenger. A request for the challenger of a rollout whose
+        challenger is still loading here waits for it, within its time budget, so
+        that a customer's first answers in a new canary or A/B test come from the
+        arm of all the later ones (past the budget, the champion answers)."""
+        plan = self.cache.plan(name)
+        if plan is None:
+            return None, False
+        chosen = routing.to_challenger(plan.id, plan.share, key)
+        rollout = self.cache.rollout(name)
+        if rollout is None and chosen and plan.mode != "shadow":
+            budget = self.settings.predict_timeout_ms / 1000
+            left = budget - (time.perf_counter() - started)
+            rollout = self.cache.rollout(name, wait=max(0.0, left - budget / 2))
+        if rollout is None:
+            return None, False
+        if rollout.plan != plan:  # the rollout changed meanwhile: place it afresh
+            chosen = routing.to_challenger(rollout.plan.id, rollout.plan.share, key)
+        return rollout, chosen
 
     def log_failure(self, name: str, status_code: int, latency_ms: float) -> None:
         """Record a refused or failed request (no features kept) for the error rate

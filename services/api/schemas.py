@@ -524,7 +524,7 @@ class ReadyOut(BaseModel):
         default_factory=dict,
         description="Each model's running rollout this process follows (its "
         "challenger loaded here): `rollout_id`, `challenger_version`. Until then "
-        "the process answers with the champion alone",
+        "the champion answers (a request for a loading challenger waits for it)",
     )
     processes: dict[str, ProcessOut] | None = Field(
         default=None, description="Under `modelops up`: each supervised process"

@@ -9,6 +9,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from common.rollouts import routing
 from common.storage.db import make_engine, make_session_factory, session_scope
 from common.storage.tables import PredictionLog
 from tests.factories import register_version
@@ -160,3 +161,36 @@ def test_starting_a_rollout_needs_the_api_key(serving, challenger):
     body = {"version": 2, "mode": "shadow"}
     answer = serving.post("/models/default/rollouts", json=body)
     assert answer.status_code == 401
+
+
+def test_a_request_for_a_challenger_still_loading_waits_for_it(
+    serving_app, serving, challenger, row, monkeypatch
+):
+    """From the moment a process reads a new canary, every key answers from its own
+    arm: one for the challenger waits while the challenger loads (within the time
+    budget) instead of getting the champion once and the challenger after."""
+    import services.api.model_cache as model_cache
+
+    real_load = model_cache._load
+
+    def slow_load(settings, session_factory, name, version, generation):
+        if generation == 0:  # a challenger: it takes a moment to load
+            time.sleep(0.3)
+        return real_load(settings, session_factory, name, version, generation)
+
+    monkeypatch.setattr(model_cache, "_load", slow_load)
+    started = _start(serving, version=2, mode="canary", share=0.5,
+                     criteria={"max_p99_ratio": 1000})  # fmt: skip
+    assert started.status_code == 201
+    cache = serving_app.extensions["model_cache"]
+    cache.refresh()  # this process reads the rollout: its challenger starts loading
+    assert cache.plan("default") is not None and cache.rollout("default") is None
+    answered = []
+    for index in range(30):
+        key = f"early-{index}"
+        answer = serving.post("/predict", json={"features": row, "routing_key": key})
+        assert answer.status_code == 200
+        answered.append(answer.json["arm"])
+        chosen = routing.to_challenger(started.json["id"], 0.5, key)
+        assert answer.json["arm"] == ("challenger" if chosen else "champion"), index
+    assert "challenger" in answered and "champion" in answered
