@@ -1,9 +1,21 @@
 """Benchmarks: each module runs with `python -m bench.NAME` (docs/performance.md)."""
 
+import atexit
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 
 def say(line: str) -> None:
     """One line of a benchmark's report, out at once (runs take minutes)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A temporary directory, removed when the benchmark exits however it ends:
+    homes of millions of log rows must not pile up in /tmp run after run."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path

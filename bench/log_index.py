@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench import say
+from bench import say, scratch_dir
 from common.clock import utcnow
 from common.config import Settings
 from common.monitoring.prediction_log import new_prediction_id
@@ -48,9 +47,9 @@ def fresh_log(database_url: str | None) -> Iterator[sessionmaker[Session]]:
     with contextlib.ExitStack() as stack:
         if database_url:
             url = stack.enter_context(scratch_schema(database_url, "bench_index"))
-            settings = Settings(home=tempfile.mkdtemp(), database_url=url)
+            settings = Settings(home=str(scratch_dir("bench-index-")), database_url=url)
         else:
-            settings = Settings(home=tempfile.mkdtemp())
+            settings = Settings(home=str(scratch_dir("bench-index-")))
         engine = make_engine(settings)
         stack.callback(engine.dispose)
         upgrade_database(engine)

@@ -18,7 +18,6 @@ import http.client
 import json
 import re
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import scratch_dir
 from bench.predict import server_commands, start
 from common.config import Settings
 from common.data import synthetic
@@ -110,7 +110,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, database_url: str | None) -> None:
-    home = Path(tempfile.mkdtemp(prefix="bench-log-"))
+    home = scratch_dir("bench-log-")
     settings = prepare(home, database_url)
     rows = synthetic.generate("baseline", args.batch, seed=1).drop(
         columns=synthetic.TARGET

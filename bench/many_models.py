@@ -26,7 +26,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bench import scratch_dir
 from bench.predict import run_wrk, server_commands, start
 from common.config import Settings
 from common.models import registry
@@ -134,7 +134,7 @@ def register_all(home: Path) -> dict[str, dict[str, float]]:
     upgrade_database(engine)
     factory = make_session_factory(engine)
     rows: dict[str, dict[str, float]] = {}
-    folder = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    folder = scratch_dir("bench-models-")
     for index in range(MODELS):
         name = model_spec(index)[0]
         artifact, reference, rows[name] = build(index, folder)
@@ -273,7 +273,7 @@ def main() -> None:
         help="Reuse the models registered by an earlier run here.",
     )
     args = parser.parse_args()
-    home = args.home or Path(tempfile.mkdtemp(prefix="bench-many-"))
+    home = args.home or scratch_dir("bench-many-")
     rows = example_rows(home) if args.home else register_all(home)
     names = [model_spec(i)[0] for i in range(MODELS)]
     loads, total_mb, runtimes = cold_loads(home)

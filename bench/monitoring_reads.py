@@ -19,8 +19,8 @@ takes minutes, so the reads then use a window reaching back to the oldest row
 
 Each read is repeated (`--repeats`) and reported as its median (p50) and max.
 
-Run: `.venv/bin/python -m bench.monitoring_reads [--rows N] [--home DIR]` (a home
-from an earlier run is reused as it is).
+Run: `.venv/bin/python -m bench.monitoring_reads [--rows N] [--home DIR]` (without
+`--home` the filled home is temporary; with it, kept, and reused as it is next time).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import math
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
-from bench import say
+from bench import say, scratch_dir
 from bench.predict import make_model, server_commands, start
 from common.clock import as_utc, utcnow
 from common.config import Settings
@@ -104,7 +103,7 @@ def baseline_metrics(commit: str) -> Any:
     ).stdout  # fmt: skip
     # Its snapshot table is gone (migration 0011); the window read never used it.
     source = source.replace("    MetricSnapshot,\n", "", 1)
-    path = Path(tempfile.mkdtemp()) / "metrics_before_rollups.py"
+    path = scratch_dir("bench-reads-") / "metrics_before_rollups.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("metrics_before_rollups", path)
     assert spec and spec.loader
@@ -158,7 +157,7 @@ def main() -> None:
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--home", type=Path, default=None)
     args = parser.parse_args()
-    home = args.home or Path(tempfile.mkdtemp(prefix="bench-reads-"))
+    home = args.home or scratch_dir("bench-reads-")
     settings = Settings(home=str(home))
     if not (home / "modelops.db").exists():
         settings, _, _ = make_model(home, "logistic_regression", {})

@@ -16,7 +16,6 @@ import argparse
 import json
 import re
 import statistics
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import pandas as pd
 from sklearn.datasets import make_classification
 
-from bench import say
+from bench import say, scratch_dir
 from bench.predict import server_commands, start, wrk
 from common.config import Settings
 from common.data.datasets import Dataset
@@ -97,7 +96,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bench-rollouts-"))
+    home = scratch_dir("bench-rollouts-")
     settings, row = make_versions(home)
     port = free_port()
     argv, env, ready = server_commands(settings, Path(), port, "modelops")
