@@ -45,11 +45,10 @@ FEATURES = {f"f{i:02d}": 0.5 + i for i in range(20)}
 @contextlib.contextmanager
 def fresh_log(database_url: str | None) -> Iterator[sessionmaker[Session]]:
     with contextlib.ExitStack() as stack:
+        settings = Settings(home=str(scratch_dir("bench-index-")))
         if database_url:
             url = stack.enter_context(scratch_schema(database_url, "bench_index"))
-            settings = Settings(home=str(scratch_dir("bench-index-")), database_url=url)
-        else:
-            settings = Settings(home=str(scratch_dir("bench-index-")))
+            settings = settings.with_overrides(database_url=url)
         engine = make_engine(settings)
         stack.callback(engine.dispose)
         upgrade_database(engine)

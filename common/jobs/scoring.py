@@ -230,8 +230,8 @@ def _score_choosing(
     for scorer in scorers:
         piece = chunk.iloc[done : done + each]
         try:
-            warm = _model_frame(piece.head(10), schema)
-            scorer.score_frame(warm[0][warm[1] == ""])  # lazy set-up, not timed
+            features, errors = _model_frame(piece.head(10), schema)
+            scorer.score_frame(features[errors == ""])  # lazy set-up, not timed
             started = time.perf_counter()
             parts.append(_score_chunk(piece, schema, scorer, version))
         except Exception:  # the next candidate scores these rows

@@ -188,13 +188,13 @@ class ModelCache:
         return serving
 
     def following(self) -> dict[str, dict[str, int]]:
-        """Each model's running rollout whose challenger this process has loaded
-        (the others still answer with the champion alone): `/readyz` says it."""
+        """Each model's running rollout whose challenger this process has loaded,
+        so routes requests to: `/readyz` says it."""
         return {
             name: {"rollout_id": serving.plan.id,
                    "challenger_version": serving.challenger.version}
             for name in list(self._challengers)
-            if (serving := self.rollout(name)) is not None
+            if (serving := self._serving(name)) is not None
         }  # fmt: skip
 
     def put(self, loaded: LoadedModel) -> None:

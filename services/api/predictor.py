@@ -119,11 +119,11 @@ class Predictor:
         if plan is None:
             return None, False
         chosen = routing.to_challenger(plan.id, plan.share, key)
-        rollout = self.cache.rollout(name)
-        if rollout is None and chosen and plan.mode != "shadow":
+        wait = 0.0
+        if chosen and plan.mode != "shadow":  # half the budget at most: it must score
             budget = self.settings.predict_timeout_ms / 1000
-            left = budget - (time.perf_counter() - started)
-            rollout = self.cache.rollout(name, wait=max(0.0, left - budget / 2))
+            wait = max(0.0, budget / 2 - (time.perf_counter() - started))
+        rollout = self.cache.rollout(name, wait=wait)
         if rollout is None:
             return None, False
         if rollout.plan != plan:  # the rollout changed meanwhile: place it afresh
