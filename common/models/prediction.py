@@ -63,17 +63,15 @@ def predict_rows(pipeline: Any, frame: pd.DataFrame) -> list[Prediction]:
 
 
 def predictions_from(scores: Scores) -> list[Prediction]:
-    """One answer per scored row."""
+    """One answer per scored row. The arrays become Python numbers in one call each
+    (a micro-batch or a shadow's gathering is hundreds of rows, answered per row)."""
     if scores.probabilities is None:
         return [Prediction(to_plain(p), None, None) for p in scores.predictions]
     names = [str(c) for c in scores.classes or []]
+    confidences = scores.probabilities.max(axis=1).tolist()
     return [
-        Prediction(
-            prediction=to_plain(prediction),
-            confidence=float(row.max()),
-            probabilities=dict(zip(names, map(float, row), strict=True)),
-        )
-        for prediction, row in zip(
-            scores.predictions, scores.probabilities, strict=True
+        Prediction(to_plain(prediction), confidence, dict(zip(names, row, strict=True)))
+        for prediction, confidence, row in zip(
+            scores.predictions, confidences, scores.probabilities.tolist(), strict=True
         )
     ]

@@ -29,7 +29,9 @@ def write_predictions(
     once it commits."""
     repo.insert_prediction_logs(session, rows)
     touched = rollups.prepare(session, rows)
-    count_labels(session, [row["prediction_id"] for row in rows])
+    # A shadow row's id is never returned to a client, so no label names it: its
+    # request's label is counted for it by count_shadow_labels.
+    count_labels(session, [r["prediction_id"] for r in rows if not r.get("shadow_of")])
     count_shadow_labels(session, rows)
     return touched
 

@@ -40,8 +40,8 @@ MAX_ROWS_PER_CALL = 512  # one predict call's rows: enough to amortise, not to s
 GATHER_SECONDS = 0.2
 
 
-@dataclass(frozen=True)
-class ShadowRequest:
+@dataclass(slots=True)  # not frozen: one per shadowed request, and a frozen
+class ShadowRequest:  # dataclass's __init__ costs twice as much
     """One answered request for the challenger to score too."""
 
     challenger: LoadedModel
@@ -162,7 +162,7 @@ class ShadowScorer:
             self.log_writer.add(rows)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Checked:
     """Rows already validated for the champion's schema, which is the challenger's."""
 

@@ -16,12 +16,16 @@ from common.models.evaluation import ModelEvaluator
 from common.monitoring import label_rollups
 from common.monitoring.feedback import record_feedback
 from common.monitoring.metrics import compute_window_metrics, metric_history
-from common.monitoring.prediction_log import log_predictions, write_predictions
+from common.monitoring.prediction_log import (
+    log_predictions,
+    new_prediction_id,
+    write_predictions,
+)
 from common.monitoring.rollups import KEEP_MINUTES, RollupWriter
 from common.monitoring.sketches import SketchSum, encode, new_sketch
 from common.storage.db import session_scope
 from common.storage.migrate import downgrade_database, upgrade_database
-from common.storage.tables import FeedbackLabel, Model, PredictionRollup
+from common.storage.tables import FeedbackLabel, LabelRollup, Model, PredictionRollup
 
 NOW = utcnow().replace(second=30, microsecond=0)
 
@@ -131,6 +135,33 @@ def test_labels_before_their_row_and_labels_nobody_counted_are_counted_once(
         assert label_rollups.count_labels(session) == 0
     m = _metrics(session_factory)
     assert (m["labeled_count"], m["accuracy"]) == (2, 0.5)
+
+
+def test_a_large_batch_counts_the_labels_of_its_own_rows_and_shadows_only(
+    session_factory,
+):
+    """A logged batch asks for its labels by the range of its (time-ordered) ids:
+    a label of another prediction inside that range is left to its own counter."""
+    ids = [new_prediction_id() for _ in range(61)]
+    outsider = ids.pop(30)  # logged before the batch, its label left pending
+    with session_scope(session_factory) as session:
+        log_predictions(session, [_row(prediction_id=outsider)])
+        session.add(FeedbackLabel(prediction_id=outsider, label="1"))
+        record_feedback(session, [(i, "1") for i in ids[:10]])  # before their rows
+    writer = RollupWriter()
+    with session_scope(session_factory) as session:
+        log_predictions(session, [_row(prediction_id=i) for i in ids], writer)
+    assert _metrics(session_factory)["labeled_count"] == 10
+    with session_scope(session_factory) as session:
+        assert label_rollups.count_labels(session) == 1  # the outsider, by the sweep
+        shadows = [_row(shadow_of=i, arm="shadow:1", champion_prediction="1")
+                   for i in ids]  # fmt: skip
+        log_predictions(session, shadows, writer)  # after the labels were counted
+        labelled = dict(session.execute(
+            select(LabelRollup.arm, func.sum(LabelRollup.labelled))
+            .group_by(LabelRollup.arm)
+        ).all())  # fmt: skip
+    assert labelled == {"": 11, "shadow:1": 10}
 
 
 def test_figures_from_rollups_equal_the_raw_rows(session_factory):
