@@ -130,7 +130,7 @@ class OnnxScorer:
         if self.matrix:
             block = frame[[s.name for s in self.schema]].to_numpy(dtype=np.float32)
             return self._run({MATRIX_INPUT: block}, len(frame))
-        feed = {spec.name: _column(spec, frame[spec.name].tolist())
+        feed = {spec.name: _frame_column(spec, frame[spec.name])
                 for spec in self.schema}  # fmt: skip
         return self._run(feed, len(frame))
 
@@ -171,6 +171,17 @@ def _column(spec: FeatureSpec, values: list[Any]) -> np.ndarray:
                         dtype=np.float32).reshape(-1, 1)  # fmt: skip
     return np.array([MISSING_CATEGORY if is_missing(v) else str(v) for v in values],
                     dtype=object).reshape(-1, 1)  # fmt: skip
+
+
+def _frame_column(spec: FeatureSpec, values: pd.Series) -> np.ndarray:
+    """A frame's column as `_column` makes a row list's, without a Python step per
+    cell (a batch job feeds a hundred thousand rows a call)."""
+    if spec.type == "number":
+        return values.to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
+    cells = values.to_numpy(dtype=object)
+    text = cells.astype(str).astype(object)
+    text[pd.isna(cells)] = MISSING_CATEGORY
+    return text.reshape(-1, 1)
 
 
 def _as_classes(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:

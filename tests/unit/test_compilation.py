@@ -26,14 +26,15 @@ RANDOM_ROWS = 3000
 
 
 def answers_match(pipeline, compiled: OnnxScorer, schema, rows) -> None:
-    """The served path's scores (rows straight into ONNX Runtime) against the
-    pipeline's on the same rows, row by row."""
-    expected = SklearnScorer(pipeline).score_frame(to_frame(schema, rows))
-    actual = compiled.score_rows(schema, rows)
-    assert list(actual.predictions) == list(expected.predictions)
-    if expected.probabilities is not None:
-        difference = np.abs(actual.probabilities - expected.probabilities).max()
-        assert difference <= compilation.PROBABILITY_TOLERANCE
+    """The served path's scores (rows straight into ONNX Runtime) and the batch
+    path's (a frame's columns) against the pipeline's on the same rows, row by row."""
+    frame = to_frame(schema, rows)
+    expected = SklearnScorer(pipeline).score_frame(frame)
+    for actual in (compiled.score_rows(schema, rows), compiled.score_frame(frame)):
+        assert list(actual.predictions) == list(expected.predictions)
+        if expected.probabilities is not None:
+            difference = np.abs(actual.probabilities - expected.probabilities).max()
+            assert difference <= compilation.PROBABILITY_TOLERANCE
 
 
 @pytest.mark.parametrize("model_type", ["random_forest", "logistic_regression"])
