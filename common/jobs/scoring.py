@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import logging
+import os
 import re
 import time
 import uuid
@@ -20,8 +21,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyarrow import csv as pa_csv
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.clock import utcnow
 from common.config import Settings
 from common.errors import (
     ConflictError,
@@ -115,7 +119,8 @@ def run_batch_score(
     with session_scope(session_factory) as session:
         version = registry.get_champion(session, settings).model_version
         session.expunge(version)
-    candidates = registry.batch_scorers(settings, version)
+    remembered = remembered_runtime(version)
+    candidates = registry.batch_scorers(settings, version, only=remembered)
     scorer: Scorer | None = None
     schema = registry.input_schema(version)
     total = _estimate_rows(source)
@@ -133,9 +138,12 @@ def run_batch_score(
                 if index == 0:
                     _check_columns(chunk, schema)
                 if scorer is None:
-                    scored, scorer = _score_choosing(chunk, schema, candidates,
-                                                     version)  # fmt: skip
-                    progress(2, f"scoring with {scorer.runtime} (the faster here)")
+                    scored, scorer, rates = _score_choosing(chunk, schema, candidates,
+                                                            version)  # fmt: skip
+                    if rates:
+                        _remember(session_factory, version.id, scorer.runtime, rates)
+                    progress(2, f"scoring with {scorer.runtime}"
+                                f"{_why(scorer, remembered, rates)}")  # fmt: skip
                 else:
                     scored = _score_chunk(chunk, schema, scorer, version)
                 table = pa.Table.from_pandas(scored, preserve_index=False)
@@ -212,20 +220,58 @@ def _check_columns(chunk: pd.DataFrame, schema: list[FeatureSpec]) -> None:
         )
 
 
+def remembered_runtime(version: ModelVersion) -> str | None:
+    """The runtime an earlier job of `version` measured faster on this many cores."""
+    found = version.batch_runtime or {}
+    return found.get("runtime") if found.get("cores") == os.cpu_count() else None
+
+
+def _remember(
+    session_factory: sessionmaker[Session], version_id: int, runtime: str,
+    rates: dict[str, float],
+) -> None:  # fmt: skip
+    """Keep what this job measured, for the version's later jobs (best effort: a
+    job that cannot record it still scores)."""
+    measured = {"runtime": runtime, "cores": os.cpu_count(),
+                "rows_per_second": {k: round(v) for k, v in rates.items()},
+                "measured_at": utcnow().isoformat()}  # fmt: skip
+    try:
+        with session_scope(session_factory) as session:
+            session.execute(update(ModelVersion)
+                            .where(ModelVersion.id == version_id)
+                            .values(batch_runtime=measured))  # fmt: skip
+    except SQLAlchemyError:
+        log.warning("could not record the batch runtime of version id %d",
+                    version_id, exc_info=True)  # fmt: skip
+
+
+def _why(scorer: Scorer, remembered: str | None, rates: dict[str, float]) -> str:
+    if rates:
+        return (
+            " (the faster here: "
+            + ", ".join(f"{name} {rate:,.0f} rows/s" for name, rate in rates.items())
+            + ")"
+        )
+    if remembered == scorer.runtime:
+        return " (measured the faster on an earlier job)"
+    return ""
+
+
 def _score_choosing(
     chunk: pd.DataFrame, schema: list[FeatureSpec], scorers: list[Scorer],
     version: ModelVersion,
-) -> tuple[pd.DataFrame, Scorer]:  # fmt: skip
+) -> tuple[pd.DataFrame, Scorer, dict[str, float]]:  # fmt: skip
     """Score the first chunk and choose the runtime for the rest: each candidate
     scores its own `TIMING_ROWS` rows of it (answers kept, nothing scored twice), the
     fastest scores the remainder. Compiled trees win per call, scikit-learn's forest
-    on every core can win per row: the batch path measures instead of assuming."""
+    on every core can win per row: the batch path measures instead of assuming.
+    Returns the rows per second measured (none when there was no choice)."""
     # the same output columns whichever scores a piece
     scorers = [s for s in scorers
                if s.gives_probabilities == scorers[0].gives_probabilities]  # fmt: skip
     each = min(TIMING_ROWS, len(chunk) // len(scorers))
     if len(scorers) == 1 or each < MIN_TIMING_ROWS:
-        return _score_chunk(chunk, schema, scorers[0], version), scorers[0]
+        return _score_chunk(chunk, schema, scorers[0], version), scorers[0], {}
     parts, timings, done = [], [], 0
     for scorer in scorers:
         piece = chunk.iloc[done : done + each]
@@ -240,14 +286,15 @@ def _score_choosing(
         timings.append((time.perf_counter() - started, scorer))
         done += each
     if not timings:  # every candidate failed: the first says why
-        return _score_chunk(chunk, schema, scorers[0], version), scorers[0]
+        return _score_chunk(chunk, schema, scorers[0], version), scorers[0], {}
     best = min(timings, key=lambda pair: pair[0])[1]
     times = ", ".join(f"{s.runtime} {t * 1000:.0f} ms" for t, s in timings)
     log.info("batch scoring with %s (%d rows each: %s)", best.runtime, each, times)
     rest = chunk.iloc[done:]
     if len(rest):
         parts.append(_score_chunk(rest, schema, best, version))
-    return pd.concat(parts, ignore_index=True), best
+    rates = {s.runtime: each / seconds for seconds, s in timings}
+    return pd.concat(parts, ignore_index=True), best, rates
 
 
 def _score_chunk(

@@ -259,15 +259,23 @@ def load_scorer(
     return SklearnScorer(pipeline, reason=reason or "no compiled model")
 
 
-def batch_scorers(settings: Settings, version: ModelVersion) -> list[Scorer]:
+def batch_scorers(
+    settings: Settings, version: ModelVersion, only: str | None = None
+) -> list[Scorer]:
     """Each runtime `version` may score a batch with under the setting (the batch
     path times them and keeps the faster): ONNX Runtime on every core, and the
-    scikit-learn pipeline unless the setting is `onnx`. The pipeline is read once."""
+    scikit-learn pipeline unless the setting is `onnx`. The pipeline is read once.
+    With `only` (the runtime an earlier job measured faster), that one alone, where
+    the setting still allows it."""
+    wants_onnx = settings.inference_runtime != "sklearn" and version.runtime == "onnx"
+    wants_sklearn = settings.inference_runtime != "onnx"
+    if only is not None and (wants_onnx if only == "onnx" else wants_sklearn):
+        wants_onnx, wants_sklearn = only == "onnx", only != "onnx"
     pipeline = None
-    if settings.inference_runtime != "onnx":
+    if wants_sklearn:
         pipeline = on_every_core(load_model(settings, version))
     scorers: list[Scorer] = []
-    if settings.inference_runtime != "sklearn" and version.runtime == "onnx":
+    if wants_onnx:
         scorers.append(load_scorer(settings, version, threads=os.cpu_count() or 1,
                                    pipeline=pipeline))  # fmt: skip
     elif settings.inference_runtime == "onnx":

@@ -93,6 +93,9 @@ class ModelVersion(Base):
     onnx_path: Mapped[str | None] = mapped_column(Text)
     onnx_sha256: Mapped[str | None] = mapped_column(String(64))
     onnx_size_bytes: Mapped[int | None] = mapped_column(Integer)
+    # What batch scoring measured faster for this version: {"runtime", "cores",
+    # "rows_per_second": {runtime: rate}, "rows", "measured_at"}; None: not yet.
+    batch_runtime: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 

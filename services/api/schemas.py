@@ -228,6 +228,11 @@ class ModelVersionOut(BaseModel):
         description="The check of the compiled model against scikit-learn: rows, "
         "mismatched classes, largest probability (or relative value) difference"
     )
+    batch_runtime: dict[str, Any] | None = Field(
+        description="What batch scoring measured the faster for this version (its "
+        "`runtime`, the `rows_per_second` of each, the `cores`, `measured_at`): "
+        "later jobs on as many cores use that runtime alone. Null: not measured yet"
+    )
 
 
 class ModelStatusOut(ModelVersionOut):
@@ -558,6 +563,7 @@ def model_version_out(version: ModelVersion) -> dict[str, Any]:
         "runtime": version.runtime,
         "runtime_reason": version.runtime_reason,
         "compile_check": version.compile_check,
+        "batch_runtime": version.batch_runtime,
     }
 
 

@@ -222,9 +222,9 @@ def test_batch_scoring_scores_every_row_once_and_keeps_the_faster_runtime(
 
     slow, quick = Counted("onnx", 0.2), Counted("sklearn", 0.0)
     chunk = churn_frame.drop(columns="churned").assign(row_id=range(len(churn_frame)))
-    out, best = scoring._score_choosing(chunk, registry.input_schema(version),
-                                        [slow, quick], version)  # fmt: skip
-    assert best is quick
+    out, best, rates = scoring._score_choosing(chunk, registry.input_schema(version),
+                                               [slow, quick], version)  # fmt: skip
+    assert best is quick and rates["sklearn"] > rates["onnx"]
     assert slow.rows == 10 + 100 and quick.rows == 10 + len(chunk) - 100
     assert list(out["row_id"]) == list(range(len(chunk)))
     features = chunk.drop(columns="row_id")

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from common.data import synthetic
 from common.errors import ConflictError, NotFoundError
 from common.jobs import scoring, tracker
+from common.models import registry
 from common.storage.db import session_scope
-from common.storage.tables import Job
+from common.storage.tables import Job, ModelVersion
 from tests.conftest import train_champion
 
 
@@ -73,6 +75,36 @@ def test_scores_every_row_in_chunks_and_passes_other_columns(
     assert (out["model_version"] == 1).all()
     accuracy = (out["prediction"] == out["label"]).mean()
     assert accuracy > 0.7
+
+
+def test_the_runtime_a_job_measured_faster_is_kept_and_later_jobs_use_it_alone(
+    session_factory, champion_settings, monkeypatch
+):
+    """The first job times both runtimes on its first rows; the version keeps the
+    outcome, and the next job loads that runtime alone and answers the same."""
+    monkeypatch.setattr(scoring, "TIMING_ROWS", 100)
+    monkeypatch.setattr(scoring, "MIN_TIMING_ROWS", 10)
+    loaded: list[list[str]] = []
+    batch_scorers = registry.batch_scorers
+
+    def recorded(*args, **kwargs):
+        scorers = batch_scorers(*args, **kwargs)
+        loaded.append([s.runtime for s in scorers])
+        return scorers
+
+    monkeypatch.setattr(registry, "batch_scorers", recorded)
+    _write(champion_settings, "rows.csv", synthetic.generate("baseline", 1500, 5))
+    first, _ = _score(session_factory, champion_settings, "rows.csv")
+    with session_scope(session_factory) as session:
+        measured = session.scalar(select(ModelVersion.batch_runtime))
+    assert sorted(measured["rows_per_second"]) == ["onnx", "sklearn"]
+    assert measured["cores"] == os.cpu_count()
+    second, _ = _score(session_factory, champion_settings, "rows.csv")
+    assert loaded == [["onnx", "sklearn"], [measured["runtime"]]]
+    assert second.state == "succeeded", second.error
+    answers = [pd.read_csv(Path(champion_settings.data_dir) / job.result["output"])
+               for job in (first, second)]  # fmt: skip
+    assert answers[0]["prediction"].tolist() == answers[1]["prediction"].tolist()
 
 
 def test_invalid_rows_get_an_error_and_the_rest_is_scored(
