@@ -29,10 +29,12 @@ def write_predictions(
     once it commits."""
     repo.insert_prediction_logs(session, rows)
     touched = rollups.prepare(session, rows)
-    # A shadow row's id is never returned to a client, so no label names it: its
-    # request's label is counted for it by count_shadow_labels.
-    count_labels(session, [r["prediction_id"] for r in rows if not r.get("shadow_of")])
+    # Shadow rows first, for labels counted before this transaction: counting the
+    # batch's own pending labels next also counts their shadows in this batch, so
+    # the other order counted such a shadow row twice.
     count_shadow_labels(session, rows)
+    # A shadow row's id is never returned to a client, so no label names it.
+    count_labels(session, [r["prediction_id"] for r in rows if not r.get("shadow_of")])
     return touched
 
 

@@ -164,6 +164,24 @@ def test_a_large_batch_counts_the_labels_of_its_own_rows_and_shadows_only(
     assert labelled == {"": 11, "shadow:1": 10}
 
 
+def test_a_label_before_its_request_and_shadow_are_logged_together_counts_once(
+    session_factory,
+):
+    """A label that came before its request's row, and that row written in one
+    batch with its shadow: each arm counts the label once."""
+    request = _row(prediction_id=new_prediction_id())
+    shadow = _row(shadow_of=request["prediction_id"], arm="shadow:1",
+                  champion_prediction="1")  # fmt: skip
+    with session_scope(session_factory) as session:
+        record_feedback(session, [(request["prediction_id"], "1")])
+        log_predictions(session, [request, shadow])
+        labelled = dict(session.execute(
+            select(LabelRollup.arm, func.sum(LabelRollup.labelled))
+            .group_by(LabelRollup.arm)
+        ).all())  # fmt: skip
+    assert labelled == {"": 1, "shadow:1": 1}
+
+
 def test_figures_from_rollups_equal_the_raw_rows(session_factory):
     rng = np.random.default_rng(3)
     latencies = rng.lognormal(2, 0.7, 400)
