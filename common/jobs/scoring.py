@@ -119,7 +119,7 @@ def run_batch_score(
     with session_scope(session_factory) as session:
         version = registry.get_champion(session, settings).model_version
         session.expunge(version)
-    remembered = remembered_runtime(version)
+    remembered = _remembered_runtime(version)
     candidates = registry.batch_scorers(settings, version, only=remembered)
     scorer: Scorer | None = None
     schema = registry.input_schema(version)
@@ -220,7 +220,7 @@ def _check_columns(chunk: pd.DataFrame, schema: list[FeatureSpec]) -> None:
         )
 
 
-def remembered_runtime(version: ModelVersion) -> str | None:
+def _remembered_runtime(version: ModelVersion) -> str | None:
     """The runtime an earlier job of `version` measured faster on this many cores."""
     found = version.batch_runtime or {}
     return found.get("runtime") if found.get("cores") == os.cpu_count() else None
