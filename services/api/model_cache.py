@@ -183,9 +183,7 @@ class ModelCache:
     def _serving(self, name: str) -> ServingRollout | None:
         serving = self._challengers.get(name)
         plan = self._plans.get(name)
-        if serving is None or plan is None:
-            return None
-        if serving.plan is not plan and serving.plan != plan:  # identity: the cheap way
+        if serving is None or plan is None or serving.plan != plan:
             return None
         return serving
 

@@ -127,8 +127,7 @@ class Predictor:
         rollout = self.cache.rollout(name, wait=wait)
         if rollout is None:
             return None, False
-        if rollout.plan is not plan and rollout.plan != plan:
-            # the rollout changed meanwhile: place the request afresh
+        if rollout.plan != plan:  # the rollout changed meanwhile: place it afresh
             chosen = routing.to_challenger(rollout.plan.id, rollout.plan.share, key)
         return rollout, chosen
 
