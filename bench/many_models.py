@@ -52,7 +52,7 @@ from common.models import registry
 from common.models.importing import ImportRequest, register_file
 from common.storage.db import make_engine, make_session_factory, session_scope
 from common.storage.migrate import upgrade_database
-from services.api.model_cache import _load
+from services.api.model_cache import load_serving
 from services.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,7 +190,7 @@ def cold_loads(home: Path) -> tuple[dict[str, float], float, dict[str, list[str]
             scoped = settings.for_model(name)
             champion = registry.get_champion(session, scoped)
             started = time.perf_counter()
-            loaded = _load(scoped, factory, name, champion.model_version,
+            loaded = load_serving(scoped, factory, name, champion.model_version,
                            champion.generation)  # fmt: skip
             times[kind].append(time.perf_counter() - started)
             runtimes[kind].append(loaded.runtime)

@@ -387,6 +387,12 @@ class Settings:
         "are dropped and counted, never the champion's answer delayed.",
         1000,
     )
+    rollout_shadow_nice: int = _doc(
+        "CPU niceness (0-19) of each API process's shadow scorer, a process of its "
+        "own: at 10 the champion's requests get the cores first on a busy machine and "
+        "the shadow takes what they leave (what it cannot, it drops and counts).",
+        10,
+    )
     alert_webhook_url: str = _doc(
         "Where alerts are also POSTed (JSON, HMAC-signed); empty means dashboard only.",
         "",
@@ -447,6 +453,8 @@ class Settings:
         for name in _RETENTION_DAYS:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{_env(name)} must be more than 0 days")
+        if not 0 <= self.rollout_shadow_nice <= 19:
+            raise ConfigError(f"{_env('rollout_shadow_nice')} must be 0 to 19")
         if not 0 < self.broker_publish_timeout_seconds <= 30:
             raise ConfigError(
                 f"{_env('broker_publish_timeout_seconds')} must be in (0, 30]"

@@ -312,7 +312,7 @@ class ModelCache:
             # A model seen before (dropped, coming back) makes its room first, so
             # the peak is the budget, not the budget and the model.
             self._fit_budget(keep=name, incoming=self._sizes.get(version.id, 0))
-            loaded = _load(
+            loaded = load_serving(
                 self.settings, self.session_factory, name, version, generation
             )
             self._sizes[version.id] = loaded.size_bytes
@@ -455,7 +455,7 @@ class ModelCache:
                 version = session.get(ModelVersion, plan.challenger_version_id)
                 assert version is not None  # foreign key
                 session.expunge(version)
-            loaded = _load(
+            loaded = load_serving(
                 self.settings, self.session_factory, name, version, generation=0
             )
         except Exception as exc:  # the champion goes on answering everything
@@ -521,13 +521,15 @@ class _Counter:
         return size
 
 
-def _load(
+def load_serving(
     settings: Settings,
     session_factory: sessionmaker[Session],
     name: str,
     version: ModelVersion,
     generation: int,
 ) -> LoadedModel:
+    """`version` of model `name` verified, loaded and warmed (compiled first when it
+    was registered before compilation existed)."""
     if version.runtime is None and settings.inference_runtime != "sklearn":
         # Registered before compilation existed: compiled on its first load.
         pipeline = registry.load_model(settings, version)

@@ -36,7 +36,7 @@ class Predictor:
         self.cache = cache
         self.batcher = batcher
         self.log_writer = log_writer
-        self.shadow = ShadowScorer(settings, log_writer)
+        self.shadow = ShadowScorer(settings)
         self.quality_counts: collections.Counter[str] = collections.Counter()
         self._schema_pair: tuple[LoadedModel, LoadedModel, bool] | None = None
 
@@ -89,8 +89,10 @@ class Predictor:
             self.shadow.start()
             same_schema = self._same_schema(shadow, model)
             self.shadow.submit(ShadowRequest(
-                shadow, rollout.plan.id, instances, predictions, ids,
-                rows=checked.rows if same_schema else None))  # fmt: skip
+                shadow.name, shadow.model_version_id, rollout.plan.id,
+                [p.prediction for p in predictions], ids,
+                rows=checked.rows if same_schema else None,
+                instances=None if same_schema else instances))  # fmt: skip
         items = [
             {
                 "prediction": p.prediction,

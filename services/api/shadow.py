@@ -1,12 +1,16 @@
 """Shadow scoring off the request path: a challenger scores what the champion already
 answered, and its answers are logged beside the champion's, never returned.
 
-Requests wait in a bounded queue for one thread, which sleeps `GATHER_SECONDS` after
-the first arrives, then scores what has gathered in calls of up to
-`MAX_ROWS_PER_CALL` rows per challenger (a forest costs about the
-same for one row or a few hundred), so shadowing all traffic costs the champion
-little. When the queue is full the shadow
-rows are dropped and counted; the champion's answer is never delayed.
+A request hands its shadow over to a bounded queue and goes on. One thread per API
+process sleeps `GATHER_SECONDS` after the first request arrives, then sends what has
+gathered, in one message, to the shadow's own process (services/api/shadow_worker.py),
+which scores and logs it at a lower CPU priority, holding nothing the champion's
+requests need. A message not yet answered counts as in flight; with
+`MAX_IN_FLIGHT` of them the next gathering is dropped. So when the queue is full, or
+the shadow process cannot keep up, or it is starting or has died, shadow rows are
+dropped and counted (`modelops_shadow_dropped_total`); the champion's answer is never
+delayed. A shadow process that dies is started again (at most once per
+`RESTART_SECONDS`), and one idle for `IDLE_SECONDS` is stopped, its memory returned.
 """
 
 from __future__ import annotations
@@ -14,66 +18,63 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import multiprocessing
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
-from common.clock import utcnow
+from prometheus_client import Counter
+
 from common.config import Settings
-from common.models.prediction import Prediction, predictions_from
-from common.models.validation import validate_instances
-from common.monitoring.prediction_log import new_prediction_id
-from common.rollouts.arms import logged_arm
-from services.api.model_cache import LoadedModel
-from services.api.prediction_log import PredictionLogWriter
+from services.api import shadow_worker
 from services.api.prometheus import SHADOW_DROPPED, SHADOW_SCORED
+from services.api.shadow_worker import Counts, ShadowRequest
 
 log = logging.getLogger(__name__)
 
-MAX_ROWS_PER_CALL = 512  # one predict call's rows: enough to amortise, not to stall
+__all__ = ["ShadowRequest", "ShadowScorer"]
+
 # A shadow's answer is not awaited by anyone: gather a fifth of a second of traffic
-# per call, so a busy model pays its per-call cost (a forest's is milliseconds, for
-# one row or hundreds) a few times a second instead of once per request.
+# per message, so a busy model pays the hand-over a few times a second, not once per
+# request (each wake-up of this thread takes the GIL from the threads answering).
 GATHER_SECONDS = 0.2
-
-
-@dataclass(slots=True)  # not frozen: one per shadowed request, and a frozen
-class ShadowRequest:  # dataclass's __init__ costs twice as much
-    """One answered request for the challenger to score too."""
-
-    challenger: LoadedModel
-    rollout_id: int
-    instances: list[Any]
-    champion: list[Prediction]  # what the champion answered, row by row
-    prediction_ids: list[str]  # the champion's rows these shadow
-    # The rows as the champion's validation built them, when the challenger has the
-    # same input schema (they are then valid for it too): not validated twice.
-    rows: list[list[Any]] | None = None
+MAX_IN_FLIGHT = 2  # gatherings sent and not yet scored: beyond, the next is dropped
+RESTART_SECONDS = 5.0  # a shadow process that died is started again after this
+IDLE_SECONDS = 60.0  # a shadow process with nothing to score for this long stops
+STOP_SECONDS = 5.0  # how long a stopping shadow process may take to finish
 
 
 class ShadowScorer:
-    """A bounded queue and the thread that empties it."""
+    """The bounded queue, the thread that empties it, and the shadow process."""
 
-    def __init__(
-        self, settings: Settings, log_writer: PredictionLogWriter | None
-    ) -> None:
-        self.log_writer = log_writer
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self._queue: queue.Queue[ShadowRequest] = queue.Queue(
             maxsize=settings.rollout_shadow_queue
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._in_flight: dict[int, Counts] = {}  # message id -> rows by model
+        self._sent = 0
+        self._last_sent = 0.0
+        self._lost_at = -RESTART_SECONDS
+
+    @property
+    def pid(self) -> int | None:
+        """The shadow process's id while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.is_alive() else None
 
     def submit(self, request: ShadowRequest) -> None:
         """Queue `request`, or drop it (counted) when the queue is full."""
         try:
             self._queue.put_nowait(request)
         except queue.Full:
-            rows = len(request.instances)
-            SHADOW_DROPPED.labels(model=request.challenger.name).inc(rows)
+            SHADOW_DROPPED.labels(model=request.model).inc(len(request.prediction_ids))
 
     def start(self) -> None:
         if self._thread is None:
@@ -83,136 +84,160 @@ class ShadowScorer:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread, then the shadow process (after what it was sent)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(STOP_SECONDS)
             self._thread = None
+        self._stop_process()
 
-    def drain(self, timeout: float = 10.0) -> None:
-        """Wait until every queued request is scored (tests, shutdown)."""
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued request is scored and logged (tests, shutdown);
+        whether it was within `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while self._queue.unfinished_tasks or self._in_flight:
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.01)
+        return True
+
+    # -- the thread ------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._receive()
             try:
-                first = self._queue.get(timeout=0.2)
+                first = self._queue.get(timeout=0.05 if self._in_flight else 0.2)
             except queue.Empty:
+                self._retire_if_idle()
                 continue
             # Let a fifth of a second of traffic gather, asleep: one wake-up per
-            # gathering, not one per request (each wake-up takes the GIL from the
-            # threads answering requests).
+            # gathering, not one per request.
             self._stop.wait(GATHER_SECONDS)
             waiting = [first]
-            most = self._queue.maxsize or MAX_ROWS_PER_CALL  # a queue's worth at most
             with contextlib.suppress(queue.Empty):
-                while len(waiting) < most:
+                while len(waiting) < self._queue.maxsize:
                     waiting.append(self._queue.get_nowait())
-            for batch in _calls(waiting):
-                try:
-                    self._score(batch)
-                except Exception:  # a challenger may fail any way: never the champion
-                    log.exception("shadow scoring failed")
-                finally:
-                    for _ in batch:
-                        self._queue.task_done()
-
-    def _score(self, batch: list[ShadowRequest]) -> None:
-        by_challenger: dict[int, list[ShadowRequest]] = collections.defaultdict(list)
-        for request in batch:
-            by_challenger[id(request.challenger)].append(request)
-        for requests in by_challenger.values():
-            self._score_one(requests[0].challenger, requests)
-
-    def _score_one(self, model: LoadedModel, requests: list[ShadowRequest]) -> None:
-        started = time.perf_counter()
-        checked = [
-            _Checked(r.rows, [])
-            if r.rows is not None
-            else validate_instances(
-                model.input_schema, r.instances, _paths(r.instances)
-            )
-            for r in requests
-        ]
-        good = [c.rows for c in checked if not c.problems]
-        flat = [row for rows in good for row in rows]
-        failed: str | None = None
-        answers: list[Prediction] = []
-        if flat:
             try:
-                answers = predictions_from(
-                    model.scorer.score_rows(model.input_schema, flat)
-                )
-            except Exception as exc:  # counted as the challenger's errors
-                failed = f"{type(exc).__name__}: {exc}"
-        latency_ms = (time.perf_counter() - started) * 1000
-        now, rows, cursor = utcnow(), [], 0
-        for request, check in zip(requests, checked, strict=True):
-            ok = not check.problems and failed is None
-            mine = answers[cursor : cursor + len(request.instances)] if ok else []
-            if not check.problems:
-                cursor += len(request.instances)
-            rows.extend(_rows(model, request, mine, ok, latency_ms, now))
-        if failed:
-            log.warning("challenger %s v%d failed in shadow: %s", model.name,
-                        model.version, failed)  # fmt: skip
-        SHADOW_SCORED.labels(model=model.name).inc(len(flat))
-        if self.log_writer is not None:
-            self.log_writer.add(rows)
+                self._hand_over(waiting)
+            except Exception:  # never let the thread die: the next gathering goes on
+                log.exception("shadow hand-over failed")
+                _count(SHADOW_DROPPED, _rows_by_model(waiting))
+            finally:
+                for _ in waiting:
+                    self._queue.task_done()
+
+    def _hand_over(self, requests: list[ShadowRequest]) -> None:
+        """Send `requests` to the shadow process, or drop them (counted)."""
+        self._receive()
+        rows = _rows_by_model(requests)
+        conn = None if len(self._in_flight) >= MAX_IN_FLIGHT else self._connection()
+        if conn is None:
+            _count(SHADOW_DROPPED, rows)
+            return
+        message = self._sent
+        self._sent += 1
+        self._in_flight[message] = rows
+        try:
+            conn.send((message, requests))
+        except (OSError, ValueError):
+            self._lost()
+            return
+        self._last_sent = time.monotonic()
+
+    def _receive(self) -> None:
+        """Count what the shadow process has answered (waiting a moment when a
+        message is out, so that `drain` sees it soon)."""
+        conn = self._conn
+        wait = 0.01
+        try:
+            while conn is not None and self._in_flight and conn.poll(wait):
+                self._count_answer(conn)
+                wait = 0.0
+        except (EOFError, OSError):
+            self._lost()
+
+    def _count_answer(self, conn: Connection) -> None:
+        message, scored, dropped = conn.recv()
+        self._in_flight.pop(message, None)
+        _count(SHADOW_SCORED, scored)
+        _count(SHADOW_DROPPED, dropped)
+
+    # -- the process -----------------------------------------------------------
+
+    def _connection(self) -> Connection | None:
+        """The running shadow process's end of the pipe, started if need be; None
+        while a process that died waits out `RESTART_SECONDS`."""
+        if self._process is not None and self._process.is_alive():
+            return self._conn
+        if self._process is not None:
+            self._lost()
+        if time.monotonic() - self._lost_at < RESTART_SECONDS:
+            return None
+        # spawn, not fork: this process has threads (a forked copy could inherit a
+        # held lock) and the child needs none of its state.
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=shadow_worker.run, args=(theirs, self.settings),
+            name="modelops-shadow", daemon=True,
+        )  # fmt: skip
+        process.start()
+        theirs.close()
+        self._process, self._conn = process, ours
+        log.info("shadow process %d started", process.pid)
+        return ours
+
+    def _lost(self) -> None:
+        """The shadow process died: what it was sent is dropped (counted)."""
+        process, self._process = self._process, None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        for rows in self._in_flight.values():
+            _count(SHADOW_DROPPED, rows)
+        self._in_flight.clear()
+        self._lost_at = time.monotonic()
+        if process is not None:
+            process.join(0.1)
+            log.warning("shadow process %d ended (exit code %s); started again on "
+                        "the next shadowed request after %.0f s", process.pid,
+                        process.exitcode, RESTART_SECONDS)  # fmt: skip
+
+    def _retire_if_idle(self) -> None:
+        idle = time.monotonic() - self._last_sent
+        if self._process is not None and not self._in_flight and idle > IDLE_SECONDS:
+            log.info("shadow process idle for %.0f s: stopped", idle)
+            self._stop_process()
+
+    def _stop_process(self) -> None:
+        process, conn = self._process, self._conn
+        self._process, self._conn = None, None
+        if process is None or conn is None:
+            return
+        deadline = time.monotonic() + STOP_SECONDS
+        with contextlib.suppress(OSError, ValueError, EOFError):
+            conn.send(None)  # it ends after what it was sent: count those
+            while self._in_flight and conn.poll(max(deadline - time.monotonic(), 0)):
+                self._count_answer(conn)
+        process.join(max(deadline - time.monotonic(), 0.1))
+        if process.is_alive():
+            process.terminate()
+            process.join(1)
+        conn.close()
+        for rows in self._in_flight.values():
+            _count(SHADOW_DROPPED, rows)
+        self._in_flight.clear()
 
 
-@dataclass(slots=True)
-class _Checked:
-    """Rows already validated for the champion's schema, which is the challenger's."""
-
-    rows: list[list[Any]]
-    problems: list[Any]
-
-
-def _calls(requests: list[ShadowRequest]) -> Iterator[list[ShadowRequest]]:
-    """`requests` in order, in calls of about `MAX_ROWS_PER_CALL` rows."""
-    batch: list[ShadowRequest] = []
-    rows = 0
+def _rows_by_model(requests: list[ShadowRequest]) -> Counts:
+    rows: collections.Counter[str] = collections.Counter()
     for request in requests:
-        batch.append(request)
-        rows += len(request.instances)
-        if rows >= MAX_ROWS_PER_CALL:
-            yield batch
-            batch, rows = [], 0
-    if batch:
-        yield batch
+        rows[request.model] += len(request.prediction_ids)
+    return rows
 
 
-def _paths(instances: list[Any]) -> list[str]:
-    return [f"instances[{i}]" for i in range(len(instances))]
-
-
-def _rows(
-    model: LoadedModel,
-    request: ShadowRequest,
-    answers: list[Prediction],
-    ok: bool,
-    latency_ms: float,
-    now: Any,
-) -> list[dict[str, Any]]:
-    """The shadow's log rows: one per row answered, or one error row per request."""
-    base = {"model": model.name, "model_version_id": model.model_version_id,
-            "model_version": model.version, "latency_ms": latency_ms,
-            "arm": logged_arm("shadow", request.rollout_id),
-            "created_at": now}  # fmt: skip
-    if not ok:
-        return [{**base, "prediction_id": new_prediction_id(), "features": {},
-                 "prediction": "", "confidence": None, "probabilities": None,
-                 "status_code": 500, "data_quality": None, "request_rows": 1,
-                 "shadow_of": request.prediction_ids[0]}]  # fmt: skip
-    return [
-        {**base, "prediction_id": new_prediction_id(), "features": {},
-         "prediction": str(mine.prediction), "confidence": mine.confidence,
-         "probabilities": mine.probabilities, "status_code": 200,
-         "data_quality": None, "request_rows": len(request.instances) if i == 0 else 0,
-         "shadow_of": champion_id,
-         "champion_prediction": str(theirs.prediction)}
-        for i, (mine, theirs, champion_id) in enumerate(zip(
-            answers, request.champion, request.prediction_ids, strict=True))
-    ]  # fmt: skip
+def _count(counter: Counter, rows: Counts) -> None:
+    for model, count in rows.items():
+        if count:
+            counter.labels(model=model).inc(count)

@@ -4,14 +4,20 @@ history, and each refusal with its reason."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import time
 
+import psutil
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from common.rollouts import routing
 from common.storage.db import make_engine, make_session_factory, session_scope
 from common.storage.tables import PredictionLog
+from services.api import shadow, shadow_worker
 from tests.factories import register_version
 from tests.integration.conftest import AUTH
 
@@ -171,14 +177,14 @@ def test_a_request_for_a_challenger_still_loading_waits_for_it(
     budget) instead of getting the champion once and the challenger after."""
     import services.api.model_cache as model_cache
 
-    real_load = model_cache._load
+    real_load = model_cache.load_serving
 
     def slow_load(settings, session_factory, name, version, generation):
         if generation == 0:  # a challenger: it takes a moment to load
             time.sleep(0.3)
         return real_load(settings, session_factory, name, version, generation)
 
-    monkeypatch.setattr(model_cache, "_load", slow_load)
+    monkeypatch.setattr(model_cache, "load_serving", slow_load)
     started = _start(serving, version=2, mode="canary", share=0.5,
                      criteria={"max_p99_ratio": 1000})  # fmt: skip
     assert started.status_code == 201
@@ -194,3 +200,90 @@ def test_a_request_for_a_challenger_still_loading_waits_for_it(
         chosen = routing.to_challenger(started.json["id"], 0.5, key)
         assert answer.json["arm"] == ("challenger" if chosen else "champion"), index
     assert "challenger" in answered and "champion" in answered
+
+
+def _shadowed(serving, row, requests):
+    """Prediction ids of `requests` two-row requests, all answered by the champion."""
+    ids = []
+    for _ in range(requests):
+        answer = serving.post("/predict", json={"instances": [row, row]})
+        assert answer.status_code == 200 and answer.json["arm"] == "champion"
+        ids += [p["prediction_id"] for p in answer.json["predictions"]]
+    return ids
+
+
+def _shadow_rows_of(settings, ids):
+    engine = make_engine(settings)
+    with session_scope(make_session_factory(engine)) as session:
+        found = session.scalars(
+            select(PredictionLog.shadow_of).where(PredictionLog.shadow_of.in_(ids))
+        ).all()
+    engine.dispose()
+    return sorted(found)
+
+
+def test_a_shadow_process_that_dies_is_replaced_and_the_champion_never_notices(
+    serving_app, serving, serving_settings, challenger, row, monkeypatch
+):
+    monkeypatch.setattr(shadow, "RESTART_SECONDS", 0.0)
+    assert _start(serving, version=2, mode="shadow").status_code == 201
+    _follow(serving_app)
+    scorer = serving_app.extensions["predictor"].shadow
+    before = _shadowed(serving, row, 5)
+    assert scorer.drain()
+    first = scorer.pid
+    assert first is not None and first != os.getpid()
+    # it runs below the API process's priority, so busy cores serve the champion
+    inherited = os.getpriority(os.PRIO_PROCESS, 0)
+    assert psutil.Process(first).nice() == max(
+        inherited, serving_settings.rollout_shadow_nice
+    )
+    assert _shadow_rows_of(serving_settings, before) == sorted(before)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while scorer.pid is not None:  # reaped by the scorer, as its own child
+        assert time.monotonic() < deadline, "the killed shadow process lives on"
+        time.sleep(0.01)
+    after = _shadowed(serving, row, 5)  # answered all the same, and shadowed again
+    assert scorer.drain()
+    second = scorer.pid
+    assert second is not None and second != first
+    assert _shadow_rows_of(serving_settings, after) == sorted(after)
+    scorer.stop()  # the API process stopping stops its shadow process
+    assert scorer.pid is None and not psutil.pid_exists(second)
+
+
+def test_shadow_rows_the_shadow_cannot_take_are_dropped_and_counted(
+    serving_app, serving, serving_settings, challenger, row, monkeypatch
+):
+    monkeypatch.setattr(shadow, "MAX_IN_FLIGHT", 0)  # as if it never kept up
+    assert _start(serving, version=2, mode="shadow").status_code == 201
+    _follow(serving_app)
+
+    def dropped():
+        return (
+            REGISTRY.get_sample_value(
+                "modelops_shadow_dropped_total", {"model": "default"}
+            )
+            or 0.0
+        )
+
+    was = dropped()
+    ids = _shadowed(serving, row, 10)
+    assert serving_app.extensions["predictor"].shadow.drain()
+    assert dropped() - was == len(ids) == 20
+    assert _shadow_rows_of(serving_settings, ids) == []
+
+
+def test_a_shadow_process_ends_when_its_api_process_is_gone(serving_settings):
+    """The API process killed outright closes its end of the pipe: the shadow
+    process sees the end and exits (no process left behind)."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=shadow_worker.run,
+                              args=(theirs, serving_settings))  # fmt: skip
+    process.start()
+    theirs.close()
+    ours.close()
+    process.join(60)
+    assert process.exitcode == 0
