@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from pathlib import Path
 
 import psutil
@@ -72,8 +73,10 @@ class System:
             try:
                 if check():
                     return
-            except (OSError, KeyError, TypeError):
-                pass  # the API itself may be restarting
+            except (OSError, HTTPException, ValueError, KeyError, TypeError):
+                # the API itself may be restarting: refused, or an answer cut off by
+                # a worker of the killed master as it exits
+                pass
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.2)
 

@@ -275,13 +275,12 @@ def test_shadow_rows_the_shadow_cannot_take_are_dropped_and_counted(
     assert _shadow_rows_of(serving_settings, ids) == []
 
 
-def test_a_shadow_process_ends_when_its_api_process_is_gone(serving_settings):
+def test_a_shadow_process_ends_when_its_api_process_is_gone(settings):
     """The API process killed outright closes its end of the pipe: the shadow
     process sees the end and exits (no process left behind)."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    process = context.Process(target=shadow_worker.run,
-                              args=(theirs, serving_settings))  # fmt: skip
+    process = context.Process(target=shadow_worker.run, args=(theirs, settings))
     process.start()
     theirs.close()
     ours.close()
