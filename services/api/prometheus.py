@@ -79,7 +79,8 @@ SHADOW_SCORED = Counter(
 )
 SHADOW_DROPPED = Counter(
     "modelops_shadow_dropped",
-    "Rows not shadow-scored: the queue was full (the champion's answer never waits)",
+    "Rows not shadow-scored: the queue was full, or the shadow process was behind, "
+    "dead or failed to load the challenger (the champion's answer never waits)",
     ["model"],
 )
 

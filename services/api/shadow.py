@@ -6,11 +6,12 @@ process sleeps `GATHER_SECONDS` after the first request arrives, then sends what
 gathered, in one message, to the shadow's own process (services/api/shadow_worker.py),
 which scores and logs it at a lower CPU priority, holding nothing the champion's
 requests need. A message not yet answered counts as in flight; with
-`MAX_IN_FLIGHT` of them the next gathering is dropped. So when the queue is full, or
-the shadow process cannot keep up, or it is starting or has died, shadow rows are
-dropped and counted (`modelops_shadow_dropped_total`); the champion's answer is never
-delayed. A shadow process that dies is started again (at most once per
-`RESTART_SECONDS`), and one idle for `IDLE_SECONDS` is stopped, its memory returned.
+`MAX_IN_FLIGHT` of them the next gathering is dropped (while a new shadow process
+starts, `STARTING_IN_FLIGHT`). So when the queue is full, or the shadow process
+cannot keep up, or has died, shadow rows are dropped and counted
+(`modelops_shadow_dropped_total`); the champion's answer is never delayed. A shadow
+process that dies is started again (at most once per `RESTART_SECONDS`), and one
+idle for `IDLE_SECONDS` is stopped, its memory returned.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ __all__ = ["ShadowRequest", "ShadowScorer"]
 # request (each wake-up of this thread takes the GIL from the threads answering).
 GATHER_SECONDS = 0.2
 MAX_IN_FLIGHT = 2  # gatherings sent and not yet scored: beyond, the next is dropped
+# ...except while a new shadow process starts (imports, the challenger's load: a few
+# seconds), when it cannot have answered yet: its first gatherings wait for it, in
+# the pipe and then in the queue, instead of being dropped at any traffic.
+STARTING_IN_FLIGHT = 50
 RESTART_SECONDS = 5.0  # a shadow process that died is started again after this
 IDLE_SECONDS = 60.0  # a shadow process with nothing to score for this long stops
 STOP_SECONDS = 5.0  # how long a stopping shadow process may take to finish
@@ -59,6 +64,7 @@ class ShadowScorer:
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._in_flight: dict[int, Counts] = {}  # message id -> rows by model
+        self._answered = False  # the running shadow process has answered once
         self._sent = 0
         self._last_sent = 0.0
         self._lost_at = -RESTART_SECONDS
@@ -131,7 +137,8 @@ class ShadowScorer:
         """Send `requests` to the shadow process, or drop them (counted)."""
         self._receive()
         rows = _rows_by_model(requests)
-        conn = None if len(self._in_flight) >= MAX_IN_FLIGHT else self._connection()
+        limit = MAX_IN_FLIGHT if self._answered else STARTING_IN_FLIGHT
+        conn = None if len(self._in_flight) >= limit else self._connection()
         if conn is None:
             _count(SHADOW_DROPPED, rows)
             return
@@ -159,6 +166,7 @@ class ShadowScorer:
 
     def _count_answer(self, conn: Connection) -> None:
         message, scored, dropped = conn.recv()
+        self._answered = True
         self._in_flight.pop(message, None)
         _count(SHADOW_SCORED, scored)
         _count(SHADOW_DROPPED, dropped)
@@ -184,7 +192,7 @@ class ShadowScorer:
         )  # fmt: skip
         process.start()
         theirs.close()
-        self._process, self._conn = process, ours
+        self._process, self._conn, self._answered = process, ours, False
         log.info("shadow process %d started", process.pid)
         return ours
 

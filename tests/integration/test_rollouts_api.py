@@ -18,6 +18,7 @@ from common.rollouts import routing
 from common.storage.db import make_engine, make_session_factory, session_scope
 from common.storage.tables import PredictionLog
 from services.api import shadow, shadow_worker
+from services.api.shadow import GATHER_SECONDS
 from tests.factories import register_version
 from tests.integration.conftest import AUTH
 
@@ -247,7 +248,10 @@ def test_a_shadow_process_that_dies_is_replaced_and_the_champion_never_notices(
     while scorer.pid is not None:  # reaped by the scorer, as its own child
         assert time.monotonic() < deadline, "the killed shadow process lives on"
         time.sleep(0.01)
-    after = _shadowed(serving, row, 5)  # answered all the same, and shadowed again
+    after = []  # answered all the same, and shadowed again, from the first on:
+    for _ in range(8):  # traffic spread over the new process's start (seconds)
+        after += _shadowed(serving, row, 1)
+        time.sleep(GATHER_SECONDS)  # one gathering each
     assert scorer.drain()
     second = scorer.pid
     assert second is not None and second != first
@@ -260,6 +264,7 @@ def test_shadow_rows_the_shadow_cannot_take_are_dropped_and_counted(
     serving_app, serving, serving_settings, challenger, row, monkeypatch
 ):
     monkeypatch.setattr(shadow, "MAX_IN_FLIGHT", 0)  # as if it never kept up
+    monkeypatch.setattr(shadow, "STARTING_IN_FLIGHT", 0)
     assert _start(serving, version=2, mode="shadow").status_code == 201
     _follow(serving_app)
 
