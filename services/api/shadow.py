@@ -202,9 +202,7 @@ class ShadowScorer:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        for rows in self._in_flight.values():
-            _count(SHADOW_DROPPED, rows)
-        self._in_flight.clear()
+        self._drop_in_flight()
         self._lost_at = time.monotonic()
         if process is not None:
             process.join(0.1)
@@ -233,6 +231,10 @@ class ShadowScorer:
             process.terminate()
             process.join(1)
         conn.close()
+        self._drop_in_flight()
+
+    def _drop_in_flight(self) -> None:
+        """What a shadow process that ended had not answered: dropped, counted."""
         for rows in self._in_flight.values():
             _count(SHADOW_DROPPED, rows)
         self._in_flight.clear()

@@ -126,8 +126,8 @@ class Challengers:
                 if version is None:
                     raise LookupError(f"no model version with id {version_id}")
                 session.expunge(version)
-            model = load_serving(self.settings.for_model(name), self.factory, name,
-                                 version, generation=0)  # fmt: skip
+            model = load_serving(self.settings, self.factory, name, version,
+                                 generation=0)  # fmt: skip
         except Exception as exc:  # counted as dropped by the API process
             self._failed[version_id] = time.monotonic()
             log.warning("shadow: challenger %s (version id %d) failed to load: %s",
