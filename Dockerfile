@@ -15,8 +15,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/modelops \
         --create-home modelops
 
-# The processes run from /app with the commands of DESIGN.md (gunicorn reads
-# services/api/gunicorn.conf.py from here); the package installed from the same files,
+# The processes run from /app with the commands of DESIGN.md (`python -m
+# services.api.serve` for the API); the package installed from the same files,
 # dashboard assets included, gives the `modelops` command.
 WORKDIR /app
 COPY setup.cfg pyproject.toml README.md ./

@@ -2,9 +2,9 @@
 
 For each model (a random forest of 100 trees of depth 12, and a logistic regression,
 on 20 numeric features) it starts, all at once on this machine:
-  - ModelOps' API under gunicorn (settings defaults) serving through ONNX Runtime,
-    with prediction logging on and off, and serving through scikit-learn
-    (MODELOPS_INFERENCE_RUNTIME=sklearn), logging on;
+  - ModelOps' API (`python -m services.api.serve`, settings defaults) serving
+    through ONNX Runtime, with prediction logging on and off, and serving through
+    scikit-learn (MODELOPS_INFERENCE_RUNTIME=sklearn), logging on;
   - a naive server (bench/naive_server.py: Flask, gunicorn, 2 sync workers, the bare
     fitted estimator on a NumPy row: no pipeline, no validation, no logging);
 and drives each with wrk at concurrency 1, 8 and 32, the runs interleaved (every
@@ -216,15 +216,7 @@ def server_commands(
         MODELOPS_PREDICTION_LOGGING="true" if logging else "false",
         MODELOPS_INFERENCE_RUNTIME=runtime,
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "services/api/gunicorn.conf.py",
-        "services.api.wsgi:app",
-    ]
-    return argv, env, f"{url}/livez"
+    return [sys.executable, "-m", "services.api.serve"], env, f"{url}/livez"
 
 
 def run_servers(

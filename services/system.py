@@ -160,7 +160,6 @@ def _train_demo_model(settings: Settings, factory: sessionmaker[Session]) -> Non
 def _start_services(supervisor: launcher.Supervisor, settings: Settings) -> None:
     python = sys.executable
     level = settings.log_level.lower()
-    gunicorn_conf = Path(launcher.__file__).parent / "api" / "gunicorn.conf.py"
     supervisor.start(
         "worker",
         [
@@ -200,7 +199,7 @@ def _start_services(supervisor: launcher.Supervisor, settings: Settings) -> None
     )
     api = supervisor.start(
         "api",
-        [python, "-m", "gunicorn", "-c", str(gunicorn_conf), "services.api.wsgi:app"],
+        [python, "-m", "services.api.serve"],
         essential=True,
     )
     flower_argv = [

@@ -1,8 +1,8 @@
 """Prometheus exposition at `GET /metrics/prometheus`.
 
-Request counts and latencies are counted in each gunicorn worker and summed across
-workers through prometheus_client's multiprocess mode (gunicorn.conf.py sets its
-directory); the model, accuracy, drift, alert and job figures are read from the
+Request counts and latencies are counted in each API process and summed across
+processes through prometheus_client's multiprocess mode (services/api/serve.py sets
+its directory); the model, accuracy, drift, alert and job figures are read from the
 database at scrape time, so every worker reports the same.
 """
 
@@ -13,6 +13,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -274,6 +275,28 @@ class ProcessCollector(Collector):
             exits.add_metric([name], process["exits"])
             up.add_metric([name], 1 if process["state"] == "running" else 0)
         yield from (restarts, exits, up)
+
+
+def forget_dead_processes() -> None:
+    """Drop the live gauges of API processes that are gone (a replaced process
+    leaves its files behind; its counters stay, summed, as Prometheus expects)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        if not _alive(pid):
+            multiprocess.mark_process_dead(pid, directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def render(settings: Settings, factory: sessionmaker[Session]) -> bytes:

@@ -1,4 +1,4 @@
-"""Servers as real processes: gunicorn with the app, on free loopback ports."""
+"""Servers as real processes: the API server (granian), on free loopback ports."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ ROW = {
     "age": 40, "income": 50000.0, "tenure_months": 12, "monthly_spend": 70.5,
     "support_calls": 2, "usage_hours": 20.0, "plan": "basic", "region": "north",
 }  # fmt: skip
-GUNICORN_CONF = Path(__file__).resolve().parents[2] / "services/api/gunicorn.conf.py"
 
 
 def http(
@@ -130,7 +129,7 @@ def launch_api(
     port: int | None = None,
     **env_overrides: str,
 ) -> Api:
-    """Start gunicorn on a prepared home and wait until it is ready."""
+    """Start the API server on a prepared home and wait until it is ready."""
     port = port or free_port()
     env = _service_env(settings)
     env.update({
@@ -138,17 +137,16 @@ def launch_api(
         "MODELOPS_API_KEY": API_KEY, "MODELOPS_DEMO_ROWS": "2000",
         "MODELOPS_LOG_LEVEL": "WARNING", **env_overrides,
     })  # fmt: skip
-    log_path = log_dir / f"gunicorn-{port}.log"
+    log_path = log_dir / f"api-{port}.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
-             "services.api.wsgi:app"],
+            [sys.executable, "-m", "services.api.serve"],
             env=env, stdout=log_file, stderr=subprocess.STDOUT,
             cwd=Path(settings.home).parent,
         )  # fmt: skip
     workers = int(env.get("MODELOPS_API_WORKERS", settings.api_workers))
     api = Api(f"http://127.0.0.1:{port}", process, settings, log_path, workers)
-    # Ready means every gunicorn worker has its model, not the first to answer: a
+    # Ready means every API process has its model, not the first to answer: a
     # test that changes the champion at once would otherwise race a late worker.
     if not each_worker(api, lambda body: True, timeout=60):
         api.stop()
@@ -159,7 +157,7 @@ def launch_api(
 def each_worker(
     api: Api, holds: Callable[[dict[str, Any]], bool], timeout: float
 ) -> bool:
-    """Whether every gunicorn worker's ready answer came to satisfy `holds` within
+    """Whether every API process's ready answer came to satisfy `holds` within
     `timeout` (each answer names its process; a worker is asked until it answers)."""
     satisfied: set[int] = set()
     deadline = time.monotonic() + timeout
@@ -251,7 +249,7 @@ def empty_broker(redis_url: str) -> None:
 
 @pytest.fixture
 def start_api(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Api]]:
-    """Start gunicorn on a prepared home; every server is stopped at the end."""
+    """Start the API server on a prepared home; every server is stopped at the end."""
     started: list[Api] = []
 
     def start(settings: Settings, **env_overrides: str) -> Api:

@@ -112,7 +112,7 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path, record):
 
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        for part in ("redis-server", "worker", "beat", "gunicorn", "flower"):
+        for part in ("redis-server", "worker", "beat", "services.api.serve", "flower"):
             assert part in names
         assert "flower-e2e-secret" not in names  # credentials never on a command line
         listening = {

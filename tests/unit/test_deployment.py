@@ -71,12 +71,11 @@ def _check_command(argv: list[str]) -> None:
         module = importlib.import_module(argv[argv.index("-A") + 1])
         assert hasattr(module, "app"), f"{module.__name__} has no Celery app"
         assert argv[argv.index("-A") + 2] in {"worker", "beat", "flower"}
-    elif program == "gunicorn":
-        assert (ROOT / argv[argv.index("-c") + 1]).is_file()
-        module_name, _, attribute = argv[-1].partition(":")
-        assert importlib.util.find_spec(module_name), module_name
-        source = importlib.util.find_spec(module_name).origin
-        assert re.search(rf"^{attribute}\b", Path(source).read_text(), re.M)
+    elif program == "python":
+        assert argv[1] == "-m", argv
+        spec = importlib.util.find_spec(argv[2])
+        assert spec and spec.origin, argv[2]
+        assert re.search(r"^def main\b", Path(spec.origin).read_text(), re.M), argv
     elif program == "modelops":
         assert argv[1] in modelops_cli.commands, f"no `modelops {argv[1]}`"
     else:
@@ -186,7 +185,7 @@ def test_the_installed_package_carries_templates_assets_and_migrations(tmp_path)
     [wheel] = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
-        "services/api/gunicorn.conf.py",
+        "services/api/serve.py",
         "services/api/blueprints/templates/docs.html",
         "dashboard/templates/index.html",
         "dashboard/static/dashboard.css",
