@@ -48,9 +48,8 @@ def system(home: Path, **env_extra: str) -> Iterator[tuple[str, dict[str, str]]]
     redis = subprocess.Popen(redis_command(redis_port, home, append_only=False),
                              stdout=subprocess.DEVNULL)  # fmt: skip
     api = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "services/api/gunicorn.conf.py",
-         "services.api.wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)  # fmt: skip
+        [sys.executable, "-m", "services.api.serve"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{api_port}"
     try:
         deadline = time.monotonic() + 60

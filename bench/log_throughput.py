@@ -1,6 +1,6 @@
 """Does the prediction log keep up with the API? A million batched predictions.
 
-Starts the default API (gunicorn, 2 workers, prediction logging on) on a fresh home
+Starts the default API (2 processes, prediction logging on) on a fresh home
 with the demo model, and sends `--rows` predictions (1,000,000) as `--batch`-row
 calls (1000) from `--clients` clients (4), as fast as it answers. Then it waits
 until `GET /metrics` counts every answered row (at most `--wait` seconds after the

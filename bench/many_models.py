@@ -3,7 +3,7 @@
 Registers 50 user pipelines (skops files, checked in their child process like any
 registration): logistic regressions, random forests of 50 trees, histogram gradient
 boosting, and regressors (forests and ridge), with 5 to 50 features. Then, with the
-default API (gunicorn, 2 workers, settings defaults), in one run and interleaved:
+default API (2 processes, settings defaults), in one run and interleaved:
 
 - **single**: wrk at concurrency 32 on `/models/<m00>/predict` only (a 50-tree forest
   on 20 features, the most requested model), a server that never loads another;
@@ -239,7 +239,7 @@ def api(home: Path, cache_mb: int) -> tuple[subprocess.Popen[bytes], str]:
 
 
 class RssSampler(threading.Thread):
-    """The largest RSS of each gunicorn worker of `master`, sampled while it runs."""
+    """The largest RSS of each API process of `master`, sampled while it runs."""
 
     def __init__(self, master: int) -> None:
         super().__init__(daemon=True)

@@ -12,7 +12,7 @@ takes minutes, so the reads then use a window reaching back to the oldest row
   every row of the window;
 - **rollups, in-process**: today's `compute_window_metrics` and `metric_history`;
 - **rollups, HTTP**: `GET /metrics` and `GET /metrics/history?hours=24` through the
-  default API (gunicorn, 2 workers), timed per request from a client;
+  default API (2 processes), timed per request from a client;
 - **drift check**: the rows a drift check reads (its own window, by index);
 - **dashboard**: the overview page in Chromium (Debian's), from navigation until its
   cards and charts are filled (skipped without Chromium).

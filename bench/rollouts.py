@@ -89,7 +89,7 @@ def shadow_counts(url: str) -> dict[str, float]:
 
 
 def followed(url: str, body: dict[str, Any], shadowing: bool) -> None:
-    """Wait until both gunicorn workers follow the change (their poll)."""
+    """Wait until both API processes follow the change (their poll)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         before = shadow_counts(url)["scored"]
@@ -103,7 +103,8 @@ def followed(url: str, body: dict[str, Any], shadowing: bool) -> None:
 
 
 def server_cpu_seconds(pid: int) -> float:
-    """CPU time used so far by the server: gunicorn's arbiter and its workers."""
+    """CPU time used so far by the server: granian's main process and its API
+    processes."""
     root = psutil.Process(pid)
     total = 0.0
     for process in [root, *root.children(recursive=True)]:

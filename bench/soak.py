@@ -141,7 +141,7 @@ def roles(up: psutil.Process) -> dict[str, int]:
             memory = child.memory_info().rss
         except psutil.Error:
             continue
-        if "gunicorn" in line:
+        if "services.api.serve" in line:
             rss["api"] += memory
         elif "celery" in line and " worker" in line:
             rss["worker"] += memory

@@ -110,8 +110,10 @@ class Settings:
     )
     api_host: str = _doc("Address the API and dashboard bind to.", "127.0.0.1")
     api_port: int = _doc("Port of the API and dashboard.", 8000)
-    api_workers: int = _doc("gunicorn worker processes.", 2)
-    api_threads: int = _doc("Threads per gunicorn worker.", 16)
+    api_workers: int = _doc("API server processes (granian workers).", 2)
+    api_threads: int = _doc(
+        "Requests each API process answers at once (its threads); more wait.", 16
+    )
     flower_host: str = _doc("Address Flower binds to.", "127.0.0.1")
     flower_port: int = _doc("Port of Flower.", 5555)
     worker_concurrency: int = _doc("Celery worker processes started by `up`.", 2)
@@ -141,7 +143,7 @@ class Settings:
     demo: str = _doc(
         "Demo mode: the /demo routes (reset, traffic scenario) and the dashboard's "
         "Demo view. `auto` turns it on under `modelops up` (the embedded default) "
-        "and off everywhere else (docker-compose, a gunicorn of your own); `on` or "
+        "and off everywhere else (docker-compose, an API server of your own); `on` or "
         "`off` decide. A demo reset clears the deployment's predictions, labels and "
         "versions.",
         "auto",

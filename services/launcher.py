@@ -77,7 +77,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def ensure_port_free(host: str, port: int, what: str) -> None:
     """Fail early, naming the setting, when another process holds the port.
 
-    The check binds with SO_REUSEADDR, as gunicorn and Flower do: connections of a
+    The check binds with SO_REUSEADDR, as granian and Flower do: connections of a
     server stopped a moment ago linger in TIME_WAIT for about a minute, and they must
     not refuse a restart, while a socket that listens on the port still does.
 
@@ -217,7 +217,7 @@ class Supervisor:
 
     def _exited(self, name: str, child: Child, now: float) -> str | None:
         code = child.process.returncode
-        _kill_group(child.process.pid)  # its leftovers: a worker's pool, gunicorn's
+        _kill_group(child.process.pid)  # its leftovers: a worker's pool, the API's
         record, info = self._records[name], self.state.processes[name]
         policy = self.policy
         record.crashes.append(now)

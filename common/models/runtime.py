@@ -76,7 +76,7 @@ class OnnxScorer:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        # One thread per session: each API process already has a core (gunicorn
+        # One thread per session: each API process already has a core (the server
         # workers = cores), so more threads would only oversubscribe them. Batch
         # scoring asks for more.
         options.intra_op_num_threads = threads

@@ -1,1 +1,1 @@
-"""The REST API and dashboard host (Flask, served by gunicorn)."""
+"""The REST API and dashboard host (Flask, served by granian: services/api/serve.py)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from common.clock import utcnow
@@ -186,12 +185,10 @@ class Predictor:
         self, model: LoadedModel, rows: list[list[Any]], started: float
     ) -> list[Prediction]:
         budget = self.settings.predict_timeout_ms / 1000
-        future = self.batcher.submit(model, rows)
-        remaining = max(budget - (time.perf_counter() - started), 0.0)
+        pending = self.batcher.submit(model, rows)
         try:
-            return future.result(timeout=remaining)
-        except FutureTimeout:
-            future.cancel()
+            return pending.result(timeout=budget - (time.perf_counter() - started))
+        except TimeoutError:
             raise PredictionTimeoutError(
                 f"prediction took longer than {self.settings.predict_timeout_ms} ms",
                 timeout_ms=self.settings.predict_timeout_ms,

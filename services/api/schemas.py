@@ -521,7 +521,7 @@ class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str]
     pid: int = Field(
-        description="The API process that answered (one of gunicorn's "
+        description="The API process that answered (one of the server's "
         "workers): each is ready on its own"
     )
     model_version: int | None = None

@@ -1,4 +1,4 @@
-"""A running system (gunicorn, a Celery worker, beat, Redis and `modelops simulate`)
+"""A running system (the API, a Celery worker, beat, Redis and `modelops simulate`)
 for the dashboard, and Debian's Chromium driven by Playwright (never a downloaded
 browser). Each page the tests visit is screenshotted to test-output/screenshots."""
 

@@ -1,4 +1,4 @@
-"""The monitoring loop closed, with real processes: gunicorn, a Celery worker, beat
+"""The monitoring loop closed, with real processes: the API, a Celery worker, beat
 on short intervals, Redis, and `modelops simulate` sending traffic and late labels.
 
 Baseline traffic raises nothing; the demo switches to `regime_change` (inputs move

@@ -1,4 +1,4 @@
-"""Rollouts with real processes (gunicorn with two workers, a Celery worker, beat on
+"""Rollouts with real processes (the API with two processes, a Celery worker, beat on
 short intervals, Redis), decided by the monitor on live evidence:
 
 - a challenger trained on shuffled labels, on a 20% canary, is aborted by itself,
@@ -107,7 +107,7 @@ def _read(path: Path) -> str:
 
 
 def _rollout(api: Api, **body: Any) -> dict[str, Any]:
-    """Start a rollout, and wait until every gunicorn worker has its challenger
+    """Start a rollout, and wait until every API process has its challenger
     loaded, so all the traffic below meets it (until then a worker answers with the
     champion alone)."""
     status, _, answer = http("POST", f"{api.url}/models/default/rollouts", body, AUTH)
@@ -334,7 +334,7 @@ def test_changes_under_load_fail_no_request_and_a_restart_keeps_the_rollout(syst
         return answer[1]["X-Model-Arm"]
 
     def arms_of(url: str) -> list[str] | None:
-        """Each key's arm, once two passes agree (every gunicorn worker follows)."""
+        """Each key's arm, once two passes agree (every API process follows)."""
         first = [arm_of(url, k) for k in keys]
         return first if first == [arm_of(url, k) for k in keys] else None
 

@@ -1,4 +1,4 @@
-"""The API under gunicorn: Prometheus across workers, the simulator. (Hot swap and
+"""The API under its server: Prometheus across workers, the simulator. (Hot swap and
 SIGTERM under load and oversized bodies are fault cases: tests/faults/.)"""
 
 from __future__ import annotations
@@ -6,17 +6,17 @@ from __future__ import annotations
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.e2e.conftest import AUTH, ROW, http, prepare_home
+from tests.e2e.conftest import AUTH, ROW, each_worker, http, prepare_home
 
 pytestmark = pytest.mark.e2e
 
 
 def test_prometheus_counts_requests_of_every_worker(tmp_path, start_api):
-    from prometheus_client.parser import text_string_to_metric_families
-
     settings = prepare_home(tmp_path / "home")
     api = start_api(settings, MODELOPS_API_WORKERS="2")
     with ThreadPoolExecutor(8) as pool:
@@ -29,14 +29,53 @@ def test_prometheus_counts_requests_of_every_worker(tmp_path, start_api):
     for _ in range(4):  # whichever worker answers the scrape sees all 60
         with urllib.request.urlopen(f"{api.url}/metrics/prometheus") as response:
             text = response.read().decode()
-        counted = sum(
-            s.value
-            for f in text_string_to_metric_families(text)
-            if f.name == "modelops_http_requests"
-            for s in f.samples
-            if s.name.endswith("_total") and s.labels["endpoint"] == "/predict"
-        )
-        assert counted == 60
+        assert _predict_requests(text) == 60
+
+
+def test_a_killed_api_process_is_replaced_and_its_live_gauges_dropped(
+    tmp_path, start_api
+):
+    """SIGKILL to one API process: the server starts another, which loads the model
+    before it answers; the dead one's live gauge (log rows pending) leaves the sum,
+    its request counts stay in it."""
+    settings = prepare_home(tmp_path / "home")
+    api = start_api(settings, MODELOPS_API_WORKERS="2")
+    for _ in range(20):
+        assert http("POST", f"{api.url}/predict", {"features": ROW})[0] == 200
+    prometheus = Path(settings.home) / "prometheus"
+    victim, survivor = psutil.Process(api.process.pid).children()
+    assert (prometheus / f"gauge_livesum_{victim.pid}.db").exists()
+    victim.kill()
+    victim.wait(10)
+    deadline = time.monotonic() + 30
+    while {c.pid for c in psutil.Process(api.process.pid).children()} in (
+        set(),
+        {survivor.pid},
+    ):
+        assert time.monotonic() < deadline, "no API process replaced the killed one"
+        time.sleep(0.1)
+    [newcomer] = set(psutil.Process(api.process.pid).children()) - {survivor}
+    assert each_worker(
+        api, lambda body: body["pid"] in {survivor.pid, newcomer.pid}, 60
+    )
+    assert not (prometheus / f"gauge_livesum_{victim.pid}.db").exists()
+    for _ in range(10):
+        assert http("POST", f"{api.url}/predict", {"features": ROW})[0] == 200
+    with urllib.request.urlopen(f"{api.url}/metrics/prometheus") as response:
+        text = response.read().decode()
+    assert _predict_requests(text) == 30  # the killed process's 200s still counted
+
+
+def _predict_requests(text: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "modelops_http_requests"
+        for s in f.samples
+        if s.name.endswith("_total") and s.labels["endpoint"] == "/predict"
+    )
 
 
 def test_simulator_sends_predictions_then_their_labels(tmp_path, start_api):

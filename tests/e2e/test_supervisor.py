@@ -200,7 +200,7 @@ def test_each_child_killed_under_load_is_restarted_and_predictions_go_on(
         quiet_until = time.monotonic()
         assert load.failures == [], load.failures[:5]  # worker, beat, Flower, Redis
 
-        # The API's gunicorn master: down for its restart only.
+        # The API server's main process: down for its restart only.
         system.kill("api")
         api_killed = time.monotonic()
         system.wait("the API back", system.restarted("api", 1))

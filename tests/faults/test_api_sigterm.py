@@ -1,6 +1,6 @@
-"""Case 3: the API stopped with SIGTERM under load. gunicorn stops accepting, lets
-in-flight requests finish, and each worker writes its buffered prediction log before
-it exits: every answered prediction has its row."""
+"""Case 3: the API stopped with SIGTERM under load. The server stops accepting, lets
+in-flight requests finish, and each API process writes its buffered prediction log
+before it exits: every answered prediction has its row."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Case 7: everything writing to one SQLite file at once for a minute: the API
-under prediction and feedback load (two gunicorn workers), two Celery workers
+under prediction and feedback load (two API processes), two Celery workers
 running batch jobs and retrains, and beat with every periodic task every 2 s. No
 "database is locked" anywhere, and the rows match the work done."""
 

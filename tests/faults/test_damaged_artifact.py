@@ -50,7 +50,7 @@ def test_a_damaged_artifact_is_never_loaded_and_opens_an_alert(
         assert "version 2 cannot serve" in body["error"]["message"]
         # Damage after a promotion was checked (the store changed under it): the
         # pointer moves to version 3 and then its file is replaced by another
-        # model's valid pickle; both gunicorn workers go to load it.
+        # model's valid pickle; both API processes go to load it.
         replaced.write_bytes(_artifact(settings, 1).read_bytes())
         engine = make_engine(settings)
         with engine.begin() as connection:
@@ -61,7 +61,7 @@ def test_a_damaged_artifact_is_never_loaded_and_opens_an_alert(
                 generation=Champion.generation + 1,
             ))  # fmt: skip
         engine.dispose()
-        time.sleep(2)  # several polls of both gunicorn workers
+        time.sleep(2)  # several polls of both API processes
         deadline = time.monotonic() + 30
         while len(received) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)  # the webhook hears of both, through the worker

@@ -27,7 +27,7 @@ def queued(monkeypatch):
 
 
 def _chunked(client, path: str, body: bytes):
-    """POST `body` as gunicorn hands over a chunked request: no Content-Length, the
+    """POST `body` as a WSGI server hands over a chunked request: no Content-Length, the
     input terminated by the server."""
     environ = EnvironBuilder(
         path=path,

@@ -163,7 +163,9 @@ def test_what_a_dead_child_left_running_in_its_group_is_killed_before_a_restart(
         assert time.monotonic() < deadline
         time.sleep(0.02)
     [orphan] = psutil.Process(parent.pid).children()
-    os.kill(parent.pid, signal.SIGKILL)  # as gunicorn's master dies, not its workers
+    os.kill(
+        parent.pid, signal.SIGKILL
+    )  # as the API's main process dies, not its workers
     info = supervisor.state.processes["api"]
     _watch_until(supervisor, lambda: info.state == "restarting")
     orphan.wait(5)  # killed with its group: it would hold the port otherwise
