@@ -112,7 +112,10 @@ class Settings:
     api_port: int = _doc("Port of the API and dashboard.", 8000)
     api_workers: int = _doc("API server processes (granian workers).", 2)
     api_threads: int = _doc(
-        "Requests each API process answers at once (its threads); more wait.", 16
+        "Requests each API process answers at once (its threads); more wait in the "
+        "listen queue. Eight keep two cores busy with compiled models; more threads "
+        "only contend for the GIL (docs/performance.md).",
+        8,
     )
     flower_host: str = _doc("Address Flower binds to.", "127.0.0.1")
     flower_port: int = _doc("Port of Flower.", 5555)

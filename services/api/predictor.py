@@ -185,9 +185,10 @@ class Predictor:
         self, model: LoadedModel, rows: list[list[Any]], started: float
     ) -> list[Prediction]:
         budget = self.settings.predict_timeout_ms / 1000
-        pending = self.batcher.submit(model, rows)
         try:
-            return pending.result(timeout=budget - (time.perf_counter() - started))
+            return self.batcher.predict(
+                model, rows, timeout=budget - (time.perf_counter() - started)
+            )
         except TimeoutError:
             raise PredictionTimeoutError(
                 f"prediction took longer than {self.settings.predict_timeout_ms} ms",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from werkzeug.datastructures import Headers
 
 from common.config import Settings
 from common.data.datasets import load_dataset
@@ -38,8 +39,10 @@ def http(
     body: Any = None,
     headers: dict[str, str] | None = None,
     timeout: float = 10,
-) -> tuple[int, dict[str, str], Any]:
-    """One HTTP call with a JSON body; returns status, headers and the parsed JSON."""
+) -> tuple[int, Headers, Any]:
+    """One HTTP call with a JSON body; returns status, headers (by any case: HTTP
+    header names are case-insensitive, and the server sends them in lower case) and
+    the parsed JSON."""
     data = None if body is None else json.dumps(body).encode()
     return send(method, url, data, {"Content-Type": "application/json",
                                      **(headers or {})}, timeout)  # fmt: skip
@@ -51,15 +54,23 @@ def send(
     data: bytes | None,
     headers: dict[str, str],
     timeout: float = 30,
-) -> tuple[int, dict[str, str], Any]:
+) -> tuple[int, Headers, Any]:
     """One HTTP call with the body as given (raw JSON text, multipart); returns
     status, headers and the parsed JSON answer."""
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
+            return (
+                response.status,
+                Headers(response.headers.items()),
+                json.loads(response.read()),
+            )
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read() or b"null")
+        return (
+            error.code,
+            Headers(error.headers.items()),
+            json.loads(error.read() or b"null"),
+        )
 
 
 def result_request(url: str, job_id: int) -> urllib.request.Request:

@@ -170,11 +170,12 @@ def test_no_model_gives_503_with_retry_after(client, row):
 
 
 class SlowScorer:
-    """A real model that takes its time, like an overloaded or huge one."""
+    """A real model that takes its time, like an overloaded or huge one: served by
+    scikit-learn, so it is batched (a compiled model scores in the request thread)."""
 
     def __init__(self, scorer, seconds):
         self.scorer, self.seconds = scorer, seconds
-        self.runtime, self.reason = scorer.runtime, scorer.reason
+        self.runtime, self.reason = "sklearn", scorer.reason
         self.gives_probabilities = scorer.gives_probabilities
 
     def score_rows(self, schema, rows):
@@ -236,6 +237,52 @@ def test_concurrent_requests_are_predicted_together(serving_app, row):
     first = answers[0].json["probabilities"]
     for answer in answers:
         assert answer.json["probabilities"] == pytest.approx(first, abs=1e-6)
+
+
+def test_a_compiled_model_scores_in_the_request_thread(serving_app, row):
+    """ONNX Runtime's call costs less than handing the row to the batch thread and
+    back: no batch is formed, and each answer is the one a batch of one gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert serving_app.extensions["model_cache"].current.runtime == "onnx"
+    client = serving_app.test_client()
+    batcher = serving_app.extensions["predictor"].batcher
+    alone = client.post("/predict", json={"features": row}).json
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda _: client.post("/predict", json={"features": row}), range(16)
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * 16
+    assert batcher.batches == 0 and batcher.rows == 0
+    for answer in answers:
+        assert answer.json["prediction"] == alone["prediction"]
+        assert answer.json["probabilities"] == alone["probabilities"]
+
+
+class BrokenScorer(SlowScorer):
+    """A model that fails on valid input (a bug in a custom transformer, say)."""
+
+    def score_rows(self, schema, rows):
+        raise ValueError("cannot handle this row")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "sklearn"])
+def test_a_model_failing_on_valid_input_gets_422_and_the_next_request_is_answered(
+    serving_app, row, runtime
+):
+    cache = serving_app.extensions["model_cache"]
+    loaded = cache.current
+    broken = BrokenScorer(loaded.scorer, 0)
+    broken.runtime = runtime  # in the request thread, or in a batch
+    cache.put(LoadedModel(**{**loaded.__dict__, "scorer": broken}))
+    client = serving_app.test_client()
+    answer = client.post("/predict", json={"features": row})
+    assert answer.status_code == 422
+    assert answer.json["error"]["message"] == "the model could not score this input"
+    cache.put(loaded)
+    assert client.post("/predict", json={"features": row}).status_code == 200
 
 
 def test_metrics_count_answers_failures_and_labels(serving_app, row):
