@@ -34,8 +34,8 @@ class UnscorableInputError(UnprocessableDataError):
 class Pending:
     """One request's rows on their way through a batch: the request thread waits on
     it, the batcher thread fills it. A bare lock, held until the answer is in, is the
-    cheapest hand-over between two threads (a Future's condition cost a tenth of
-    a compiled model's request in GIL time)."""
+    cheapest hand-over between two threads (a Future's condition, waited on and
+    notified, was a tenth of an API process's GIL-holding samples at 4,000 req/s)."""
 
     __slots__ = ("_answer", "_done", "_error", "abandoned", "model", "rows")
 
