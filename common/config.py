@@ -208,7 +208,9 @@ class Settings:
     )
     model_name: str = field(default="", metadata={"internal": True})
     predict_timeout_ms: int = _doc(
-        "Time budget of one /predict call; past it the answer is 408.", 2000
+        "Time budget of one /predict call; past it the answer is 408 (a compiled "
+        "version, scored in the request thread in microseconds, is answered).",
+        2000,
     )
     max_batch_instances: int = _doc("Most rows one /predict call may carry.", 1000)
     max_request_bytes: int = _doc(
