@@ -33,8 +33,10 @@ def prometheus_dir(settings: Settings) -> Path:
 
 
 class _NoThreadCountHint(logging.Filter):
-    """granian warns when threads outnumber cores; an API process's threads mostly
-    wait for the micro-batcher, so more threads than cores is the design."""
+    """granian warns when threads outnumber cores twice over and advises a
+    backpressure, which is set (to the thread count): an API process's threads
+    spend much of their time waiting (on the database, a batch, a loading model),
+    so more threads than cores is the design."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Python threads" not in record.getMessage()
