@@ -50,7 +50,7 @@ class Load:
                               timeout=5)[0]  # fmt: skip
                 if status != 200:
                     self.failures.append((time.monotonic(), f"HTTP {status}"))
-            except OSError as error:
+            except (OSError, HTTPException) as error:  # refused, or cut off mid-answer
                 self.failures.append((time.monotonic(), str(error)))
             self.sent += 1
             time.sleep(0.01)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from typing import Any
 
 from tests.e2e.conftest import ROW, http
@@ -54,7 +55,7 @@ class PredictLoad:
                 status, headers, body = http(
                     "POST", f"{self.url}/predict", {"features": features}, timeout=30
                 )
-            except OSError:
+            except (OSError, HTTPException):  # refused, or cut off mid-answer
                 status, headers, body = 0, {}, None
                 self._stop.wait(0.05)  # a client backs off before it retries
             self.answers.append(
