@@ -78,7 +78,7 @@ class Predictor:
                 f"{len(checked.problems)} problem(s) with the input",
                 problems=[p.to_dict() for p in checked.problems],
             )
-        predictions = self._wait(model, checked.rows, started)
+        predictions = self._score(model, checked.rows, started)
         ids = [new_prediction_id() for _ in predictions]
         latency_ms = (time.perf_counter() - started) * 1000
         logged = arms.logged_arm(arm, rollout.plan.id) if rollout is not None else ""
@@ -181,7 +181,7 @@ class Predictor:
             )
         return body.instances, [f"instances[{i}]" for i in range(len(body.instances))]
 
-    def _wait(
+    def _score(
         self, model: LoadedModel, rows: list[list[Any]], started: float
     ) -> list[Prediction]:
         budget = self.settings.predict_timeout_ms / 1000

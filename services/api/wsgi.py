@@ -7,7 +7,6 @@ first request, and writes its buffered prediction log when it ends.
 
 from __future__ import annotations
 
-import atexit
 from multiprocessing import util
 
 from common.config import get_settings
@@ -25,6 +24,6 @@ forget_dead_processes()  # a replaced API process's live gauges
 app = create_app(settings)
 start_background(app)  # loads and warms the model before the first request
 # The server's processes are multiprocessing children, which end without running
-# atexit: a finalizer of theirs writes the log; atexit covers any other host.
+# atexit but with multiprocessing's finalizers; in any other host multiprocessing
+# runs its finalizers from atexit. One finalizer writes the log either way.
 util.Finalize(app, stop_background, args=(app,), exitpriority=10)
-atexit.register(stop_background, app)
