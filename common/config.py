@@ -240,6 +240,12 @@ class Settings:
         "Most unwritten log rows kept while the database is unavailable.", 100_000
     )
     prediction_logging: bool = _doc("Write every answered prediction to the log.", True)
+    prediction_log_process: bool = _doc(
+        "Write each API process's prediction log from a process of its own (true), "
+        "which leaves the API process's CPU and GIL to its requests, or from a "
+        "thread of the API process (false: hosts that cannot start processes).",
+        True,
+    )
     retrain_time_limit_seconds: int = _doc(
         "Hard time limit of a retraining job; the soft limit is 90% of it.", 1800
     )

@@ -70,9 +70,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # demo mode on, as under `modelops up`; a test of it off says so
+    # Demo mode on, as under `modelops up`; a test of it off says so. The apps tests
+    # build in this process write their prediction log from a thread: a log process
+    # of their own would cost each of them a second of start-up. The log process is
+    # tested in tests/integration/test_log_process.py and serves every end-to-end
+    # test (their servers run on the defaults).
     return Settings(home=str(tmp_path / "home"), demo_rows=600, profile_sample_size=200,
-                    demo="on")  # fmt: skip
+                    demo="on", prediction_log_process=False)  # fmt: skip
 
 
 @pytest.fixture(params=INTEGRATION_BACKENDS)

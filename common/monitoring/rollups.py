@@ -1,6 +1,7 @@
 """Per-minute rollups of answered predictions, written beside the prediction log.
 
-Each API process (a *writer*) counts the rows it logs into one state per model,
+Each process writing the log (a *writer*: the log process of an API process, or
+its shadow process) counts the rows it logs into one state per model,
 version, minute and arm, and writes the touched states with absolute values in the
 same transaction as the log rows. A writer owns its rows, so a retried write is
 harmless and no two processes update one row; readers add the writers up

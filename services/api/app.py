@@ -25,6 +25,7 @@ from services.api.blueprints import (
 )
 from services.api.errors import register_error_handlers
 from services.api.json_provider import OrjsonProvider
+from services.api.log_process import LogProcess
 from services.api.model_cache import ModelCache
 from services.api.models_scope import ModelNameConverter
 from services.api.prediction_log import PredictionLogWriter
@@ -62,9 +63,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = make_celery(settings)  # publishes jobs and alert deliveries; runs none
     app.extensions["alert_sender"] = webhook_sender(settings, celery)
     cache = ModelCache(settings, factory, on_alert=app.extensions["alert_sender"])
-    log_writer = (
-        PredictionLogWriter(settings, factory) if settings.prediction_logging else None
-    )
+    log_writer: LogProcess | PredictionLogWriter | None = None
+    if settings.prediction_logging:
+        log_writer = (
+            LogProcess(settings)
+            if settings.prediction_log_process
+            else PredictionLogWriter(settings, factory)
+        )
     batcher = MicroBatcher(settings.microbatch_max_rows, settings.microbatch_wait_ms)
     app.extensions["model_cache"] = cache
     app.extensions["celery"] = celery

@@ -15,6 +15,7 @@ from common.models.validation import validate_instances
 from common.monitoring.prediction_log import new_prediction_id
 from common.rollouts import arms, routing
 from services.api.batcher import MicroBatcher
+from services.api.log_process import LogProcess
 from services.api.model_cache import LoadedModel, ModelCache, ServingRollout
 from services.api.prediction_log import PredictionLogWriter
 from services.api.schemas import PredictRequest
@@ -29,7 +30,7 @@ class Predictor:
         settings: Settings,
         cache: ModelCache,
         batcher: MicroBatcher,
-        log_writer: PredictionLogWriter | None,
+        log_writer: LogProcess | PredictionLogWriter | None,
     ) -> None:
         self.settings = settings
         self.cache = cache

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import multiprocessing
 import queue
 import threading
 import time
@@ -30,6 +29,7 @@ from prometheus_client import Counter
 
 from common.config import Settings
 from services.api import shadow_worker
+from services.api.children import start_child
 from services.api.prometheus import SHADOW_DROPPED, SHADOW_SCORED
 from services.api.shadow_worker import Counts, ShadowRequest
 
@@ -182,16 +182,9 @@ class ShadowScorer:
             self._lost()
         if time.monotonic() - self._lost_at < RESTART_SECONDS:
             return None
-        # spawn, not fork: this process has threads (a forked copy could inherit a
-        # held lock) and the child needs none of its state.
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        process = context.Process(
-            target=shadow_worker.run, args=(theirs, self.settings),
-            name="modelops-shadow", daemon=True,
-        )  # fmt: skip
-        process.start()
-        theirs.close()
+        process, ours = start_child(
+            shadow_worker.run, (self.settings,), "modelops-shadow"
+        )
         self._process, self._conn, self._answered = process, ours, False
         log.info("shadow process %d started", process.pid)
         return ours

@@ -13,11 +13,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def slow_flush_app(serving_settings, churn_frame):
-    """Rows are written only when 20 are waiting, or on close."""
+    """Rows are written only when 20 are waiting, or on close; by a thread of this
+    process, so that a test can see and break the writer's database calls."""
     promote_new_version(serving_settings, churn_frame)
     app = create_app(
         serving_settings.with_overrides(
-            prediction_log_batch_size=20, prediction_log_flush_ms=60_000
+            prediction_log_batch_size=20,
+            prediction_log_flush_ms=60_000,
+            prediction_log_process=False,
         )
     )
     app.extensions["model_cache"].refresh()

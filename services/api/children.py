@@ -1,0 +1,28 @@
+"""Helper processes of an API process (the shadow scorer, the prediction log)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+
+def start_child(
+    target: Callable[..., None], args: tuple[Any, ...], name: str
+) -> tuple[BaseProcess, Connection]:
+    """Start `target(conn, *args)` in a process of its own; its pipe's other end.
+
+    Spawned, not forked: an API process has threads (a forked copy could inherit a
+    held lock) and open database connections a child must not share. Daemonic: if
+    the API process ends without stopping it, multiprocessing terminates it.
+    """
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(
+        target=target, args=(theirs, *args), name=name, daemon=True
+    )
+    process.start()
+    theirs.close()
+    return process, ours
