@@ -226,10 +226,11 @@ def run_servers(
     variants = [(name, runtime) for name, runtime, _ in VARIANTS]
     servers = {}
     try:
-        for name, runtime, logging in VARIANTS:
+        for index, (name, runtime, logging) in enumerate(VARIANTS):
             port = free_port()
-            argv, env, ready = server_commands(settings, artifact, port, name,
-                                               runtime, logging)  # fmt: skip
+            own = _own_home(settings, index)
+            argv, env, ready = server_commands(own, artifact, port, name, runtime,
+                                               logging)  # fmt: skip
             servers[(name, runtime)] = (start(argv, env, ready),
                                         f"http://127.0.0.1:{port}")  # fmt: skip
         body = {"features": row}
@@ -259,6 +260,14 @@ def run_servers(
         }
         for variant, by_c in samples.items()
     }  # fmt: skip
+
+
+def _own_home(settings: Settings, index: int) -> Settings:
+    """A copy of the model's home for one server: its own database, so that one
+    server's log neither grows nor locks another's."""
+    home = Path(f"{settings.home}-{index}")
+    shutil.copytree(settings.home, home)
+    return settings.with_overrides(home=str(home))
 
 
 def report(model: str, limit_ms: float, results: dict) -> list[str]:

@@ -178,14 +178,27 @@ class LogProcess:
     # -- the thread ------------------------------------------------------------
 
     def _run(self) -> None:
+        with self._send_lock:
+            self._connection()  # started with the API process: ready for its traffic
         while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             with self._send_lock:
                 try:
-                    self._send_all()
+                    if self._rows and self._send_all():
+                        self._write_now()
                 except Exception:  # never let the thread die: the rows wait here
                     log.exception("prediction log hand-over failed")
+
+    def _write_now(self) -> None:
+        """Tell the log process to write what it was sent at once: those rows have
+        waited their interval here already."""
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.send(("write", None))
+            except (OSError, ValueError):
+                self._lost()
 
     def _send_all(self) -> bool:
         """Send what waits, a message at a time (the caller holds the send lock).
@@ -202,8 +215,9 @@ class LogProcess:
             try:
                 self._read_acks(conn)
                 conn.send(("rows", batch))
-            except (OSError, EOFError, ValueError):
-                self._count_dropped(len(batch))
+            except (OSError, EOFError, ValueError):  # it died: the next one takes them
+                with self._lock:
+                    self._rows[:0] = batch
                 self._lost()
                 return False
             self._sent += len(batch)
@@ -265,9 +279,10 @@ class LogProcess:
 
 def run(conn: Connection, settings: Settings) -> None:
     """Write what `conn` sends until it closes (the API process ended or was killed)
-    or sends None. Says how many rows it has written (or dropped, counted) as that
-    changes, and answers each ("flush", token) once everything before it is
-    written."""
+    or sends None. Rows are written in full batches, or all at once when told
+    ("write": they waited their interval in the API process). Says how many rows it
+    has written (or dropped, counted) as that changes, and answers each ("flush",
+    token) once everything before it is written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the API process stops us
     signal.signal(signal.SIGTERM, _exit)  # terminated: write the spool, then end
     memory.limit_arenas(2)
@@ -289,6 +304,8 @@ def run(conn: Connection, settings: Settings) -> None:
                 kind, payload = message
                 if kind == "rows":
                     writer.add(payload)
+                elif kind == "write":
+                    writer.write_now()
                 else:
                     written = writer.flush() and writer.pending == 0
                     acked = _ack(conn, writer, acked)  # counted before it is told

@@ -57,6 +57,7 @@ class PredictionLogWriter:
         self._drained = threading.Condition(self._lock)
         self._healthy = True  # the last write went through
         self._stop = threading.Event()
+        self._everything = False  # the next wake-up writes every row, full batch or not
         self._thread: threading.Thread | None = None
         self.rollups = RollupWriter()
         self.written = 0
@@ -101,6 +102,12 @@ class PredictionLogWriter:
                 )
                 self._thread.start()
 
+    def write_now(self) -> None:
+        """Have the thread write every row waiting now, not at its next interval
+        (the log process: the rows came from an API process's own interval)."""
+        self._everything = True
+        self._wake.set()
+
     def close(self) -> None:
         """Stop the thread and write everything still buffered."""
         self._stop.set()
@@ -117,7 +124,8 @@ class PredictionLogWriter:
             # Woken by a full batch: write full batches only, so rows arriving during
             # a slow write wait for the next batch instead of going out a few at a time.
             # On the flush interval (or on stop) write everything.
-            full_only = woken and not self._stop.is_set()
+            full_only = woken and not self._stop.is_set() and not self._everything
+            self._everything = False
             if not self.flush(full_only=full_only):
                 self._stop.wait(RETRY_BACKOFF_SECONDS)
 

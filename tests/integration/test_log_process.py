@@ -89,6 +89,7 @@ def test_a_log_process_that_dies_is_replaced_and_what_it_lost_is_counted(
     lost = _predict(client, row, 30)
     _until(lambda: writer.pending == 0)  # all sent to the stopped process
     os.kill(first, signal.SIGKILL)
+    _until(lambda: not _running(first))
     after = _predict(client, row, 10)
     _until(writer.flush)  # a new log process, after the restart delay
     assert writer.pid not in (None, first)
