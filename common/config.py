@@ -237,7 +237,10 @@ class Settings:
         "Longest a prediction log row waits in memory before being written.", 500
     )
     prediction_log_spool_size: int = _doc(
-        "Most unwritten log rows kept while the database is unavailable.", 100_000
+        "Most unwritten log rows a log process keeps while the database is "
+        "unavailable (the oldest are dropped, counted); its API process holds as "
+        "many more while the log process cannot take them.",
+        100_000,
     )
     prediction_logging: bool = _doc("Write every answered prediction to the log.", True)
     prediction_log_process: bool = _doc(

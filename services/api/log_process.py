@@ -84,6 +84,12 @@ class LogProcess:
         """Rows gathered here and not yet sent to the log process."""
         return len(self._rows)
 
+    def _report(self) -> None:
+        """The API process reports its log's pending rows: those gathered here, and
+        those sent that the log process has not said are written (on their way,
+        in its spool or in its transaction)."""
+        LOG_PENDING.set(len(self._rows) + self._sent - self._acked)
+
     @property
     def pid(self) -> int | None:
         """The log process's id while it runs."""
@@ -174,6 +180,7 @@ class LogProcess:
         conn.close()
         self._count_dropped(self._sent - self._acked)
         self._sent = self._acked = 0
+        self._report()
 
     # -- the thread ------------------------------------------------------------
 
@@ -187,6 +194,11 @@ class LogProcess:
                 try:
                     if self._rows and self._send_all():
                         self._write_now()
+                    if self._conn is not None:
+                        self._read_acks(self._conn)
+                    self._report()
+                except (OSError, EOFError, ValueError):
+                    self._lost()
                 except Exception:  # never let the thread die: the rows wait here
                     log.exception("prediction log hand-over failed")
 
@@ -211,7 +223,6 @@ class LogProcess:
                 batch = self._rows[:ROWS_PER_MESSAGE]
                 del self._rows[:ROWS_PER_MESSAGE]
                 self._room.notify_all()
-                LOG_PENDING.set(len(self._rows))
             try:
                 self._read_acks(conn)
                 conn.send(("rows", batch))
@@ -221,6 +232,7 @@ class LogProcess:
                 self._lost()
                 return False
             self._sent += len(batch)
+            self._report()
         return True
 
     def _read_acks(self, conn: Connection) -> None:
@@ -261,6 +273,7 @@ class LogProcess:
             conn.close()
         self._count_dropped(self._sent - self._acked)
         self._sent = self._acked = 0
+        self._report()
         self._lost_at = time.monotonic()
         if process is not None:
             process.join(0.1)
@@ -288,7 +301,9 @@ def run(conn: Connection, settings: Settings) -> None:
     memory.limit_arenas(2)
     configure_logging(settings)
     engine = make_engine(settings)
-    writer = PredictionLogWriter(settings, make_session_factory(engine))
+    writer = PredictionLogWriter(
+        settings, make_session_factory(engine), report_pending=False
+    )
     writer.start()
     wait = settings.prediction_log_flush_ms / 1000
     acked = 0

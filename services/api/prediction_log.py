@@ -44,9 +44,16 @@ class PredictionLogWriter:
     """Buffers prediction log rows and writes them from one thread."""
 
     def __init__(
-        self, settings: Settings, session_factory: sessionmaker[Session]
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        report_pending: bool = True,
     ) -> None:
+        """With `report_pending` false the pending rows are not this writer's to
+        report (a log process: its API process reports them, the pipe included)."""
         self.session_factory = session_factory
+        self.report_pending = report_pending
+        self._writing = 0  # rows taken from the spool and not yet written
         self.batch_size = settings.prediction_log_batch_size
         self.flush_seconds = settings.prediction_log_flush_ms / 1000
         self.capacity = settings.prediction_log_spool_size
@@ -66,7 +73,12 @@ class PredictionLogWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._spool)
+        """Rows not yet written: in the spool, and in the transaction under way."""
+        return len(self._spool) + self._writing
+
+    def _report(self) -> None:
+        if self.report_pending:
+            LOG_PENDING.set(self.pending)
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         """Hand over rows; no database call. Waits only while the spool is past its
@@ -90,7 +102,7 @@ class PredictionLogWriter:
                 log.warning("prediction log spool full; dropped=%d", self.dropped)
                 rows = rows[-self.capacity :]
             self._spool.extend(rows)
-            LOG_PENDING.set(len(self._spool))
+            self._report()
             if len(self._spool) >= self.batch_size:
                 self._wake.set()
 
@@ -141,18 +153,20 @@ class PredictionLogWriter:
                     take = 0 if full_only and waiting < self.batch_size else waiting
                     size = min(self.batch_size * TRANSACTION_BATCHES, take)
                     batch = [self._spool.popleft() for _ in range(size)]
-                    LOG_PENDING.set(len(self._spool))
+                    self._writing = len(batch)  # still pending until written
                 if not batch:
                     return True
                 try:
                     self._write(batch)
                 except IntegrityError:
                     self._write_one_by_one(batch)
+                    self._done_writing()
                     continue
                 except SQLAlchemyError as exc:
                     with self._lock:
                         self._spool.extendleft(reversed(batch))
-                        LOG_PENDING.set(len(self._spool))
+                        self._writing = 0
+                        self._report()
                         self._healthy = False  # requests stop waiting for it
                         self._drained.notify_all()
                     self.write_failures += 1
@@ -160,9 +174,15 @@ class PredictionLogWriter:
                     log.warning("prediction log write failed, will retry: %s", exc)
                     return False
                 self._count_written(len(batch))
+                self._done_writing()
                 with self._lock:
                     self._healthy = True
                     self._drained.notify_all()
+
+    def _done_writing(self) -> None:
+        with self._lock:
+            self._writing = 0
+            self._report()
 
     def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
         """A batch with a row the schema refuses: keep the others, count that one."""

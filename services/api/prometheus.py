@@ -68,7 +68,7 @@ LOG_WRITE_FAILURES = Counter(
 )
 LOG_PENDING = Gauge(
     "modelops_prediction_log_pending",
-    "Prediction log rows waiting in the spools of live API processes",
+    "Prediction log rows not yet written (live API processes, their log processes)",
     multiprocess_mode="livesum",
 )
 
