@@ -12,11 +12,12 @@ counting) as the API process did.
 What is kept: a request still waits, briefly, while the rows waiting are past the
 high-water mark and the log process is taking them (the pipe fills when its spool is
 past its own mark, so the database sets the pace, as before). Rows are dropped, and
-counted, only when the buffer here is full while the log process cannot take them.
+counted, where the database refuses long enough to fill the log process's spool (the
+oldest there), or where the buffer here is full while no log process can take them.
 A log process that dies is started again (at most once per `RESTART_SECONDS`); what
-it held is lost and what waits here goes to the new one. When the API process ends,
-everything is sent and written before it exits; when it is killed, the log process
-still writes what it was sent, then ends.
+it had not acknowledged as written is counted as dropped, and what waits here goes
+to the new one. When the API process ends, everything is sent and written before it
+exits; when it is killed, the log process still writes what it was sent, then ends.
 """
 
 from __future__ import annotations
