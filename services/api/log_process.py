@@ -176,12 +176,7 @@ class LogProcess:
                         process.pid, STOP_SECONDS)  # fmt: skip
             process.terminate()
             process.join(5)
-        with contextlib.suppress(OSError, EOFError, ValueError):
-            self._read_acks(conn)  # its last word: all it wrote
-        conn.close()
-        self._count_dropped(self._sent - self._acked)
-        self._sent = self._acked = 0
-        self._report()
+        self._settle(conn)
 
     # -- the thread ------------------------------------------------------------
 
@@ -269,12 +264,7 @@ class LogProcess:
             conn, self._conn = self._conn, None
             self._room.notify_all()  # requests stop waiting for it
         if conn is not None:
-            with contextlib.suppress(OSError, EOFError, ValueError):
-                self._read_acks(conn)  # its last word, if it had one
-            conn.close()
-        self._count_dropped(self._sent - self._acked)
-        self._sent = self._acked = 0
-        self._report()
+            self._settle(conn)
         self._lost_at = time.monotonic()
         if process is not None:
             process.join(0.1)
@@ -282,6 +272,16 @@ class LogProcess:
             log.warning("log process %d ended (exit code %s); started again in "
                         "%.0f s", process.pid, process.exitcode,
                         RESTART_SECONDS)  # fmt: skip
+
+    def _settle(self, conn: Connection) -> None:
+        """Done with a log process's pipe: take in its last word (all it wrote) and
+        count what it was sent and never said it wrote as dropped."""
+        with contextlib.suppress(OSError, EOFError, ValueError):
+            self._read_acks(conn)
+        conn.close()
+        self._count_dropped(self._sent - self._acked)
+        self._sent = self._acked = 0
+        self._report()
 
     def _count_dropped(self, rows: int) -> None:
         if rows > 0:

@@ -91,7 +91,9 @@ def test_a_log_process_that_dies_is_replaced_and_what_it_lost_is_counted(
     os.kill(first, signal.SIGKILL)
     _until(lambda: not _running(first))
     after = _predict(client, row, 10)
-    _until(writer.flush)  # a new log process, after the restart delay
+    # a new log process, after the restart delay (each wait bounded, so that a
+    # slow first start is waited for again rather than eat the whole minute)
+    _until(lambda: writer.flush(timeout=10), seconds=60)
     assert writer.pid not in (None, first)
     logged = set(_logged(logging_app.extensions["settings"]))
     assert logged == set(before) | set(after)
