@@ -90,10 +90,23 @@ def test_simulator_sends_predictions_then_their_labels(tmp_path, start_api):
     assert tally.failed == 0 and 0 < tally.answered == tally.sent <= 100 * 2.0 + 1
     assert 0 < tally.labels <= tally.answered
     assert dict(tally.versions) == {1: tally.answered}
-    time.sleep(0.5)  # the log writer's flush interval
-    _, _, metrics = http("GET", f"{api.url}/metrics")
+    metrics = _metrics_once_written(api.url, tally.answered, tally.labels)
     assert metrics["prediction_count"] == tally.answered
     assert metrics["labeled_count"] == tally.labels
+
+
+def _metrics_once_written(url: str, predictions: int, labels: int) -> dict:
+    """/metrics once the log holds `predictions` rows and `labels` labels, or after
+    30 s (the log process writes every flush interval; a busy machine takes longer)."""
+    deadline = time.monotonic() + 30
+    while True:
+        metrics = http("GET", f"{url}/metrics")[2]
+        written = metrics["prediction_count"] >= predictions and (
+            metrics["labeled_count"] >= labels
+        )
+        if written or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.1)
 
 
 def test_simulator_follows_the_demo_drift_switch(tmp_path, start_api):
