@@ -19,7 +19,6 @@ from typing import Any
 
 import pandas as pd
 from sklearn.base import clone
-from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.clock import from_iso, to_iso, utcnow
@@ -43,30 +42,14 @@ from common.storage.tables import FeedbackLabel, Job, ModelVersion, PredictionLo
 log = logging.getLogger(__name__)
 
 
-def _labelled_since(model: str, since: datetime, *columns: Any) -> Select[Any]:
-    """`columns` of `model`'s answered predictions logged since `since` that have a
-    label."""
-    return (
-        select(*columns)
-        .select_from(PredictionLog)
-        .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
-        .where(PredictionLog.model == model, PredictionLog.created_at >= since,
-               PredictionLog.status_code == 200)
-    )  # fmt: skip
-
-
 def labelled_production_data(
     session: Session, model: str, target: str, since: datetime
 ) -> pd.DataFrame:
     """Logged inputs of `model`'s predictions answered since `since`, with labels."""
     rows = session.execute(
-        _labelled_since(model, since, PredictionLog.features, FeedbackLabel.label)
+        repo.labelled_since(model, since, PredictionLog.features, FeedbackLabel.label)
     ).all()
     return pd.DataFrame([{**features, target: label} for features, label in rows])
-
-
-def count_labelled_since(session: Session, model: str, since: datetime) -> int:
-    return session.scalar(_labelled_since(model, since, func.count())) or 0
 
 
 def check_retrain_params(
@@ -90,13 +73,13 @@ def check_retrain_params(
         )
     if params.get("since"):
         since = _parse_since(params["since"])
-        labelled = count_labelled_since(session, settings.model_name, since)
+        labelled = repo.count_labelled_since(session, settings.model_name, since)
         check_enough_labels(settings, since, labelled)
         params["since"] = to_iso(since)
     elif not params.get("dataset") and champion.provenance is not None:
         # a registered model has no base dataset: its labels are all it learns from
         since = utcnow() - timedelta(days=settings.retrain_feedback_days)
-        labelled = count_labelled_since(session, settings.model_name, since)
+        labelled = repo.count_labelled_since(session, settings.model_name, since)
         check_enough_labels(settings, since, labelled)
     params.pop("reason", None)
     return params

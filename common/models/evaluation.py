@@ -17,6 +17,8 @@ from sklearn.metrics import (
     r2_score,
 )
 
+from common.models.prediction import to_plain
+
 
 @dataclass(frozen=True)
 class EvaluationReport:
@@ -99,8 +101,3 @@ class ModelEvaluator:
             confusion_matrix=matrix.astype(int).tolist(),
             support=len(y_true),
         )
-
-
-def to_plain(value: Any) -> Any:
-    """Return a JSON-friendly Python scalar for a numpy scalar."""
-    return value.item() if isinstance(value, np.generic) else value

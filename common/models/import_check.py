@@ -117,8 +117,8 @@ def check(request: dict[str, Any]) -> tuple[dict[str, Any], Any, pd.DataFrame]:
     reference's features."""
     from common.config import Settings
     from common.data.processing import DataProcessor, coerce_features
-    from common.models.evaluation import ModelEvaluator, evaluate_regression, to_plain
-    from common.models.prediction import model_classes, predict_rows
+    from common.models.evaluation import ModelEvaluator, evaluate_regression
+    from common.models.prediction import model_classes, predict_rows, to_plain
     from common.models.profile import build_reference_profile
 
     model, trusted = load_model(

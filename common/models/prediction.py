@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.models.evaluation import to_plain
+
+def to_plain(value: Any) -> Any:
+    """Return a JSON-friendly Python scalar for a numpy scalar."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from common.models.evaluation import (
     ModelEvaluator,
     RegressionReport,
     evaluate_regression,
-    to_plain,
 )
+from common.models.prediction import to_plain
 from common.models.profile import build_reference_profile
 from common.models.schemas import FeatureSpec
 

@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 from common.clock import as_utc, from_iso, to_iso, utcnow
 from common.config import Settings
 from common.jobs import tracker
-from common.jobs.retraining import count_labelled_since
 from common.models import registry
 from common.monitoring.accuracy_change import find_accuracy_drop
 from common.monitoring.metrics import compute_window_metrics
 from common.rollouts import lifecycle
+from common.storage import repositories as repo
 from common.storage.tables import DriftReport, Job, RetrainingState
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _drift_rule(session: Session, settings: Settings, champion_id: int) -> RuleV
     # From the first drifted check on, the inputs are the new world's; rows before it
     # may be the old world's (its window straddled the change), so they stay out.
     since = as_utc(min(c.created_at for c in drifted))
-    labelled = count_labelled_since(session, settings.model_name, since)
+    labelled = repo.count_labelled_since(session, settings.model_name, since)
     if labelled < settings.retrain_recent_rows:
         wanted = _labels_wanted("drift", since, labelled, settings)
         return RuleView(waiting=wanted, decides=True)
@@ -179,7 +179,7 @@ def _accuracy_rule(session: Session, settings: Settings, champion: Any) -> RuleV
 
 
 def _any_labels_since(session: Session, model: str, since: str) -> bool:
-    return count_labelled_since(session, model, from_iso(since)) > 0
+    return repo.count_labelled_since(session, model, from_iso(since)) > 0
 
 
 def _labels_wanted(what: str, since: datetime | str, have: int, s: Settings) -> str:

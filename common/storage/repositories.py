@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from common.storage.log_insert import insert_log_rows
@@ -136,3 +137,20 @@ def list_audit_events(
     if model:
         query = query.where(AuditEvent.model == model)
     return session.scalars(query).all()
+
+
+def labelled_since(model: str, since: datetime, *columns: Any) -> Select[Any]:
+    """`columns` of `model`'s answered predictions logged since `since` that have a
+    label."""
+    return (
+        select(*columns)
+        .select_from(PredictionLog)
+        .join(FeedbackLabel, FeedbackLabel.prediction_id == PredictionLog.prediction_id)
+        .where(PredictionLog.model == model, PredictionLog.created_at >= since,
+               PredictionLog.status_code == 200)
+    )  # fmt: skip
+
+
+def count_labelled_since(session: Session, model: str, since: datetime) -> int:
+    """How many of `model`'s answered predictions since `since` have a label."""
+    return session.scalar(labelled_since(model, since, func.count())) or 0
