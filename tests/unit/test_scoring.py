@@ -170,6 +170,26 @@ def test_a_binary_file_fails_as_not_utf8_text_and_its_stage_says_failed(
     )
 
 
+def test_a_file_that_breaks_past_its_first_chunks_fails_and_leaves_nothing(
+    session_factory, champion_settings
+):
+    """A bad line in the fourth chunk fails the job with its reason, after the
+    first three chunks were scored and written, and leaves no output and no partial
+    file."""
+    frame = synthetic.generate("baseline", 3000, 4).drop(columns=["churned"])
+    _write(champion_settings, "broken.csv", frame)
+    path = Path(champion_settings.data_dir) / "broken.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2500] = lines[2500].rstrip("\n") + ",1,2,3\n"  # more fields than the header
+    path.write_text("".join(lines))
+    job, stages = _score(session_factory, champion_settings, "broken.csv")
+    assert job.state == "failed"
+    assert job.error["message"].startswith("the file is not a readable CSV")
+    assert len([s for s in stages if s > 2]) == 3  # three chunks of 700 scored first
+    outputs = Path(champion_settings.data_dir, "outputs")
+    assert not list(outputs.glob("*")), list(outputs.glob("*"))
+
+
 def test_result_file_is_served_only_for_a_succeeded_scoring_job(
     session_factory, champion_settings
 ):
