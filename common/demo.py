@@ -21,6 +21,7 @@ from common.jobs import scoring
 from common.jobs.progress import ProgressCallback
 from common.models import registry
 from common.models.artifacts import artifact_url, remove_artifact
+from common.models.training import ModelTrainer
 from common.storage import repositories as repo
 from common.storage.db import session_scope
 from common.storage.tables import (
@@ -51,8 +52,6 @@ def reset_demo(
 ) -> dict[str, Any]:
     """Train a fresh demo model, then clear the demo model's data and make the new
     version its champion."""
-    from common.models.training import ModelTrainer  # scikit-learn: in the worker only
-
     settings = settings.for_model(settings.demo_model)
     dataset = load_dataset(settings, settings.demo_dataset)
     result = ModelTrainer(settings).train_model(

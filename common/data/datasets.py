@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from sklearn import datasets as sk_datasets
 
 from common.config import Settings
 from common.data import synthetic
@@ -28,17 +29,11 @@ class Dataset:
     target: str
 
 
-def _sklearn(loader: str) -> Callable[[Settings], pd.DataFrame]:
-    """scikit-learn's built-in dataset `loader` (a function of sklearn.datasets),
-    imported when a dataset is read: an API process lists names and never loads
-    one."""
-
+def _sklearn(loader: Callable[..., object]) -> Callable[[Settings], pd.DataFrame]:
     def load(_settings: Settings) -> pd.DataFrame:
-        from sklearn import datasets as sk_datasets
-
-        bunch = getattr(sk_datasets, loader)(as_frame=True)
-        frame: pd.DataFrame = bunch.frame.copy()
-        names = list(bunch.target_names)
+        bunch = loader(as_frame=True)
+        frame: pd.DataFrame = bunch.frame.copy()  # type: ignore[attr-defined]
+        names = list(bunch.target_names)  # type: ignore[attr-defined]
         frame["target"] = [names[i] for i in frame["target"]]  # readable class labels
         return frame
 
@@ -50,9 +45,9 @@ def _synthetic(settings: Settings) -> pd.DataFrame:
 
 
 BUILTIN: dict[str, tuple[Callable[[Settings], pd.DataFrame], str]] = {
-    "iris": (_sklearn("load_iris"), "target"),
-    "wine": (_sklearn("load_wine"), "target"),
-    "breast_cancer": (_sklearn("load_breast_cancer"), "target"),
+    "iris": (_sklearn(sk_datasets.load_iris), "target"),
+    "wine": (_sklearn(sk_datasets.load_wine), "target"),
+    "breast_cancer": (_sklearn(sk_datasets.load_breast_cancer), "target"),
     "synthetic": (_synthetic, synthetic.TARGET),
 }
 

@@ -7,10 +7,14 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from common.config import Settings
 from common.errors import (
@@ -19,9 +23,6 @@ from common.errors import (
     UnprocessableDataError,
 )
 from common.models.schemas import FeatureSpec
-
-if TYPE_CHECKING:
-    from sklearn.compose import ColumnTransformer
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +152,6 @@ class DataProcessor:
         Categorical: most-frequent imputation then one-hot encoding that ignores
         categories unseen in training.
         """
-        # scikit-learn here, not at import: an API process that serves compiled
-        # models reads schemas from this module and never needs scikit-learn
-        from sklearn.compose import ColumnTransformer
-        from sklearn.impute import SimpleImputer
-        from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
         numeric = [s.name for s in schema if s.type == "number"]
         categorical = [s.name for s in schema if s.type == "category"]
         transformers: list[tuple[str, Any, list[str]]] = []

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from common.config import Settings
 
@@ -58,8 +59,6 @@ def ks_result(sample: np.ndarray, current: np.ndarray, alpha: float) -> DriftRes
     since between two sample points the reference ECDF is flat and the gap is widest
     at an end of the interval.
     """
-    from scipy import stats  # at first use: an API process never tests drift
-
     points = np.sort(np.asarray(sample, dtype=float))
     m, n = len(points), len(current)
     if m == 0 or n == 0:
@@ -77,8 +76,6 @@ def chi2_result(
     reference_counts: np.ndarray, current_counts: np.ndarray, alpha: float
 ) -> DriftResult:
     """Chi-squared test of homogeneity of two count vectors (unseen bins included)."""
-    from scipy import stats  # at first use: an API process never tests drift
-
     table = np.vstack([reference_counts, current_counts])
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2:
@@ -119,8 +116,6 @@ def check_drift(
     Returns a report: `status` ("ok", "drift" or "insufficient_data"), per-feature
     results, prediction drift, the share of drifted features and `dataset_drift`.
     """
-    from scipy import stats  # at first use: an API process never tests drift
-
     rows = len(current)
     if rows < settings.drift_min_rows:
         return {

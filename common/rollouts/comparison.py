@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from statistics import NormalDist
 from typing import Any
 
+from scipy.stats import binomtest, norm
 from sqlalchemy.orm import Session
 
 from common.clock import as_utc, to_iso, utcnow
@@ -22,7 +22,7 @@ from common.monitoring.rollup_reads import Totals, window_totals
 from common.rollouts.arms import logged_arm
 from common.storage.tables import Rollout
 
-Z = NormalDist().inv_cdf(0.975)  # the two-sided 95% normal quantile
+Z = float(norm.ppf(0.975))
 
 
 def challenger_arm(rollout: Rollout) -> str:
@@ -75,8 +75,6 @@ def wilson(successes: int, trials: int) -> dict[str, float | None]:
     """A share and its 95% Wilson interval (None when there were no trials)."""
     if trials <= 0:
         return {"value": None, "low": None, "high": None}
-    from scipy.stats import binomtest  # at first use: not at an API process's start
-
     interval = binomtest(successes, trials).proportion_ci(0.95, method="wilson")
     return {"value": successes / trials, "low": float(interval.low),
             "high": float(interval.high)}  # fmt: skip

@@ -133,8 +133,14 @@ def test_simulator_follows_the_demo_drift_switch(tmp_path, start_api):
     assert status == 200 and body == {"scenario": "new_category"}
     runner.join(30)
     assert result["tally"].failed == 0
-    _, _, metrics = http("GET", f"{api.url}/metrics")
-    assert metrics["data_quality"].get("unseen_category", 0) > 10  # the switch took
+    deadline = time.monotonic() + 30  # the log process writes every flush interval
+    while True:
+        metrics = http("GET", f"{api.url}/metrics")[2]
+        unseen = metrics["data_quality"].get("unseen_category", 0)
+        if unseen > 10 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert unseen > 10  # the switch took
     assert (
         http("POST", f"{api.url}/demo/drift", {"scenario": "tsunami"}, AUTH)[0] == 400
     )

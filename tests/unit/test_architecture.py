@@ -80,23 +80,3 @@ def test_common_is_grouped_by_domain():
     for package in ("models", "monitoring", "rollouts", "jobs", "data", "storage"):
         init = ROOT / "common" / package / "__init__.py"
         assert ast.get_docstring(ast.parse(init.read_text())), package
-
-
-def test_an_api_process_starts_without_scikit_learn_or_scipy(tmp_path):
-    """Compiled models are served by ONNX Runtime: scikit-learn and scipy (about a
-    third of an API process's start and 90 MB of its memory) load only where a
-    model is trained, a retrain checked or drift tested."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, services.api.wsgi; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}))"
-    )
-    env = {"MODELOPS_HOME": str(tmp_path / "home"), "MODELOPS_LOG_LEVEL": "ERROR",
-           "PATH": "/usr/bin:/bin"}  # fmt: skip
-    found = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
-        text=True, timeout=120, check=True,
-    )  # fmt: skip
-    assert found.stdout.strip().splitlines()[-1] == "[]", found.stderr[-2000:]

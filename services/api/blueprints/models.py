@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from common.config import Settings
 from common.errors import ArtifactError
+from common.jobs.retraining import check_retrain_params
 from common.models import registry
 from common.monitoring import alerts
 from common.monitoring.overview import model_summaries
@@ -118,10 +119,6 @@ def retrain_model(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 
 
 def _retrain(name: str | None) -> tuple[dict[str, Any], int, dict[str, str]]:
-    # imported here: checking estimator parameters needs scikit-learn, which an API
-    # process serving compiled models otherwise never loads (its start and memory)
-    from common.jobs.retraining import check_retrain_params
-
     scoped = model_settings(name)
     body = parse_body(RetrainRequest, optional=True)
     params = check_retrain_params(
