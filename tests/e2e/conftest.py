@@ -140,13 +140,18 @@ def launch_api(
     port: int | None = None,
     **env_overrides: str,
 ) -> Api:
-    """Start the API server on a prepared home and wait until it is ready."""
+    """Start the API server on a prepared home and wait until it is ready: one API
+    process (with its log process), unless the test asks for more with
+    `MODELOPS_API_WORKERS` (what several processes share, each swapping models and
+    logging on its own, is tested where it matters; `modelops up` keeps the default
+    of two). Each API process costs seconds of CPU to start on a busy machine."""
     port = port or free_port()
     env = _service_env(settings)
     env.update({
         "MODELOPS_API_PORT": str(port), "MODELOPS_REDIS_URL": redis_url,
         "MODELOPS_API_KEY": API_KEY, "MODELOPS_DEMO_ROWS": "2000",
-        "MODELOPS_LOG_LEVEL": "WARNING", **env_overrides,
+        "MODELOPS_LOG_LEVEL": "WARNING", "MODELOPS_API_WORKERS": "1",
+        **env_overrides,
     })  # fmt: skip
     log_path = log_dir / f"api-{port}.log"
     with log_path.open("ab") as log_file:
@@ -155,7 +160,7 @@ def launch_api(
             env=env, stdout=log_file, stderr=subprocess.STDOUT,
             cwd=Path(settings.home).parent,
         )  # fmt: skip
-    workers = int(env.get("MODELOPS_API_WORKERS", settings.api_workers))
+    workers = int(env["MODELOPS_API_WORKERS"])
     api = Api(f"http://127.0.0.1:{port}", process, settings, log_path, workers)
     # Ready means every API process has its model, not the first to answer: a
     # test that changes the champion at once would otherwise race a late worker.

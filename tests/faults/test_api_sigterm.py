@@ -26,6 +26,7 @@ def test_sigterm_under_load_answers_in_flight_requests_and_logs_each(
         settings,
         MODELOPS_PREDICTION_LOG_FLUSH_MS="600000",
         MODELOPS_PREDICTION_LOG_BATCH_SIZE="100000",
+        MODELOPS_API_WORKERS="2",  # each process writes its own buffer
     )  # rows stay buffered until shutdown: the hardest case for the log
     with PredictLoad(api.url, clients=8) as load:
         time.sleep(3)
