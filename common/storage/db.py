@@ -34,10 +34,12 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
     @event.listens_for(engine, "connect")
     def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
+        # first: the pragmas below may wait for a lock too, and until this one
+        # runs they would wait only the driver's default 5 s
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         # takes effect on a new file only: pruning then hands freed pages back
         cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
