@@ -10,7 +10,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -38,11 +38,9 @@ from common.models.compilation import SAMPLE_ROWS, Compilation, compile_pipeline
 from common.models.profile import sample_rows
 from common.models.runtime import OnnxScorer, Scorer, SklearnScorer, serving_runtime
 from common.models.schemas import FeatureSpec
+from common.models.training import ModelResult
 from common.storage import repositories as repo
 from common.storage.tables import Champion, ChampionHistory, ModelVersion
-
-if TYPE_CHECKING:
-    from common.models.training import ModelResult
 
 log = logging.getLogger(__name__)
 

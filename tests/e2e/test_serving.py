@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -90,21 +91,24 @@ def test_simulator_sends_predictions_then_their_labels(tmp_path, start_api):
     assert tally.failed == 0 and 0 < tally.answered == tally.sent <= 100 * 2.0 + 1
     assert 0 < tally.labels <= tally.answered
     assert dict(tally.versions) == {1: tally.answered}
-    metrics = _metrics_once_written(api.url, tally.answered, tally.labels)
+    metrics = _metrics_when(
+        api.url,
+        lambda m: (
+            m["prediction_count"] >= tally.answered
+            and m["labeled_count"] >= tally.labels
+        ),
+    )
     assert metrics["prediction_count"] == tally.answered
     assert metrics["labeled_count"] == tally.labels
 
 
-def _metrics_once_written(url: str, predictions: int, labels: int) -> dict:
-    """/metrics once the log holds `predictions` rows and `labels` labels, or after
-    30 s (the log process writes every flush interval; a busy machine takes longer)."""
+def _metrics_when(url: str, holds: Callable[[dict], bool]) -> dict:
+    """/metrics once `holds` is true of it, or as it is after 30 s (the log process
+    writes every flush interval; a busy machine takes longer)."""
     deadline = time.monotonic() + 30
     while True:
         metrics = http("GET", f"{url}/metrics")[2]
-        written = metrics["prediction_count"] >= predictions and (
-            metrics["labeled_count"] >= labels
-        )
-        if written or time.monotonic() > deadline:
+        if holds(metrics) or time.monotonic() > deadline:
             return metrics
         time.sleep(0.1)
 
@@ -133,14 +137,10 @@ def test_simulator_follows_the_demo_drift_switch(tmp_path, start_api):
     assert status == 200 and body == {"scenario": "new_category"}
     runner.join(30)
     assert result["tally"].failed == 0
-    deadline = time.monotonic() + 30  # the log process writes every flush interval
-    while True:
-        metrics = http("GET", f"{api.url}/metrics")[2]
-        unseen = metrics["data_quality"].get("unseen_category", 0)
-        if unseen > 10 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert unseen > 10  # the switch took
+    metrics = _metrics_when(
+        api.url, lambda m: m["data_quality"].get("unseen_category", 0) > 10
+    )
+    assert metrics["data_quality"].get("unseen_category", 0) > 10  # the switch took
     assert (
         http("POST", f"{api.url}/demo/drift", {"scenario": "tsunami"}, AUTH)[0] == 400
     )
