@@ -45,6 +45,10 @@ class Scores:
     predictions: np.ndarray
     probabilities: np.ndarray | None  # rows x classes
     classes: list[Any] | None
+    # each prediction's position in `classes`, where the answer came from the
+    # probabilities: batch scoring writes a class's text per row without a
+    # Python str() per row
+    indices: np.ndarray | None = None
 
 
 def score_frame(pipeline: Any, frame: pd.DataFrame) -> Scores:
@@ -57,7 +61,7 @@ def score_frame(pipeline: Any, frame: pd.DataFrame) -> Scores:
         return Scores(np.asarray(pipeline.predict(frame), dtype=object), None, classes)
     probabilities = np.asarray(pipeline.predict_proba(frame), dtype=float)
     best = np.argmax(probabilities, axis=1)
-    return Scores(np.asarray(classes, dtype=object)[best], probabilities, classes)
+    return Scores(np.asarray(classes, dtype=object)[best], probabilities, classes, best)
 
 
 def predict_rows(pipeline: Any, frame: pd.DataFrame) -> list[Prediction]:

@@ -145,12 +145,15 @@ class OnnxScorer:
         mine = self._score_complete(frame[~gaps])
         predictions = np.empty(len(frame), dtype=mine.predictions.dtype)
         predictions[~gaps], predictions[gaps] = mine.predictions, theirs.predictions
-        probabilities = None
+        probabilities, indices = None, None
         if mine.probabilities is not None and theirs.probabilities is not None:
             probabilities = np.empty((len(frame), mine.probabilities.shape[1]))
             probabilities[~gaps] = mine.probabilities
             probabilities[gaps] = theirs.probabilities
-        return Scores(predictions, probabilities, mine.classes)
+        if mine.indices is not None and theirs.indices is not None:
+            indices = np.empty(len(frame), dtype=mine.indices.dtype)
+            indices[~gaps], indices[gaps] = mine.indices, theirs.indices
+        return Scores(predictions, probabilities, mine.classes, indices)
 
     def _run(self, feed: dict[str, np.ndarray], count: int) -> Scores:
         results = dict(zip(self._outputs, self.session.run(None, feed), strict=True))
@@ -162,7 +165,7 @@ class OnnxScorer:
             return Scores(_as_classes(labels, self._class_array), None, self.classes)
         probabilities = np.asarray(results["probabilities"], dtype=float)
         best = np.argmax(probabilities, axis=1)
-        return Scores(self._class_array[best], probabilities, self.classes)
+        return Scores(self._class_array[best], probabilities, self.classes, best)
 
 
 def _column(spec: FeatureSpec, values: list[Any]) -> np.ndarray:

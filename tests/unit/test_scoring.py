@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 import time
 from pathlib import Path
@@ -105,6 +106,41 @@ def test_the_runtime_a_job_measured_faster_is_kept_and_later_jobs_use_it_alone(
     answers = [pd.read_csv(Path(champion_settings.data_dir) / job.result["output"])
                for job in (first, second)]  # fmt: skip
     assert answers[0]["prediction"].tolist() == answers[1]["prediction"].tolist()
+
+
+def test_a_one_chunk_file_read_on_every_core_scores_as_the_chunked_reader_does(
+    session_factory, champion_settings, monkeypatch
+):
+    """A file of one chunk goes through Arrow's multithreaded reader, a larger one
+    through pandas' chunked reader: the same rows give the same output, missing
+    texts ("NA", "None", empty cells), ids with leading zeros and text labels
+    included."""
+    whole: list[bool] = []
+    read_whole = scoring._read_whole
+    monkeypatch.setattr(scoring, "_read_whole", lambda *args: whole.append(
+        (table := read_whole(*args)) is not None) or table)  # fmt: skip
+    frame = synthetic.generate("baseline", 600, 7).astype(object)
+    frame.insert(0, "customer_id", [f"{i:05d}" for i in range(len(frame))])
+    frame["churned"] = frame["churned"].map({0: "stayed", 1: "left"})
+    frame.loc[[3, 40], "plan"] = "NA"
+    frame.loc[7, "region"] = "None"
+    frame.loc[[9, 300], "age"] = ""
+    frame.loc[11, "customer_id"] = ""
+    _write(champion_settings, "rows.csv", frame)
+    outputs = []
+    for chunk_rows in (600, 100):
+        job, _ = _score(session_factory, champion_settings.with_overrides(
+            score_chunk_rows=chunk_rows), "rows.csv")  # fmt: skip
+        assert job.state == "succeeded", job.error
+        assert (job.result["rows"], job.result["invalid"]) == (600, 0)
+        outputs.append((Path(champion_settings.data_dir) / job.result["output"])
+                       .read_bytes())  # fmt: skip
+    assert whole == [True]  # the first job read the file whole, the second chunked
+    assert outputs[0] == outputs[1]
+    out = pd.read_csv(io.BytesIO(outputs[0]), dtype=str, keep_default_na=False)
+    assert out["customer_id"].tolist()[:3] == ["00000", "00001", "00002"]
+    assert out.loc[11, "customer_id"] == ""
+    assert set(out["churned"]) == {"stayed", "left"}
 
 
 def test_invalid_rows_get_an_error_and_the_rest_is_scored(
