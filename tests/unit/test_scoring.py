@@ -141,6 +141,10 @@ def test_a_one_chunk_file_read_on_every_core_scores_as_the_chunked_reader_does(
     assert out["customer_id"].tolist()[:3] == ["00000", "00001", "00002"]
     assert out.loc[11, "customer_id"] == ""
     assert set(out["churned"]) == {"stayed", "left"}
+    # each row's class is its most probable one (rows with a missing age included)
+    probabilities = out[["probability_0", "probability_1"]].astype(float)
+    best = probabilities.to_numpy().argmax(axis=1).astype(str)
+    assert (out["prediction"] == best).all()
 
 
 def test_invalid_rows_get_an_error_and_the_rest_is_scored(
