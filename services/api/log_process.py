@@ -14,9 +14,9 @@ high-water mark and the log process is taking them (the pipe fills when its spoo
 past its own mark, so the database sets the pace, as before). Rows are dropped, and
 counted, where the database refuses long enough to fill the log process's spool (the
 oldest there), or where the buffer here is full while no log process can take them.
-A log process that dies is started again (at most once per `RESTART_SECONDS`); what
-it had not acknowledged as written is counted as dropped, and what waits here goes
-to the new one. When the API process ends, everything is sent and written before it
+A log process that dies is started again `RESTART_SECONDS` later, whether rows wait
+or not; what it had not acknowledged as written is counted as dropped, and what
+waits here goes to the new one. When the API process ends, everything is sent and written before it
 exits; when it is killed, the log process still writes what it was sent, then ends.
 """
 
@@ -133,7 +133,7 @@ class LogProcess:
         with self._send_lock:
             if not self._send_all():
                 return False
-            conn = self._conn
+            conn = self._connection()  # one that died is replaced, rows or not
             if conn is None:
                 return False
             self._flushes += 1
@@ -188,6 +188,10 @@ class LogProcess:
             self._wake.clear()
             with self._send_lock:
                 try:
+                    # A log process that died is replaced once its delay is out,
+                    # not only when rows wait: a flush, or the next burst, finds
+                    # one ready.
+                    self._connection()
                     if self._rows and self._send_all():
                         self._write_now()
                     if self._conn is not None:

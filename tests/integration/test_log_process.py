@@ -100,6 +100,25 @@ def test_a_log_process_that_dies_is_replaced_and_what_it_lost_is_counted(
     assert writer.dropped == len(lost)  # every missing row is counted
 
 
+def test_a_log_process_that_dies_while_no_rows_wait_is_replaced(logging_app, row):
+    """Killed in a quiet moment, with nothing waiting to be sent: the next log
+    process starts after the restart delay all the same, so a flush (as at
+    shutdown) or the next request finds one ready."""
+    client = logging_app.test_client()
+    writer = logging_app.extensions["prediction_log"]
+    _predict(client, row, 5)
+    assert writer.flush() is True
+    first = writer.pid
+    os.kill(first, signal.SIGKILL)
+    _until(lambda: not _running(first))
+    _until(lambda: writer.pid not in (None, first), seconds=10)
+    assert writer.flush(timeout=10) is True
+    assert writer.dropped == 0
+    after = _predict(client, row, 5)
+    assert writer.flush() is True
+    assert set(after) <= set(_logged(logging_app.extensions["settings"]))
+
+
 def test_rows_sent_before_the_api_process_is_killed_are_still_written(
     serving_settings, tmp_path
 ):
@@ -143,9 +162,19 @@ sys.stdin.read()  # killed while waiting here
 
 
 def _running(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, ended and not yet reaped, does not)."""
+    """Whether any thread of `pid` runs. A zombie (ended, not yet reaped) does not;
+    but a killed process's first thread shows as a zombie while its other threads
+    are still exiting, and its end of the pipe stays open until they have: rows
+    sent then are lost with it (and counted)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
     except (FileNotFoundError, ProcessLookupError):
         return False
-    return state != "Z"
+    for thread in threads:
+        try:
+            state = (thread / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if state != "Z":
+            return True
+    return False
