@@ -16,8 +16,9 @@ counted, where the database refuses long enough to fill the log process's spool 
 oldest there), or where the buffer here is full while no log process can take them.
 A log process that dies is started again `RESTART_SECONDS` later, whether rows wait
 or not; what it had not acknowledged as written is counted as dropped, and what
-waits here goes to the new one. When the API process ends, everything is sent and written before it
-exits; when it is killed, the log process still writes what it was sent, then ends.
+waits here goes to the new one. When the API process ends, everything is sent and
+written before it exits; when it is killed, the log process still writes what it was
+sent, then ends.
 """
 
 from __future__ import annotations
