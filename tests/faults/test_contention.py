@@ -25,6 +25,7 @@ pytestmark = pytest.mark.faults
 
 # A minute; FAULTS_CONTENTION_SECONDS shortens it while developing.
 SECONDS = float(os.environ.get("FAULTS_CONTENTION_SECONDS", "60"))
+FEEDBACK_BATCH = 1000  # labels per POST /feedback at most (docs/api.md)
 BUSY = {
     "MODELOPS_DRIFT_CHECK_SECONDS": "2",
     "MODELOPS_MONITOR_INTERVAL_SECONDS": "2",
@@ -61,10 +62,11 @@ def test_api_workers_and_beat_share_sqlite_without_lock_errors(
             fresh = [a for a in load.answers[seen:] if a.status == 200]
             seen += len(load.answers[seen:])
             items = [{"prediction_id": a.prediction_id, "label": 1} for a in fresh[::3]]
-            if items:
-                status, _, body = http("POST", f"{api.url}/feedback", items)
+            for start in range(0, len(items), FEEDBACK_BATCH):  # the API's limit
+                batch = items[start : start + FEEDBACK_BATCH]
+                status, _, body = http("POST", f"{api.url}/feedback", batch)
                 assert status == 200, body
-                labels.extend(1 for _ in items)
+                labels.extend(1 for _ in batch)
 
     def submit_jobs() -> None:
         while not stop.wait(4):
