@@ -249,6 +249,12 @@ class Settings:
         "thread of the API process (false: hosts that cannot start processes).",
         True,
     )
+    prediction_log_nice: int = _doc(
+        "CPU niceness (0-19) of each API process's log process: at 10 the requests "
+        "get the cores first on a busy machine and the log keeps up with what they "
+        "leave (its spool absorbs the lag).",
+        10,
+    )
     retrain_time_limit_seconds: int = _doc(
         "Hard time limit of a retraining job; the soft limit is 90% of it.", 1800
     )
@@ -472,8 +478,9 @@ class Settings:
         for name in _RETENTION_DAYS:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{_env(name)} must be more than 0 days")
-        if not 0 <= self.rollout_shadow_nice <= 19:
-            raise ConfigError(f"{_env('rollout_shadow_nice')} must be 0 to 19")
+        for name in ("rollout_shadow_nice", "prediction_log_nice"):
+            if not 0 <= getattr(self, name) <= 19:
+                raise ConfigError(f"{_env(name)} must be 0 to 19")
         if not 0 < self.broker_publish_timeout_seconds <= 30:
             raise ConfigError(
                 f"{_env('broker_publish_timeout_seconds')} must be in (0, 30]"

@@ -55,15 +55,6 @@ log = logging.getLogger(__name__)
 ROWS_PER_MESSAGE = 250
 RESTART_SECONDS = 1.0  # a log process that died is started again after this
 STOP_SECONDS = 30.0  # how long a stopping log process may take to write the rest
-# The log process's niceness (added to the API process's): writing the log is
-# background work, so under full load the requests' threads are scheduled first.
-# It still gets its share of a core (the scheduler starves no runnable process); a
-# lag beyond that is the spool's, bounded by its high-water mark and the
-# backpressure on requests. c=32 on two cores (bench.log_cost): logging on served
-# 0.92 (forest) and 0.94 (logistic regression) of logging off's requests, against
-# 0.85 to 0.90 at the same priority; a 60 s run at full load wrote every row, none
-# dropped (docs/performance.md).
-NICENESS = 10
 
 
 class LogProcess:
@@ -313,9 +304,15 @@ def run(conn: Connection, settings: Settings) -> None:
     token) once everything before it is written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the API process stops us
     signal.signal(signal.SIGTERM, _exit)  # terminated: write the spool, then end
+    # Writing the log is background work: at the configured niceness, or the one
+    # inherited where that is already lower priority, the requests' threads get busy
+    # cores first. It still gets its share (the scheduler starves no runnable
+    # process); a lag beyond that is its spool's, bounded by the high-water mark and
+    # the backpressure on requests (docs/performance.md: logging on/off 0.92-0.94
+    # against 0.85-0.90 at the same priority; a 60 s run at full load lost no row).
+    inherited = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, max(inherited, settings.prediction_log_nice))
     memory.limit_arenas(2)
-    with contextlib.suppress(OSError):  # raising one's niceness is always allowed
-        os.nice(NICENESS)
     configure_logging(settings)
     engine = make_engine(settings)
     writer = PredictionLogWriter(
