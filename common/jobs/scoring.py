@@ -146,7 +146,7 @@ def run_batch_score(
         writer: pa_csv.CSVWriter | None = None
         columns: pa.Schema | None = None
         try:
-            chunks = _chunks(source, settings.score_chunk_rows, schema)
+            chunks = _chunks(source, settings.score_chunk_rows, schema, total)
             for index, chunk in enumerate(chunks):
                 if index == 0:
                     _check_columns(chunk, schema)
@@ -223,7 +223,7 @@ def _estimate_rows(path: Path, sample_bytes: int = 1 << 16) -> int:
     return int(size / (len(sample) / lines)) - 1
 
 
-def _chunks(path: Path, rows: int, schema: list[FeatureSpec]) -> Any:
+def _chunks(path: Path, rows: int, schema: list[FeatureSpec], estimated: int) -> Any:
     """Chunks of the CSV as frames: numeric features as numbers (a column with a bad
     cell comes back as text and is checked cell by cell), everything else as text.
 
@@ -231,12 +231,13 @@ def _chunks(path: Path, rows: int, schema: list[FeatureSpec]) -> Any:
     cannot type as asked (a bad number, a short row, a header pandas would rename)
     and every larger file go through pandas' chunked reader, which keeps memory flat
     and leaves bad cells to the per-row checks. Both read the same texts as missing.
+    `estimated` is the file's rows as `_estimate_rows` gave them.
     """
     numeric = {spec.name for spec in schema if spec.type == "number"}
     try:
         with path.open(newline="", encoding="utf-8") as stream:
             header = next(csv.reader(stream), [])
-        if 0 < _estimate_rows(path) <= rows * ONE_CHUNK_SLACK:
+        if 0 < estimated <= rows * ONE_CHUNK_SLACK:
             table = _read_whole(path, header, numeric)
             if table is not None:  # the estimate may fall short: chunks stay chunks
                 for start in range(0, table.num_rows, rows):

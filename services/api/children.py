@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -26,3 +27,11 @@ def start_child(
     process.start()
     theirs.close()
     return process, ours
+
+
+def lower_priority(niceness: int) -> None:
+    """Run this helper process at `niceness`, or at the one it inherited where that
+    is already lower priority (raising priority back needs privileges): its work is
+    background work, and on busy cores the API process's requests come first."""
+    inherited = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, max(inherited, niceness))

@@ -40,7 +40,7 @@ from common import memory
 from common.config import Settings
 from common.logging import configure_logging
 from common.storage.db import make_engine, make_session_factory
-from services.api.children import start_child
+from services.api.children import lower_priority, start_child
 from services.api.prediction_log import (
     BACKPRESSURE_WAIT_SECONDS,
     HIGH_WATER,
@@ -304,14 +304,11 @@ def run(conn: Connection, settings: Settings) -> None:
     token) once everything before it is written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the API process stops us
     signal.signal(signal.SIGTERM, _exit)  # terminated: write the spool, then end
-    # Writing the log is background work: at the configured niceness, or the one
-    # inherited where that is already lower priority, the requests' threads get busy
-    # cores first. It still gets its share (the scheduler starves no runnable
-    # process); a lag beyond that is its spool's, bounded by the high-water mark and
-    # the backpressure on requests (docs/performance.md: logging on/off 0.92-0.94
-    # against 0.85-0.90 at the same priority; a 60 s run at full load lost no row).
-    inherited = os.getpriority(os.PRIO_PROCESS, 0)
-    os.setpriority(os.PRIO_PROCESS, 0, max(inherited, settings.prediction_log_nice))
+    # It still gets its share of a core (the scheduler starves no runnable process);
+    # a lag beyond that is its spool's, bounded by the high-water mark and the
+    # backpressure on requests (docs/performance.md: logging on/off 0.92-0.94 against
+    # 0.85-0.90 at the same priority; a 60 s run at full load lost no row).
+    lower_priority(settings.prediction_log_nice)
     memory.limit_arenas(2)
     configure_logging(settings)
     engine = make_engine(settings)

@@ -31,6 +31,7 @@ from common.monitoring.prediction_log import new_prediction_id
 from common.rollouts.arms import logged_arm
 from common.storage.db import make_engine, make_session_factory, session_scope
 from common.storage.tables import ModelVersion
+from services.api.children import lower_priority
 from services.api.model_cache import LoadedModel, load_serving
 from services.api.prediction_log import PredictionLogWriter
 
@@ -65,10 +66,7 @@ def run(conn: Connection, settings: Settings) -> None:
     Each batch is answered with (batch id, rows scored, rows dropped) once its log
     rows are written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the API process stops us
-    # The configured niceness, or the one inherited where that is already lower
-    # priority (raising priority back needs privileges).
-    inherited = os.getpriority(os.PRIO_PROCESS, 0)
-    os.setpriority(os.PRIO_PROCESS, 0, max(inherited, settings.rollout_shadow_nice))
+    lower_priority(settings.rollout_shadow_nice)
     memory.limit_arenas(2)
     configure_logging(settings)
     engine = make_engine(settings)
