@@ -70,6 +70,12 @@ def register_model(
         existing := repo.find_model_version_by_job(session, job_id)
     ):
         return existing
+    # Compiled before the first write: on SQLite a write holds the database's one
+    # write lock until commit, and compiling takes seconds.
+    compiled = compile_pipeline(
+        result.pipeline, result.input_schema, result.holdout_X, task=result.task,
+        classes=result.classes, random_state=settings.random_state,
+    )  # fmt: skip
     catalog.ensure_model(session, name, result.task, source=result.source)
     bundle = {
         "format": ARTIFACT_FORMAT,
@@ -81,10 +87,6 @@ def register_model(
     }
     row = _version_row(result)
     row.reason, row.job_id = reason, job_id
-    compiled = compile_pipeline(
-        result.pipeline, result.input_schema, result.holdout_X, task=result.task,
-        classes=result.classes, random_state=settings.random_state,
-    )  # fmt: skip
     return _store(session, settings, lambda url: write_artifact(bundle, url), row,
                   actor=actor, compiled=compiled)  # fmt: skip
 

@@ -4,6 +4,8 @@ connection, so several processes can write without "database is locked"."""
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +46,41 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    _explain_lock_errors(engine, busy_ms / 1000)
     return engine
+
+
+def _explain_lock_errors(engine: Engine, busy_seconds: float) -> None:
+    """Log what a SQLite "database is locked" means: the driver says the same for a
+    busy timeout that ran out (another writer held the lock that long) and for a
+    write refused at once (this connection's open read could not become a write
+    while another connection wrote), and the two have different fixes."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _started(connection: Any, *_args: Any) -> None:
+        connection.info["statement_started"] = time.monotonic()
+
+    @event.listens_for(engine, "handle_error")
+    def _explain(context: Any) -> None:
+        error = context.original_exception
+        if not isinstance(error, sqlite3.OperationalError) or "locked" not in str(
+            error
+        ):
+            return
+        started = (context.connection.info.get("statement_started")
+                   if context.connection is not None else None)  # fmt: skip
+        waited = time.monotonic() - started if started is not None else float("nan")
+        cause = (
+            "the busy timeout ran out: another connection held the write lock"
+            if waited >= busy_seconds * 0.9
+            else "refused before the busy timeout: a read open on this connection "
+            "could not become a write, or the lock was needed to open the database"
+        )
+        log.warning(
+            "SQLite %s after %.2f s (%s) on: %.300s",
+            getattr(error, "sqlite_errorname", "SQLITE_BUSY"), waited, cause,
+            context.statement,
+        )  # fmt: skip
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

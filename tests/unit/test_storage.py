@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
+import time
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from common.storage.db import make_engine, session_scope
 from common.storage.migrate import (
@@ -59,6 +63,33 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(settings):
             assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 15000
             assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
         engine.dispose()  # the next round opens a fresh connection
+
+
+def test_a_locked_database_is_explained_by_how_long_the_write_waited(settings, caplog):
+    """SQLite says "database is locked" for two things with two fixes; the log
+    says which."""
+    quick = make_engine(dataclasses.replace(settings, sqlite_busy_timeout_ms=300))
+    upgrade_database(quick)
+    holder = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
+    holder.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        with quick.connect() as connection, pytest.raises(OperationalError):
+            started = time.monotonic()
+            connection.execute(text("DELETE FROM audit_events"))
+        assert time.monotonic() - started >= 0.3
+        assert "busy timeout ran out" in caplog.text
+        caplog.clear()
+        with quick.connect() as connection:
+            connection.execute(text("BEGIN"))
+            connection.execute(text("SELECT count(*) FROM audit_events")).all()
+            with pytest.raises(OperationalError):  # the read cannot become a write
+                connection.execute(text("DELETE FROM audit_events"))
+        assert "refused before the busy timeout" in caplog.text
+        assert "DELETE FROM audit_events" in caplog.text
+    finally:
+        holder.rollback()
+        holder.close()
+        quick.dispose()
 
 
 def test_foreign_keys_are_enforced(session):
