@@ -252,7 +252,8 @@ class Settings:
     prediction_log_nice: int = _doc(
         "CPU niceness (0-19) of each API process's log process: at 10 the requests "
         "get the cores first on a busy machine and the log keeps up with what they "
-        "leave (its spool absorbs the lag).",
+        "leave (its spool absorbs the lag). PostgreSQL only: on SQLite it writes at "
+        "normal priority (SQLite has one write lock).",
         10,
     )
     retrain_time_limit_seconds: int = _doc(
@@ -415,7 +416,8 @@ class Settings:
     rollout_shadow_nice: int = _doc(
         "CPU niceness (0-19) of each API process's shadow scorer, a process of its "
         "own: at 10 the champion's requests get the cores first on a busy machine and "
-        "the shadow takes what they leave (what it cannot, it drops and counts).",
+        "the shadow takes what they leave (what it cannot, it drops and counts). "
+        "PostgreSQL only: on SQLite it writes at normal priority (one write lock).",
         10,
     )
     alert_webhook_url: str = _doc(
@@ -564,6 +566,14 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def writer_niceness(self, niceness: int) -> int:
+        """The niceness a helper process that writes to the database takes:
+        `niceness` on PostgreSQL, none on SQLite. SQLite has one write lock for the
+        whole file, and a low-priority process holding it on busy cores makes every
+        other writer wait for it (priority inversion: in the contention case a job
+        submission waited over 10 s behind a niced log process's transaction)."""
+        return 0 if self.is_sqlite else niceness
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with `changes` applied and re-validated."""

@@ -30,8 +30,16 @@ def start_child(
 
 
 def lower_priority(niceness: int) -> None:
-    """Run this helper process at `niceness`, or at the one it inherited where that
-    is already lower priority (raising priority back needs privileges): its work is
-    background work, and on busy cores the API process's requests come first."""
+    """Schedule this helper process as background work: on busy cores the API
+    process's requests come first.
+
+    It becomes a batch process (Linux's SCHED_BATCH: its fair share of the cores,
+    but waking up never preempts a running request thread), at `niceness` or at the
+    one it inherited where that is already lower priority (raising priority back
+    needs privileges). Niceness 0 keeps its full share: what a process that holds
+    SQLite's one write lock needs (Settings.writer_niceness).
+    """
+    if hasattr(os, "sched_setscheduler"):  # Linux
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     inherited = os.getpriority(os.PRIO_PROCESS, 0)
     os.setpriority(os.PRIO_PROCESS, 0, max(inherited, niceness))

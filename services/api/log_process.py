@@ -308,7 +308,7 @@ def run(conn: Connection, settings: Settings) -> None:
     # a lag beyond that is its spool's, bounded by the high-water mark and the
     # backpressure on requests (docs/performance.md: logging on/off 0.92-0.94 against
     # 0.85-0.90 at the same priority; a 60 s run at full load lost no row).
-    lower_priority(settings.prediction_log_nice)
+    lower_priority(settings.writer_niceness(settings.prediction_log_nice))
     memory.limit_arenas(2)
     configure_logging(settings)
     engine = make_engine(settings)

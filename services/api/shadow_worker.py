@@ -66,7 +66,7 @@ def run(conn: Connection, settings: Settings) -> None:
     Each batch is answered with (batch id, rows scored, rows dropped) once its log
     rows are written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the API process stops us
-    lower_priority(settings.rollout_shadow_nice)
+    lower_priority(settings.writer_niceness(settings.rollout_shadow_nice))
     memory.limit_arenas(2)
     configure_logging(settings)
     engine = make_engine(settings)
