@@ -304,10 +304,10 @@ def run(conn: Connection, settings: Settings) -> None:
     token) once everything before it is written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the API process stops us
     signal.signal(signal.SIGTERM, _exit)  # terminated: write the spool, then end
-    # It still gets its share of a core (the scheduler starves no runnable process);
-    # a lag beyond that is its spool's, bounded by the high-water mark and the
-    # backpressure on requests (docs/performance.md: logging on/off 0.92-0.94 against
-    # 0.85-0.90 at the same priority; a 60 s run at full load lost no row).
+    # Background work that still gets its share of a core (niced on PostgreSQL
+    # only: on SQLite it holds the one write lock every writer waits for); a lag is
+    # its spool's, bounded by the high-water mark and the backpressure on requests
+    # (docs/performance.md).
     lower_priority(settings.writer_niceness(settings.prediction_log_nice))
     memory.limit_arenas(2)
     configure_logging(settings)

@@ -6,9 +6,11 @@ the challenger's log rows, linked to the champion's.
 Why a process: scoring and logging in a thread of the API process took the GIL from
 the threads answering requests (a 100% shadow cost the champion about a sixth of its
 throughput at concurrency 32). Here that work holds no lock the champion needs, and
-it runs at a lower CPU priority (`MODELOPS_ROLLOUT_SHADOW_NICE`): on a saturated
-machine the champion's requests get the cores first, the shadow takes what they
-leave, and what it cannot take is dropped and counted by the API process.
+it runs as background work (a batch process; on PostgreSQL also at the lower CPU
+priority of `MODELOPS_ROLLOUT_SHADOW_NICE`, not on SQLite, whose one write lock it
+takes to write): on a saturated machine the champion's requests get the cores first,
+the shadow takes what they leave, and what it cannot take is dropped and counted by
+the API process.
 """
 
 from __future__ import annotations
