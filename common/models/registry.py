@@ -70,8 +70,10 @@ def register_model(
         existing := repo.find_model_version_by_job(session, job_id)
     ):
         return existing
-    # Compiled before the first write: on SQLite a write holds the database's one
-    # write lock until commit, and compiling takes seconds.
+    # Compiled before the first write: compiling takes seconds, and a transaction
+    # that has written holds its locks until it commits (on PostgreSQL, a new
+    # model's row; on SQLite the whole file, where the write is not already
+    # committed).
     compiled = compile_pipeline(
         result.pipeline, result.input_schema, result.holdout_X, task=result.task,
         classes=result.classes, random_state=settings.random_state,

@@ -71,7 +71,7 @@ def test_rows_are_written_by_a_process_of_their_own_with_every_field(logging_app
     # on SQLite it holds the one write lock, so it writes at our priority
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     settings = writer.settings
-    nice = max(ours, 0 if settings.is_sqlite else settings.prediction_log_nice)
+    nice = max(ours, settings.writer_niceness(settings.prediction_log_nice))
     assert os.getpriority(os.PRIO_PROCESS, writer.pid) == nice
     assert os.sched_getscheduler(writer.pid) == os.SCHED_BATCH  # never preempts
     logged = _logged(logging_app.extensions["settings"])

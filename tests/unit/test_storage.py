@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 import time
 
@@ -68,7 +67,7 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(settings):
 def test_a_locked_database_is_explained_by_how_long_the_write_waited(settings, caplog):
     """SQLite says "database is locked" for two things with two fixes; the log
     says which."""
-    quick = make_engine(dataclasses.replace(settings, sqlite_busy_timeout_ms=300))
+    quick = make_engine(settings.with_overrides(sqlite_busy_timeout_ms=300))
     upgrade_database(quick)
     holder = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
     holder.execute("BEGIN IMMEDIATE")  # another process writing
