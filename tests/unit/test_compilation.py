@@ -226,9 +226,11 @@ def test_batch_scoring_scores_every_row_once_and_keeps_the_faster_runtime(
                                                [slow, quick], version)  # fmt: skip
     assert best is quick and rates["sklearn"] > rates["onnx"]
     assert slow.rows == 10 + 100 and quick.rows == 10 + len(chunk) - 100
-    assert list(out["row_id"]) == list(range(len(chunk)))
+    assert out.column("row_id").to_pylist() == list(range(len(chunk)))
     features = chunk.drop(columns="row_id")
-    assert list(out["prediction"]) == [str(p) for p in pipeline.predict(features)]
+    assert out.column("prediction").to_pylist() == [
+        str(p) for p in pipeline.predict(features)
+    ]
 
 
 def test_batch_scoring_puts_only_ensembles_on_every_core(db_settings, churn_frame):

@@ -5,14 +5,21 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import skops.io as sio
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 from sqlalchemy import select
 
 from common.data import synthetic
 from common.errors import ConflictError, NotFoundError
 from common.jobs import scoring, tracker
 from common.models import registry
+from common.models.importing import ImportRequest, register_file
 from common.storage.db import session_scope
 from common.storage.tables import Job, ModelVersion
 from tests.conftest import train_champion
@@ -30,9 +37,10 @@ def _write(settings, name, frame):
     frame.to_csv(Path(settings.data_dir) / name, index=False)
 
 
-def _score(session_factory, settings, name):
+def _score(session_factory, settings, name, model=None):
     with session_scope(session_factory) as session:
-        job_id = tracker.create_job(session, "batch_score", {"source": name}, "t").id
+        job_id = tracker.create_job(session, "batch_score", {"source": name}, "t",
+                                    model=model).id  # fmt: skip
     stages = []
     tracker.run_job(
         session_factory,
@@ -169,6 +177,46 @@ def test_invalid_rows_get_an_error_and_the_rest_is_scored(
     assert out.loc[8, "error"] == "income: not finite"
     assert out.loc[9, "error"] == "support_calls: too large"
     assert out.loc[3, "prediction"] == "" and out.loc[11, "prediction"] != ""
+
+
+def test_a_regressor_writes_its_values_and_an_empty_cell_for_an_invalid_row(
+    session_factory, champion_settings, churn_frame, tmp_path
+):
+    """A registered regressor's job writes one predicted value per row (no
+    confidence, no probabilities): the pipeline's own values, to float32's
+    precision where ONNX Runtime scores, and an empty cell beside an error."""
+    features = ["age", "tenure_months", "plan", "region"]
+    pipeline = Pipeline([
+        ("prepare", ColumnTransformer([
+            ("numbers", "passthrough", ["age", "tenure_months"]),
+            ("categories", OneHotEncoder(handle_unknown="ignore"), ["plan", "region"]),
+        ])),
+        ("model", RandomForestRegressor(n_estimators=10, random_state=0)),
+    ]).fit(churn_frame[features], churn_frame["income"])  # fmt: skip
+    artifact, reference = tmp_path / "income.skops", tmp_path / "reference.csv"
+    sio.dump(pipeline, artifact)
+    churn_frame[[*features, "income"]].to_csv(reference, index=False)
+    with session_scope(session_factory) as session:
+        register_file(session, champion_settings, ImportRequest(
+            name="income", artifact=artifact, filename=artifact.name,
+            reference=reference, target="income"))  # fmt: skip
+    rows = churn_frame[features].astype(object).reset_index(drop=True)
+    rows.loc[5, "age"] = "old"
+    rows.insert(0, "id", [f"i{i}" for i in range(len(rows))])
+    _write(champion_settings, "incomes.csv", rows)
+    in_chunks = champion_settings.with_overrides(score_chunk_rows=150)
+    job, _ = _score(session_factory, in_chunks, "incomes.csv", model="income")
+    assert job.state == "succeeded", job.error
+    assert (job.result["rows"], job.result["invalid"]) == (len(rows), 1)
+    out = pd.read_csv(Path(champion_settings.data_dir) / job.result["output"],
+                      keep_default_na=False)  # fmt: skip
+    assert list(out.columns) == ["id", "prediction", "error", "model_version"]
+    assert (out.loc[5, "prediction"], out.loc[5, "error"]) == ("", "age: not a number")
+    valid = out.index != 5
+    expected = pipeline.predict(churn_frame[features][valid])
+    got = out.loc[valid, "prediction"].astype(float).to_numpy()
+    assert np.allclose(got, expected, rtol=1e-5)
+    assert out["id"].tolist() == rows["id"].tolist()
 
 
 def test_a_file_without_a_feature_fails_and_writes_no_output(
