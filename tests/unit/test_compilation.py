@@ -58,6 +58,52 @@ def test_modelops_pipelines_compile_and_answer_as_scikit_learn(
     answers_match(result.pipeline, scorer, result.input_schema, rows)
 
 
+def test_a_pipeline_of_numbers_is_fed_one_matrix_and_answers_as_scikit_learn(
+    churn_frame,
+):
+    """A pipeline that picks its number columns by name converts with one input per
+    column; the compiled model takes them as one matrix instead, split in its graph
+    (ONNX Runtime's cost per call grows with its inputs), with the same answers on
+    random rows, missing numbers included. A schema with a category keeps its
+    column inputs."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
+    from common.models.schemas import FeatureSpec
+
+    schema = [FeatureSpec(name, "number") for name in NUMBERS]
+    pipeline = Pipeline([
+        ("prepare", ColumnTransformer([("numbers", make_pipeline(
+            SimpleImputer(), StandardScaler()), NUMBERS)])),
+        ("model", LogisticRegression()),
+    ]).fit(churn_frame[NUMBERS], churn_frame["churned"])  # fmt: skip
+    compiled = compile_pipeline(pipeline, schema, churn_frame[NUMBERS],
+                                task="classification", classes=[0, 1])  # fmt: skip
+    assert compiled.runtime == "onnx", compiled.reason
+    scorer = OnnxScorer(compiled.onnx, schema, task="classification", classes=[0, 1])
+    inputs = [(i.name, i.shape[1]) for i in scorer.session.get_inputs()]
+    assert inputs == [(compilation.MATRIX_INPUT, len(NUMBERS))] and scorer.matrix
+    rows = random_rows(schema, RANDOM_ROWS, np.random.default_rng(3),
+                       reference=churn_frame[NUMBERS])  # fmt: skip
+    assert any(v is None for row in rows for v in row)
+    answers_match(pipeline, scorer, schema, rows)
+    mixed = [*schema, FeatureSpec("plan", "category", categories=["basic", "pro"])]
+    graph_inputs = _onnx_inputs(compilation.convert(
+        make_pipeline(ColumnTransformer([("numbers", StandardScaler(), NUMBERS),
+                                         ("plan", "drop", ["plan"])]),
+                      LogisticRegression()).fit(churn_frame[[*NUMBERS, "plan"]],
+                                                churn_frame["churned"]),
+        mixed, task="classification"))  # fmt: skip
+    assert graph_inputs == [spec.name for spec in mixed]
+
+
+def _onnx_inputs(model: bytes) -> list[str]:
+    import onnx
+
+    return [value.name for value in onnx.load_from_string(model).graph.input]
+
+
 @pytest.mark.parametrize("model_type", ["random_forest", "logistic_regression"])
 def test_the_skipped_option_walk_gives_skl2onnx_s_own_graph(
     db_settings, churn_frame, model_type
