@@ -5,11 +5,14 @@ compiled) it starts three API servers at once, each on a copy of one home (its o
 database): logging off, logging from a thread of each API process
 (`MODELOPS_PREDICTION_LOG_PROCESS=false`) and logging from each API process's log
 process (the default). wrk drives each at concurrency 32, the runs interleaved
-(every server once, then again), `--repeats` times. For each server it reports the
-median req/s and p99, the ratio to logging off per repeat, and the CPU time its
-processes (the server, its API processes and their children, from /proc) used per
-request: on a shared machine that moves less than req/s does. At the end it counts
-the rows each logging server wrote.
+(every server once, then again), `--repeats` times; after each run it waits until
+that server's log has written every row (its pending gauge), so no server's run
+shares the machine with another's writing. For each server it reports the median
+req/s and p99, the ratio to logging off per repeat, and the CPU time its processes
+(the server, its API processes and their children, from /proc) used per request, to
+the end of its writing: on a shared machine that moves less than req/s does. At
+the end it counts the rows each logging server wrote and how long each took to be
+written after its run.
 
 Run: `.venv/bin/python -m bench.log_cost [--model logistic_regression] [--repeats 6]`.
 Needs wrk (Debian package `wrk`).
@@ -24,6 +27,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -35,6 +40,7 @@ from common.storage.tables import PredictionLog
 from services.launcher import free_port
 
 SECONDS = 4
+PENDING_GAUGE = "modelops_prediction_log_pending"
 CONNECTIONS = 32
 # name: (logging on, written from a log process)
 VARIANTS = {
@@ -96,12 +102,16 @@ def run(base: Path, model: str, repeats: int) -> None:
         p99s: dict[str, list[float]] = {name: [] for name in servers}
         cpu: dict[str, list[float]] = {name: [] for name in servers}
         failed = dict.fromkeys(servers, 0)
+        drains: dict[str, list[float]] = {name: [] for name in servers}
         for _ in range(repeats):
             for name, (process, url) in servers.items():
                 before = tree_cpu_seconds(process.pid)
                 rate, _, p99, errors = wrk_counting(
                     f"{url}/predict", body, CONNECTIONS, SECONDS
                 )
+                # the next server's run starts once this one's log is written, its
+                # CPU counted with this one's requests
+                drains[name].append(wait_written(url))
                 used = tree_cpu_seconds(process.pid) - before
                 rates[name].append(rate)
                 p99s[name].append(p99)
@@ -112,6 +122,25 @@ def run(base: Path, model: str, repeats: int) -> None:
             process.terminate()
             process.wait(60)
     report(model, repeats, rates, p99s, cpu, failed, homes)
+    for name, seconds in drains.items():
+        if VARIANTS[name][0]:
+            _say(f"{name}: every row written {statistics.median(seconds):.2f} s "
+                 f"after its run (median; longest {max(seconds):.2f} s)")  # fmt: skip
+
+
+def wait_written(url: str, timeout: float = 60.0) -> float:
+    """Seconds until the server's API processes report no log row unwritten (the
+    pending gauge, log processes' spools included)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with urllib.request.urlopen(f"{url}/metrics/prometheus", timeout=10) as answer:
+            text = answer.read().decode()
+        pending = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith(PENDING_GAUGE))  # fmt: skip
+        if pending == 0:
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise RuntimeError(f"{url}: log rows still pending after {timeout:.0f} s")
 
 
 def report(
