@@ -118,8 +118,9 @@ class BatchScoreRequest(Strict):
     reason: str | None = Field(None, max_length=500)
 
 
-class BatchScoreUpload(BaseModel):
-    """multipart/form-data: the CSV as `file`, optionally a `reason`."""
+class BatchScoreUpload(Strict):
+    """multipart/form-data: the CSV as `file`, optionally a `reason`; any other
+    field is refused (the model is chosen with `?model=`)."""
 
     file: bytes = Field(json_schema_extra={"format": "binary"})
     reason: str | None = Field(None, max_length=500)

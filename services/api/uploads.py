@@ -14,6 +14,8 @@ from common.jobs import scoring
 from services.api.requests import parse_body
 from services.api.schemas import BatchScoreRequest
 
+FORM_FIELDS = {"file", "reason"}  # of a multipart upload
+
 
 def read_batch_source(settings: Settings) -> tuple[dict[str, Any], str]:
     """Return the job's params and reason; an upload is stored first.
@@ -29,6 +31,7 @@ def read_batch_source(settings: Settings) -> tuple[dict[str, Any], str]:
         reason = body.reason or f"batch scoring of {body.dataset}"
         return {"source": source, "dataset": body.dataset}, reason
     request.max_content_length = settings.upload_max_bytes
+    _refuse_unknown_fields()
     upload = request.files.get("file")
     if upload is None:
         raise InvalidInputError(
@@ -40,6 +43,22 @@ def read_batch_source(settings: Settings) -> tuple[dict[str, Any], str]:
     source = scoring.save_upload(settings, upload.stream, settings.upload_max_bytes)
     reason = (request.form.get("reason") or "")[:500] or f"batch scoring of {filename}"
     return {"source": source, "filename": filename[:200]}, reason
+
+
+def _refuse_unknown_fields() -> None:
+    """A form field this call does not read is an error, not silently ignored: a
+    `model` field would otherwise have the file scored by the default model."""
+    unknown = sorted((set(request.form) | set(request.files)) - FORM_FIELDS)
+    if not unknown:
+        return
+    hint = ""
+    if "model" in unknown:
+        hint = " (the model is chosen in the URL: ?model=<name>)"
+    raise InvalidInputError(
+        f"unknown form field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+        f"send the CSV as the field 'file', and optionally a 'reason'{hint}",
+        field=unknown[0], allowed=sorted(FORM_FIELDS),
+    )  # fmt: skip
 
 
 def _dataset_source(settings: Settings, name: str) -> str:

@@ -107,6 +107,26 @@ def test_upload_must_be_a_csv_in_the_file_field(serving, queued):
     assert wrong_type.status_code == 400
 
 
+def test_a_form_field_the_call_does_not_read_is_refused_and_nothing_is_queued(
+    serving, serving_settings, queued
+):
+    """A `model` form field would have had the file scored by the default model:
+    it is refused, with where the model is chosen, and nothing is stored or queued."""
+    answer = serving.post(
+        "/jobs/batch-score",
+        headers=AUTH,
+        content_type="multipart/form-data",
+        data={"file": (io.BytesIO(_csv_bytes()), "rows.csv"), "model": "price"},
+    )
+    assert answer.status_code == 400
+    error = answer.json["error"]
+    assert error["details"]["field"] == "model"
+    assert "?model=<name>" in error["message"] and "'file'" in error["message"]
+    assert not queued
+    uploads = Path(serving_settings.data_dir) / "uploads"
+    assert not uploads.exists() or not list(uploads.iterdir())
+
+
 def test_result_is_404_before_409_after_failure_and_a_csv_once_done(
     serving, serving_settings
 ):
