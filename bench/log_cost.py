@@ -28,19 +28,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from bench.predict import MODELS, make_model, server_commands, start, wrk, wrk_counting
+from bench.soak import pending_rows
 from common.config import Settings
 from common.storage.db import make_engine
 from common.storage.tables import PredictionLog
 from services.launcher import free_port
 
 SECONDS = 4
-PENDING_GAUGE = "modelops_prediction_log_pending"
 CONNECTIONS = 32
 # name: (logging on, written from a log process)
 VARIANTS = {
@@ -133,11 +132,7 @@ def wait_written(url: str, timeout: float = 60.0) -> float:
     pending gauge, log processes' spools included)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        with urllib.request.urlopen(f"{url}/metrics/prometheus", timeout=10) as answer:
-            text = answer.read().decode()
-        pending = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                      if line.startswith(PENDING_GAUGE))  # fmt: skip
-        if pending == 0:
+        if pending_rows(url) == 0:
             return time.monotonic() - started
         time.sleep(0.25)
     raise RuntimeError(f"{url}: log rows still pending after {timeout:.0f} s")

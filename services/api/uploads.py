@@ -12,9 +12,10 @@ from common.data.datasets import BUILTIN, export_builtin, resolve_data_file
 from common.errors import InvalidInputError
 from common.jobs import scoring
 from services.api.requests import parse_body
-from services.api.schemas import BatchScoreRequest
+from services.api.schemas import BatchScoreRequest, BatchScoreUpload
 
-FORM_FIELDS = {"file", "reason"}  # of a multipart upload
+# the fields of a multipart upload, as its documented schema names them
+FORM_FIELDS = frozenset(BatchScoreUpload.model_fields)
 
 
 def read_batch_source(settings: Settings) -> tuple[dict[str, Any], str]:
