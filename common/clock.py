@@ -12,6 +12,8 @@ def utcnow() -> datetime:
 
 def as_utc(value: datetime) -> datetime:
     """Timezone-aware UTC; naive values (SQLite drops the zone) are taken as UTC."""
+    if value.tzinfo is UTC:  # already (utcnow's): the log's writer asks per row
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -35,7 +35,10 @@ POSTGRES_COPY = f"COPY prediction_logs ({', '.join(COLUMNS)}) FROM STDIN"
 
 
 def insert_log_rows(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows` (dicts with COLUMNS) in the session's transaction."""
+    """Insert `rows` (dicts with COLUMNS) in the session's transaction. A JSON
+    column's value is a Python value, or its JSON text already encoded (`bytes`:
+    the API encodes a request's features once, where they are at hand, instead
+    of pickling the dict to the log process and encoding it there)."""
     if not rows:
         return
     connection = session.connection()
@@ -67,49 +70,64 @@ def _flat(values: list[tuple[Any, ...]]) -> tuple[Any, ...]:
     return tuple(itertools.chain.from_iterable(values))
 
 
-def _sqlite_tuples(rows: list[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
-    def dumps(value: Any) -> str:
-        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+def _json_text(value: Any) -> str:
+    """A JSON column's text: `value` encoded, or decoded where it came encoded."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
-    times: dict[datetime, str] = {}  # a request's rows share one time
+
+def _sqlite_tuples(rows: list[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
+    created, text = None, ""  # a request's rows share one time (one object)
     for row in rows:
-        created = row["created_at"]
-        if created not in times:
-            times[created] = _sqlite_time(created)
+        if row["created_at"] is not created:
+            created = row["created_at"]
+            text = _sqlite_time(created)
         probabilities, quality = row.get("probabilities"), row.get("data_quality")
         yield (
             row["prediction_id"], row["model"], row.get("model_version_id"),
-            row["model_version"], dumps(row["features"]), row["prediction"],
+            row["model_version"], _json_text(row["features"]), row["prediction"],
             row.get("confidence"),
-            None if probabilities is None else dumps(probabilities),
+            None if probabilities is None else _json_text(probabilities),
             row["latency_ms"], row.get("status_code", 200),
-            None if quality is None else dumps(quality),
-            row.get("request_rows", 1), times[created],
+            None if quality is None else _json_text(quality),
+            row.get("request_rows", 1), text,
             row.get("arm") or "", row.get("shadow_of"),
         )  # fmt: skip
 
 
 def _sqlite_time(value: datetime) -> str:
     """As SQLAlchemy stores a DateTime on SQLite (UTC, no zone)."""
-    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _copy_postgres(connection: Any, rows: list[dict[str, Any]]) -> None:
     from psycopg import Error
-    from psycopg.types.json import Jsonb
 
     driver = connection.connection.driver_connection
     try:
         with driver.cursor() as cursor, cursor.copy(POSTGRES_COPY) as copy:
             for row in rows:
                 copy.write_row(tuple(
-                    (None if row.get(name) is None else Jsonb(row[name]))
+                    _postgres_json(row.get(name))
                     if name in JSON_COLUMNS
                     else _DEFAULTS.get(name) if row.get(name) is None else row[name]
                     for name in COLUMNS
                 ))  # fmt: skip
     except Error as exc:  # as SQLAlchemy would raise it: IntegrityError and so on
         raise DBAPIError.instance(POSTGRES_COPY, None, exc, Error) from exc
+
+
+def _postgres_json(value: Any) -> Any:
+    """A JSON column's value for COPY: its text where it came encoded (COPY's text
+    format hands it to jsonb's parser), else psycopg's JSON adapter."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode()
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)
 
 
 _DEFAULTS = {"status_code": 200, "request_rows": 1, "arm": ""}

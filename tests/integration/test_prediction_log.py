@@ -58,7 +58,8 @@ def test_every_prediction_is_logged_in_batches_not_per_request(
         logged = connection.execute(
             select(PredictionLog).where(PredictionLog.prediction_id == ids[3])
         ).one()
-    assert logged.features["age"] == 23 and logged.model_version == 1
+    assert logged.features == {**row, "age": 23}  # as sent: text, ints and floats
+    assert logged.model_version == 1
     assert logged.prediction in ("0", "1") and 0.5 <= logged.confidence <= 1
     assert logged.latency_ms > 0 and logged.created_at is not None
     assert set(logged.probabilities) == {"0", "1"}

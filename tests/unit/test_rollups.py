@@ -4,14 +4,14 @@ whatever the order, the retries and the writers; reads equal the raw log's figur
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from common.clock import utcnow
+from common.clock import as_utc, utcnow
 from common.models.evaluation import ModelEvaluator
 from common.monitoring import label_rollups
 from common.monitoring.feedback import record_feedback
@@ -214,6 +214,28 @@ def test_figures_from_rollups_equal_the_raw_rows(session_factory):
     confidences = [r["confidence"] for r in rows]
     assert m["estimated_accuracy"] == pytest.approx(np.mean(confidences))
     assert m["data_quality"] == {"out_of_range": 40}
+
+
+def test_each_row_counts_in_its_own_minute_whatever_the_order_and_zone(
+    session_factory,
+):
+    """Rows of one batch out of time order, on minute boundaries, naive (as SQLite
+    gives them back) and in another zone each land in the minute they belong to."""
+    top = NOW.replace(second=0)
+    times = [top, top - timedelta(microseconds=1), top + timedelta(seconds=59.999999),
+             top - timedelta(minutes=3), top + timedelta(seconds=1),
+             top - timedelta(minutes=1, microseconds=1),
+             (top - timedelta(minutes=2)).replace(tzinfo=None),
+             (top + timedelta(seconds=30)).astimezone(timezone(timedelta(hours=-5))),
+             top - timedelta(minutes=1)]  # fmt: skip
+    with session_scope(session_factory) as session:
+        log_predictions(session, [_row(created_at=at) for at in times])
+    with session_scope(session_factory) as session:
+        counted = {as_utc(minute): requests for minute, requests in session.execute(
+            select(PredictionRollup.minute, PredictionRollup.requests))}  # fmt: skip
+    assert counted == {top: 4, top - timedelta(minutes=1): 2,
+                       top - timedelta(minutes=2): 2,
+                       top - timedelta(minutes=3): 1}  # fmt: skip
 
 
 def test_a_regressor_s_errors_and_predicted_values(session_factory):
