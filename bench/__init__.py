@@ -5,7 +5,11 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def say(line: str) -> None:
@@ -23,3 +27,10 @@ def scratch_dir(prefix: str) -> Path:
     # `finally` blocks stop the servers it started and atexit removes the home.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return path
+
+
+def alternating(items: Sequence[T], repeat: int) -> list[T]:
+    """`items` in order on even repeats, reversed on odd ones (A B B A): where the
+    shared machine speeds up or slows down across a run, every variant gets the
+    early and the late slots alike, instead of the last one always running last."""
+    return list(items) if repeat % 2 == 0 else list(reversed(items))

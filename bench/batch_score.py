@@ -26,6 +26,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from bench import alternating
 from bench.jobs_common import (
     ROOT,
     call,
@@ -104,8 +105,8 @@ def runtimes(rows: int, repeats: int, baseline: str) -> None:
             cold: dict[str, list[float]] = {variant: [] for variant in variants}
             warm: dict[str, list[float]] = {variant: [] for variant in variants}
             with system(home) as (api, env):
-                for _ in range(repeats):
-                    for variant in variants:
+                for repeat in range(repeats):
+                    for variant in alternating(variants, repeat):
                         runtime = "auto" if variant == "default" else variant
                         root = before if variant.startswith("before") else None
                         worker_env = env if root else {

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from bench import alternating
 from bench.predict import MODELS, make_model, server_commands, start, wrk, wrk_counting
 from bench.soak import pending_rows
 from common.config import Settings
@@ -102,8 +103,8 @@ def run(base: Path, model: str, repeats: int) -> None:
         cpu: dict[str, list[float]] = {name: [] for name in servers}
         failed = dict.fromkeys(servers, 0)
         drains: dict[str, list[float]] = {name: [] for name in servers}
-        for _ in range(repeats):
-            for name, (process, url) in servers.items():
+        for repeat in range(repeats):
+            for name, (process, url) in alternating(list(servers.items()), repeat):
                 before = tree_cpu_seconds(process.pid)
                 rate, _, p99, errors = wrk_counting(
                     f"{url}/predict", body, CONNECTIONS, SECONDS

@@ -35,6 +35,7 @@ import joblib
 import pandas as pd
 from sklearn.datasets import make_classification
 
+from bench import alternating
 from common.config import Settings
 from common.data.datasets import Dataset
 from common.models import registry
@@ -240,8 +241,8 @@ def run_servers(
             v: {c: [] for c in CONCURRENCY} for v in variants
         }
         for c in CONCURRENCY:
-            for _ in range(repeats):
-                for variant, (_, url) in servers.items():
+            for repeat in range(repeats):
+                for variant, (_, url) in alternating(list(servers.items()), repeat):
                     samples[variant][c].append(
                         wrk_counting(f"{url}/predict", body, c, seconds))  # fmt: skip
         for variant, (_, url) in servers.items():
