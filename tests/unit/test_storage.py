@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from common.clock import as_utc
+from common.storage import log_insert
 from common.storage.db import make_engine, session_scope
 from common.storage.migrate import (
     current_revision,
@@ -16,7 +19,7 @@ from common.storage.migrate import (
     head_revision,
     upgrade_database,
 )
-from common.storage.tables import Base, Champion
+from common.storage.tables import Base, Champion, PredictionLog
 from tests.factories import make_job
 
 REQUIRED_TABLES = {
@@ -113,6 +116,36 @@ def test_json_columns_round_trip(session_factory):
         job = session.get(type(job), job_id)
         assert job.params == {"nested": {"a": [1, 2.5, "x"]}, "flag": True}
         assert job.state == "queued" and job.progress == 0
+
+
+def test_log_rows_keep_their_time_and_json_as_the_orm_writes_them(session_factory):
+    """The log's own insert (not the ORM's) stores times the ORM reads back and
+    compares as its own, to the microsecond, whatever zone they came in; JSON that
+    came encoded is stored as it came."""
+    utc = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    times = [
+        utc,
+        utc + timedelta(microseconds=7),
+        utc.replace(tzinfo=None),
+        (utc + timedelta(seconds=1)).astimezone(timezone(timedelta(hours=-7))),
+    ]
+    rows = [{"prediction_id": f"{i:032x}", "model": "default",
+             "model_version_id": None, "model_version": 1,
+             "features": b'{"plan":"basic","age":40}' if i % 2 else {"age": 40.5},
+             "prediction": "1", "latency_ms": 1.0, "created_at": at}
+            for i, at in enumerate(times)]  # fmt: skip
+    with session_scope(session_factory) as session:
+        log_insert.insert_log_rows(session, rows)
+    with session_scope(session_factory) as session:
+        logged = session.scalars(select(PredictionLog).order_by(PredictionLog.id)).all()
+        later = session.scalars(select(PredictionLog.prediction_id).where(
+            PredictionLog.created_at > utc)).all()  # fmt: skip
+    assert [as_utc(row.created_at) for row in logged] == [as_utc(t) for t in times]
+    assert later == [f"{1:032x}", f"{3:032x}"]
+    assert [row.features for row in logged] == [
+        {"age": 40.5},
+        {"plan": "basic", "age": 40},
+    ] * 2
 
 
 def test_a_single_model_database_is_carried_into_the_default_model(engine):
