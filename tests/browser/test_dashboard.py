@@ -263,6 +263,17 @@ def test_the_jobs_table_reads_whole_words_at_1280_px(tab: Tab) -> None:
     assert tab.errors == []
 
 
+# The page's width when it is wider than the window (it scrolls sideways), else none.
+SIDEWAYS_SCROLL = """() => {
+  const page = document.documentElement;
+  const [wide, seen] = [page.scrollWidth, page.clientWidth];
+  return wide > seen ? [wide, seen] : [];
+}"""
+CARDS_OVERFLOWING = """() => [...document.querySelectorAll('#cards .card')]
+  .filter((card) => card.scrollWidth > card.clientWidth)
+  .map((card) => card.textContent)"""
+
+
 def test_no_page_scrolls_sideways_on_a_390_px_phone(tab: Tab) -> None:
     page = tab.page
     page.set_viewport_size({"width": 390, "height": 844})
@@ -272,11 +283,7 @@ def test_no_page_scrolls_sideways_on_a_390_px_phone(tab: Tab) -> None:
         page.goto(f"/#{name}")
         expect(page.locator(f"#page-{name}")).to_be_visible()
         expect(page.locator(drawn).first).to_be_visible()
-        widths = page.evaluate(
-            "() => [document.documentElement.scrollWidth,"
-            " document.documentElement.clientWidth]"
-        )
-        assert widths[0] <= widths[1], (name, widths)
+        assert page.evaluate(SIDEWAYS_SCROLL) == [], name
     page.goto("/")
     page.wait_for_function(CHARTS_HAVE_DATA, arg=CHARTS, timeout=30_000)
     assert page.evaluate(OVERLAPPING_TICKS, TIME_CHARTS) == []
@@ -335,7 +342,7 @@ def _regressor_files(folder: Path) -> tuple[Path, Path]:
     """A user's own pipeline (predicting income) and its reference data."""
     import skops.io as sio
     from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import Ridge
+    from sklearn.ensemble import RandomForestRegressor
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
@@ -345,7 +352,10 @@ def _regressor_files(folder: Path) -> tuple[Path, Path]:
         ("numbers", "passthrough", ["age", "tenure_months"]),
         ("categories", OneHotEncoder(handle_unknown="ignore"), ["plan", "region"]),
     ])  # fmt: skip
-    pipeline = Pipeline([("prepare", prepare), ("model", Ridge())])
+    # A model type as long as users' ("Pipeline/RandomForestRegressor") for the
+    # cards to hold.
+    forest = RandomForestRegressor(n_estimators=5, max_depth=4, random_state=0)
+    pipeline = Pipeline([("prepare", prepare), ("model", forest)])
     pipeline.fit(frame[features], frame["income"])
     artifact, reference = folder / "income.skops", folder / "income.csv"
     sio.dump(pipeline, artifact)
@@ -380,6 +390,14 @@ def test_a_registered_model_gets_its_own_pages_and_the_switcher_keeps_it(
     expect(page.locator("#model-switch")).to_have_value("income")
     page.click("#nav a[data-page=overview]")
     expect(page.locator("#cards")).to_contain_text("MAE")  # a regressor's card
+    expect(page.locator("#cards")).to_contain_text("RandomForestRegressor")
+    # Every card holds its text, the long model type included.
+    assert page.evaluate(CARDS_OVERFLOWING) == []
+    page.set_viewport_size({"width": 390, "height": 844})  # and on a phone
+    expect(page.locator("#serving")).to_contain_text("RandomForestRegressor")
+    assert page.evaluate(CARDS_OVERFLOWING) == []
+    assert page.evaluate(SIDEWAYS_SCROLL) == []
+    page.set_viewport_size({"width": 1400, "height": 900})
     page.click("#nav a[data-page=try]")
     expect(page.locator("#try-path")).to_have_text("POST /models/income/predict")
     expect(page.locator("#try-fields .field")).to_have_count(4)

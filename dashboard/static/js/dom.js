@@ -28,6 +28,13 @@ export function fill(el, ...children) {
 
 export const $ = (selector) => document.querySelector(selector);
 
+// A name like "Pipeline/RandomForestRegressor" may wrap after each slash (a <wbr>),
+// so that a narrow card breaks it there rather than mid-word or past its edge.
+export function breakAfterSlashes(text) {
+  const parts = String(text).split("/");
+  return parts.flatMap((part, i) => (i < parts.length - 1 ? [`${part}/`, h("wbr")] : [part]));
+}
+
 export function safeUrl(url) {
   // Only http(s) and same-site paths become links: never javascript: or data:.
   if (typeof url !== "string") return null;

@@ -1,7 +1,7 @@
 // Overview: cards for the serving model and the live window, charts over time, and
 // per-feature drift against its threshold.
 import { get } from "./api.js";
-import { $, fill, fmtNumber, fmtPercent, h } from "./dom.js";
+import { $, breakAfterSlashes, fill, fmtNumber, fmtPercent, h } from "./dom.js";
 import { modelPath } from "./scope.js";
 
 const charts = {};
@@ -78,7 +78,7 @@ export async function refresh(state) {
   const ci = m.accuracy_ci;
   const serving = state.model;
   fill($("#cards"),
-    card("Serving version", serving ? `v${serving.version}` : "–", serving ? serving.model_type : null),
+    card("Serving version", serving ? `v${serving.version}` : "–", serving ? breakAfterSlashes(serving.model_type) : null),
     card("Predictions", fmtNumber(m.prediction_count, 0), `${fmtNumber(m.request_count, 0)} requests, last ${fmtNumber(m.window_minutes, m.window_minutes < 10 ? 1 : 0)} min`),
     card("Request rate", `${fmtNumber(m.request_rate_per_min, 1)}/min`, `last ${m.request_rate_seconds} s · errors ${fmtPercent(m.error_rate)}`),
     card("p99 latency", m.latency_ms.p99 === null ? "–" : `${fmtNumber(m.latency_ms.p99, 1)} ms`, `p50 ${fmtNumber(m.latency_ms.p50, 1)} ms`),
