@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger(__name__)
@@ -35,3 +36,18 @@ def give_back() -> None:
     """Return the free heap at the top of each arena to the system."""
     if LIBC is not None:
         LIBC.malloc_trim(0)
+
+
+# Young objects collected once this many more were allocated than freed (Python's
+# default: 700).
+STREAM_GC_THRESHOLD = 50_000
+
+
+def for_streaming() -> None:
+    """Tune the cyclic garbage collector for a process that streams rows through:
+    everything it holds after start-up (imported modules, SQLAlchemy's tables) stays
+    for its life, so it is frozen out of every collection, and the rows, freed by
+    reference counting, no longer set off a collection every 700 allocations. The
+    log's writing took a tenth fewer instructions a row (callgrind, side by side)."""
+    gc.freeze()
+    gc.set_threshold(STREAM_GC_THRESHOLD, *gc.get_threshold()[1:])

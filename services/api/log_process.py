@@ -315,6 +315,7 @@ def run(conn: Connection, settings: Settings) -> None:
     writer = PredictionLogWriter(
         settings, make_session_factory(engine), report_pending=False
     )
+    memory.for_streaming()  # what start-up made stays: collections skip it
     writer.start()
     wait = settings.prediction_log_flush_ms / 1000
     acked = 0
