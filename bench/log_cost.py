@@ -27,14 +27,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from bench import alternating
 from bench.predict import MODELS, make_model, server_commands, start, wrk, wrk_counting
-from bench.soak import pending_rows
+from bench.soak import wait_written
 from common.config import Settings
 from common.storage.db import make_engine
 from common.storage.tables import PredictionLog
@@ -126,17 +125,6 @@ def run(base: Path, model: str, repeats: int) -> None:
         if VARIANTS[name][0]:
             _say(f"{name}: every row written {statistics.median(seconds):.2f} s "
                  f"after its run (median; longest {max(seconds):.2f} s)")  # fmt: skip
-
-
-def wait_written(url: str, timeout: float = 60.0) -> float:
-    """Seconds until the server's API processes report no log row unwritten (the
-    pending gauge, log processes' spools included)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if pending_rows(url) == 0:
-            return time.monotonic() - started
-        time.sleep(0.25)
-    raise RuntimeError(f"{url}: log rows still pending after {timeout:.0f} s")
 
 
 def report(

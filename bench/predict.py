@@ -8,7 +8,9 @@ on 20 numeric features) it starts, all at once on this machine:
   - a naive server (bench/naive_server.py: Flask, gunicorn, 2 sync workers, the bare
     fitted estimator on a NumPy row: no pipeline, no validation, no logging);
 and drives each with wrk at concurrency 1, 8 and 32, the runs interleaved (every
-server once, then again) and each figure the median of the repeats. It also times
+server once, then again in the reverse order), each ModelOps server's log written
+before the next run starts (a log still writing would slow the next server), and
+each figure the median of the repeats. It also times
 the in-process reference: the pipeline's predict_proba on a one-row DataFrame.
 
 Run: `make bench` or `.venv/bin/python -m bench.predict [--seconds S]`. Needs wrk
@@ -36,6 +38,7 @@ import pandas as pd
 from sklearn.datasets import make_classification
 
 from bench import alternating
+from bench.soak import wait_written
 from common.config import Settings
 from common.data.datasets import Dataset
 from common.models import registry
@@ -245,6 +248,8 @@ def run_servers(
                 for variant, (_, url) in alternating(list(servers.items()), repeat):
                     samples[variant][c].append(
                         wrk_counting(f"{url}/predict", body, c, seconds))  # fmt: skip
+                    if variant[0] != "naive":  # its log written before the next run
+                        wait_written(url)
         for variant, (_, url) in servers.items():
             if any(run[3] for runs in samples[variant].values() for run in runs):
                 sys.stdout.write(f"failed requests of {variant}: by status "

@@ -155,6 +155,17 @@ def pending_rows(url: str) -> float:
     return sum(float(v) for v in found)
 
 
+def wait_written(url: str, timeout: float = 60.0) -> float:
+    """Seconds until the server's API processes report no log row unwritten (the
+    pending gauge, log processes' spools included)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if pending_rows(url) == 0:
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise RuntimeError(f"{url}: log rows still pending after {timeout:.0f} s")
+
+
 def metrics_ms(url: str) -> float:
     started = time.perf_counter()
     with urllib.request.urlopen(f"{url}/metrics", timeout=30) as answer:
