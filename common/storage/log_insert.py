@@ -104,13 +104,14 @@ def _sqlite_time(value: datetime) -> str:
 
 def _copy_postgres(connection: Any, rows: list[dict[str, Any]]) -> None:
     from psycopg import Error
+    from psycopg.types.json import Jsonb
 
     driver = connection.connection.driver_connection
     try:
         with driver.cursor() as cursor, cursor.copy(POSTGRES_COPY) as copy:
             for row in rows:
                 copy.write_row(tuple(
-                    _postgres_json(row.get(name))
+                    _postgres_json(row.get(name), Jsonb)
                     if name in JSON_COLUMNS
                     else _DEFAULTS.get(name) if row.get(name) is None else row[name]
                     for name in COLUMNS
@@ -119,16 +120,14 @@ def _copy_postgres(connection: Any, rows: list[dict[str, Any]]) -> None:
         raise DBAPIError.instance(POSTGRES_COPY, None, exc, Error) from exc
 
 
-def _postgres_json(value: Any) -> Any:
+def _postgres_json(value: Any, jsonb: Any) -> Any:
     """A JSON column's value for COPY: its text where it came encoded (COPY's text
-    format hands it to jsonb's parser), else psycopg's JSON adapter."""
+    format hands it to jsonb's parser), else wrapped in psycopg's `jsonb` adapter."""
     if value is None:
         return None
     if isinstance(value, bytes):
         return value.decode()
-    from psycopg.types.json import Jsonb
-
-    return Jsonb(value)
+    return jsonb(value)
 
 
 _DEFAULTS = {"status_code": 200, "request_rows": 1, "arm": ""}
