@@ -164,12 +164,22 @@ def as_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+@dataclass(frozen=True)
+class Counted:
+    """What `RollupWriter.count` made of some rows: the touched states (for
+    `adopt` once written) and their rows for the upsert."""
+
+    touched: dict[RollupKey, MinuteCounts]
+    values: list[dict[str, Any]]
+
+
 class RollupWriter:
     """One process's rollup states. Not thread-safe: the log writer's thread owns it.
 
-    `prepare` counts rows into copies of the states they touch and writes those;
-    `adopt` keeps the copies once the transaction committed, so rows that go back
-    to the spool after a failed write are never counted twice.
+    `prepare` counts rows into copies of the states they touch and writes those
+    (or, apart, `count` before a transaction and `write` in it); `adopt` keeps
+    the copies once the transaction committed, so rows that go back to the spool
+    after a failed write are never counted twice.
     """
 
     def __init__(self, writer: str | None = None) -> None:
@@ -182,6 +192,14 @@ class RollupWriter:
         self, session: Session, rows: Iterable[dict[str, Any]]
     ) -> dict[RollupKey, MinuteCounts]:
         """Count `rows` into copies of their states and write them in `session`."""
+        counted = self.count(session, rows)
+        self.write(session, counted)
+        return counted.touched
+
+    def count(self, session: Session, rows: Iterable[dict[str, Any]]) -> Counted:
+        """Count `rows` into copies of the states they touch, and encode those for
+        the upsert; writes nothing. Reads only what it does not hold: a model's task
+        the first time, a minute's stored counts after its state was dropped."""
         touched: dict[RollupKey, MinuteCounts] = {}
         rows = list(rows)
         tasks = self._tasks_of(session, {row["model"] for row in rows})
@@ -199,14 +217,14 @@ class RollupWriter:
             if state is None:
                 state = touched[key] = self._copy_of(session, key)
             state.add(row, tasks[key[0]])
-        upsert(
-            session, PredictionRollup,
-            [{"model": k[0], "minute": k[1], "model_version_id": k[2], "arm": k[3],
-              "writer": self.writer, **state.columns()}
-             for k, state in touched.items()],
-            keys=KEY_COLUMNS,
-        )  # fmt: skip
-        return touched
+        values = [{"model": k[0], "minute": k[1], "model_version_id": k[2],
+                   "arm": k[3], "writer": self.writer, **state.columns()}
+                  for k, state in touched.items()]  # fmt: skip
+        return Counted(touched, values)
+
+    def write(self, session: Session, counted: Counted) -> None:
+        """Write the states `count` made (absolute values: a retry is harmless)."""
+        upsert(session, PredictionRollup, counted.values, keys=KEY_COLUMNS)
 
     def adopt(self, touched: dict[RollupKey, MinuteCounts]) -> None:
         """Keep what a committed `prepare` wrote; drop states of minutes long past."""

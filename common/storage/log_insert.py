@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,28 +35,65 @@ ROWS_PER_STATEMENT = 64  # 960 parameters: within SQLite's oldest limit (999)
 POSTGRES_COPY = f"COPY prediction_logs ({', '.join(COLUMNS)}) FROM STDIN"
 
 
+@dataclass(frozen=True)
+class PreparedLogRows:
+    """Log rows as the driver takes them, made before the transaction: on SQLite
+    the parameters of each INSERT, on PostgreSQL the rows for COPY."""
+
+    dialect: str
+    statements: list[tuple[str, list[tuple[Any, ...]]]]  # SQLite: (SQL, parameters)
+    copy_rows: list[tuple[Any, ...]]  # PostgreSQL
+    count: int
+
+
+def prepare_log_rows(dialect: str, rows: list[dict[str, Any]]) -> PreparedLogRows:
+    """Encode `rows` (dicts with COLUMNS) for `dialect`'s driver. A JSON column's
+    value is a Python value, or its JSON text already encoded (`bytes`: the API
+    encodes a request's features once, where they are at hand, instead of pickling
+    the dict to the log process and encoding it there). No database call: the log
+    writer does this before its transaction, which then holds the write lock only
+    for the inserts."""
+    if dialect == "postgresql":
+        return PreparedLogRows(dialect, [], list(_postgres_tuples(rows)), len(rows))
+    values = list(_sqlite_tuples(rows))
+    whole = len(values) - len(values) % ROWS_PER_STATEMENT
+    statements = []
+    if whole:
+        statements.append((
+            _sqlite_insert(ROWS_PER_STATEMENT),
+            [_flat(values[start : start + ROWS_PER_STATEMENT])
+             for start in range(0, whole, ROWS_PER_STATEMENT)],
+        ))  # fmt: skip
+    if whole < len(values):
+        rest = values[whole:]
+        statements.append((_sqlite_insert(len(rest)), [_flat(rest)]))
+    return PreparedLogRows(dialect, statements, [], len(rows))
+
+
 def insert_log_rows(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows` (dicts with COLUMNS) in the session's transaction. A JSON
-    column's value is a Python value, or its JSON text already encoded (`bytes`:
-    the API encodes a request's features once, where they are at hand, instead
-    of pickling the dict to the log process and encoding it there)."""
-    if not rows:
+    """Insert `rows` (dicts with COLUMNS, see `prepare_log_rows`) in the session's
+    transaction."""
+    if rows:
+        dialect = session.get_bind().dialect.name
+        insert_prepared_rows(session, prepare_log_rows(dialect, rows))
+
+
+def insert_prepared_rows(session: Session, prepared: PreparedLogRows) -> None:
+    """Insert what `prepare_log_rows` made, in the session's transaction."""
+    if not prepared.count:
         return
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        _copy_postgres(connection, rows)
-    else:
-        values = list(_sqlite_tuples(rows))
-        whole = len(values) - len(values) % ROWS_PER_STATEMENT
-        if whole:
-            connection.exec_driver_sql(
-                _sqlite_insert(ROWS_PER_STATEMENT),
-                [_flat(values[start : start + ROWS_PER_STATEMENT])
-                 for start in range(0, whole, ROWS_PER_STATEMENT)],
-            )  # fmt: skip
-        if whole < len(values):
-            rest = values[whole:]
-            connection.exec_driver_sql(_sqlite_insert(len(rest)), _flat(rest))
+    if connection.dialect.name != prepared.dialect:
+        raise ValueError(f"rows prepared for {prepared.dialect}, "
+                         f"not {connection.dialect.name}")  # fmt: skip
+    if prepared.dialect == "postgresql":
+        _copy_postgres(connection, prepared.copy_rows)
+        return
+    for statement, parameters in prepared.statements:
+        if len(parameters) == 1:
+            connection.exec_driver_sql(statement, parameters[0])
+        else:
+            connection.exec_driver_sql(statement, parameters)
 
 
 @functools.cache
@@ -102,20 +140,26 @@ def _sqlite_time(value: datetime) -> str:
     return as_utc(value).isoformat(" ", "microseconds")[:-6]
 
 
-def _copy_postgres(connection: Any, rows: list[dict[str, Any]]) -> None:
-    from psycopg import Error
+def _postgres_tuples(rows: list[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
     from psycopg.types.json import Jsonb
+
+    for row in rows:
+        yield tuple(
+            _postgres_json(row.get(name), Jsonb)
+            if name in JSON_COLUMNS
+            else _DEFAULTS.get(name) if row.get(name) is None else row[name]
+            for name in COLUMNS
+        )  # fmt: skip
+
+
+def _copy_postgres(connection: Any, rows: list[tuple[Any, ...]]) -> None:
+    from psycopg import Error
 
     driver = connection.connection.driver_connection
     try:
         with driver.cursor() as cursor, cursor.copy(POSTGRES_COPY) as copy:
             for row in rows:
-                copy.write_row(tuple(
-                    _postgres_json(row.get(name), Jsonb)
-                    if name in JSON_COLUMNS
-                    else _DEFAULTS.get(name) if row.get(name) is None else row[name]
-                    for name in COLUMNS
-                ))  # fmt: skip
+                copy.write_row(row)
     except Error as exc:  # as SQLAlchemy would raise it: IntegrityError and so on
         raise DBAPIError.instance(POSTGRES_COPY, None, exc, Error) from exc
 

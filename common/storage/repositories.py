@@ -9,7 +9,11 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from common.storage.log_insert import insert_log_rows
+from common.storage.log_insert import (
+    PreparedLogRows,
+    insert_log_rows,
+    insert_prepared_rows,
+)
 from common.storage.tables import (
     AuditEvent,
     Champion,
@@ -71,6 +75,11 @@ def find_champion_generation(session: Session, name: str) -> tuple[int, int] | N
 def insert_prediction_logs(session: Session, rows: list[dict[str, Any]]) -> None:
     """Bulk-insert prediction log rows straight through the driver (log_insert)."""
     insert_log_rows(session, rows)
+
+
+def insert_prepared_prediction_logs(session: Session, rows: PreparedLogRows) -> None:
+    """Insert log rows made ready for the driver beforehand (log_insert)."""
+    insert_prepared_rows(session, rows)
 
 
 def find_prediction_targets(

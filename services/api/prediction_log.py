@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
-from common.monitoring.prediction_log import write_predictions
+from common.monitoring.prediction_log import prepare_predictions, write_prepared
 from common.monitoring.rollups import RollupWriter
 from common.storage.db import session_scope
 from services.api.prometheus import (
@@ -196,9 +196,12 @@ class PredictionLogWriter:
                 log.error("prediction log row refused by the database; dropped")
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        """The rows, their rollups and their early labels, in one transaction."""
+        """The rows, their rollups and their early labels, in one transaction;
+        what needs no lock made before it (`prepare_predictions`)."""
         with session_scope(self.session_factory) as session:
-            touched = write_predictions(session, rows, self.rollups)
+            prepared = prepare_predictions(session, rows, self.rollups)
+        with session_scope(self.session_factory) as session:
+            touched = write_prepared(session, prepared, self.rollups)
         self.rollups.adopt(touched)
 
     def _count_written(self, rows: int) -> None:

@@ -38,9 +38,9 @@ def test_every_prediction_is_logged_in_batches_not_per_request(
 ):
     engine = slow_flush_app.extensions["engine"]
     writes = []  # driver-level inserts (executemany or COPY) of log rows
-    insert = repositories.insert_log_rows
-    monkeypatch.setattr(repositories, "insert_log_rows",
-                        lambda session, rows: (writes.append(len(rows)),
+    insert = repositories.insert_prepared_rows
+    monkeypatch.setattr(repositories, "insert_prepared_rows",
+                        lambda session, rows: (writes.append(rows.count),
                                                insert(session, rows)))  # fmt: skip
     client = slow_flush_app.test_client()
     ids = [
@@ -103,7 +103,7 @@ def test_database_outage_keeps_rows_until_it_is_back(slow_flush_app, row, monkey
     def refuse(*_args):
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(repositories, "insert_prediction_logs", refuse)
+    monkeypatch.setattr(repositories, "insert_prepared_prediction_logs", refuse)
     assert writer.flush() is False
     assert writer.pending == 3 and writer.write_failures == 1
     monkeypatch.undo()

@@ -8,7 +8,7 @@ from datetime import timedelta, timezone
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.clock import as_utc, utcnow
@@ -19,13 +19,21 @@ from common.monitoring.metrics import compute_window_metrics, metric_history
 from common.monitoring.prediction_log import (
     log_predictions,
     new_prediction_id,
+    prepare_predictions,
     write_predictions,
+    write_prepared,
 )
 from common.monitoring.rollups import KEEP_MINUTES, RollupWriter
 from common.monitoring.sketches import SketchSum, encode, new_sketch
 from common.storage.db import session_scope
 from common.storage.migrate import downgrade_database, upgrade_database
-from common.storage.tables import FeedbackLabel, LabelRollup, Model, PredictionRollup
+from common.storage.tables import (
+    FeedbackLabel,
+    LabelRollup,
+    Model,
+    PredictionLog,
+    PredictionRollup,
+)
 
 NOW = utcnow().replace(second=30, microsecond=0)
 
@@ -59,6 +67,50 @@ def test_a_write_that_failed_and_was_retried_counts_once(session_factory):
     with session_scope(session_factory) as session:
         writer.adopt(write_predictions(session, [_row()], writer))
     assert _metrics(session_factory)["request_count"] == 6
+
+
+def test_a_prepared_write_opens_with_its_insert_and_counts_like_a_direct_one(
+    engine, session_factory
+):
+    """The log writer encodes and counts its rows before its transaction, whose
+    first statement is then the insert: SQLite's one write lock is taken at once
+    and held for the writes alone, and nothing is read before it (a transaction
+    that reads and then writes is refused when another connection wrote between).
+    What it stores equals the one-transaction path, a label that came first
+    included."""
+    writer = RollupWriter()
+    early = _row(latency_ms=7.0, prediction="0")
+    with session_scope(session_factory) as session:
+        record_feedback(session, [(early["prediction_id"], "0")])
+    direct = [_row(latency_ms=3.0) for _ in range(3)]
+    with session_scope(session_factory) as session:
+        writer.adopt(write_predictions(session, direct, writer))
+    prepared_rows = [early, *(_row(latency_ms=5.0) for _ in range(69))]
+    writer = RollupWriter()  # a new process's: it reads the model's task first
+    with session_scope(session_factory) as session:
+        prepared = prepare_predictions(session, prepared_rows, writer)
+    statements: list[str] = []
+
+    def trace(_conn, _cursor, statement, *_args):
+        statements.append(statement.lstrip().split()[0].upper())
+
+    event.listen(engine, "before_cursor_execute", trace)
+    try:
+        with session_scope(session_factory) as session:
+            touched = write_prepared(session, prepared, writer)
+    finally:
+        event.remove(engine, "before_cursor_execute", trace)
+    writer.adopt(touched)
+    assert statements[0] in ("INSERT", "COPY"), statements
+    metrics = _metrics(session_factory)
+    assert metrics["request_count"] == 73
+    assert metrics["labeled_count"] == 1
+    with session_scope(session_factory) as session:
+        stored = session.scalars(select(PredictionRollup)).all()
+        latencies = session.scalar(select(func.sum(PredictionRollup.latency_sum)))
+        logged = session.scalar(select(func.count()).select_from(PredictionLog))
+    assert sum(r.requests for r in stored) == 73 and logged == 73
+    assert latencies == pytest.approx(3 * 3.0 + 7.0 + 69 * 5.0)
 
 
 def test_a_failed_write_leaves_the_kept_counts_of_its_minute_untouched(
