@@ -252,8 +252,8 @@ class Settings:
     prediction_log_nice: int = _doc(
         "CPU niceness (0-19) of each API process's log process: at 10 the requests "
         "get the cores first on a busy machine and the log keeps up with what they "
-        "leave (its spool absorbs the lag). On SQLite too: its transaction holds "
-        "the one write lock for the inserts alone, everything else made before it.",
+        "leave (its spool absorbs the lag). PostgreSQL only: on SQLite it writes at "
+        "normal priority (SQLite has one write lock).",
         10,
     )
     retrain_time_limit_seconds: int = _doc(
@@ -568,13 +568,11 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
     def writer_niceness(self, niceness: int) -> int:
-        """The niceness the shadow process, which writes to the database, takes:
+        """The niceness a helper process that writes to the database takes:
         `niceness` on PostgreSQL, none on SQLite. SQLite has one write lock for the
         whole file, and a low-priority process holding it on busy cores makes every
         other writer wait for it (priority inversion: in the contention case a job
-        submission waited over 10 s behind a niced log process's transaction, when
-        that transaction also counted and encoded its rows). The log process is
-        niced on both: it makes all that before its transaction."""
+        submission waited over 10 s behind a niced log process's transaction)."""
         return 0 if self.is_sqlite else niceness
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -304,12 +304,11 @@ def run(conn: Connection, settings: Settings) -> None:
     token) once everything before it is written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the API process stops us
     signal.signal(signal.SIGTERM, _exit)  # terminated: write the spool, then end
-    # Background work: the requests get the cores first and the log keeps up with
-    # what they leave; a lag is its spool's, bounded by the high-water mark and the
-    # backpressure on requests (docs/performance.md). Niced on SQLite too: a write
-    # holds the one write lock every writer waits for only for its inserts, the
-    # rows' encoding and counting made before it (PredictionLogWriter._write).
-    lower_priority(settings.prediction_log_nice)
+    # Background work that still gets its share of a core (niced on PostgreSQL
+    # only: on SQLite it holds the one write lock every writer waits for); a lag is
+    # its spool's, bounded by the high-water mark and the backpressure on requests
+    # (docs/performance.md).
+    lower_priority(settings.writer_niceness(settings.prediction_log_nice))
     memory.limit_arenas(2)
     configure_logging(settings)
     engine = make_engine(settings)

@@ -130,13 +130,12 @@ def test_malformed_toml_names_the_file(tmp_path):
         Settings.from_env({"MODELOPS_CONFIG_FILE": str(config)})
 
 
-def test_the_shadow_process_is_niced_on_postgresql_only(tmp_path):
-    """SQLite has one write lock: a niced holder on busy cores stalls every writer
-    (the log process, whose transaction holds it for its inserts alone, is niced on
-    both: tests/integration/test_log_process.py)."""
+def test_helper_processes_that_write_are_niced_on_postgresql_only(tmp_path):
+    """SQLite has one write lock: a niced holder on busy cores stalls every writer."""
     sqlite = Settings(home=str(tmp_path))
     postgres = Settings(home=str(tmp_path), database_url="postgresql://db/modelops")
-    assert sqlite.writer_niceness(sqlite.rollout_shadow_nice) == 0
+    assert sqlite.writer_niceness(sqlite.prediction_log_nice) == 0
+    assert postgres.writer_niceness(postgres.prediction_log_nice) == 10
     assert postgres.writer_niceness(postgres.rollout_shadow_nice) == 10
 
 
