@@ -145,7 +145,7 @@ def report(
         each = " ".join(f"{a / b:.2f}" for a, b in zip(rates[name], off, strict=True))
         _say(f"{name:<13}{statistics.median(rates[name]):>8.0f}"
               f"{statistics.median(p99s[name]):>8.1f}"
-              f"{statistics.median(cpu[name]):>12.0f}{ratio:>8.2f}  {each:<35}"
+              f"{statistics.median(cpu[name]):>12.0f}{ratio:>8.2f}  {each:<35} "
               f"{failed[name]}")  # fmt: skip
     for name, settings in homes.items():
         if VARIANTS[name][0]:
