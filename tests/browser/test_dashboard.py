@@ -55,6 +55,16 @@ OVERLAPPING_TICKS = """ids => ids.flatMap(id => {
     .filter((box, i) => box.rotation !== 0 || box.left < boxes[i].right);
 })"""
 TIME_CHARTS = ["chart-volume", "chart-latency", "chart-accuracy", "chart-drift"]
+# Values a line chart has but draws neither as part of a line nor as a dot.
+HIDDEN_VALUES = """ids => ids.flatMap(id => {
+  const chart = Chart.getChart(document.getElementById(id));
+  return chart.data.datasets.flatMap((set, k) => set.data.flatMap((v, i) => {
+    const has = j => set.data[j] !== null && set.data[j] !== undefined;
+    const alone = has(i) && !has(i - 1) && !has(i + 1);
+    const radius = chart.getDatasetMeta(k).data[i].options.radius;
+    return alone && !(radius > 0) ? [`${id} ${set.label} #${i}`] : [];
+  }));
+})"""
 PAGES = {  # each page, and what shows that its data is drawn
     "overview": "#cards .card", "models": "#models-table tbody tr",
     "jobs": "#jobs-table tbody tr", "alerts": "#alert-lists > *",
@@ -81,6 +91,10 @@ def test_overview_shows_cards_and_live_charts_after_traffic(tab: Tab) -> None:
     page.wait_for_function(
         f"before => {volume} !== before", arg=before, timeout=30_000
     )  # the current minute's traffic is redrawn without a reload
+    # every value is drawn: one between gaps (a minute of traffic among quiet ones)
+    # has no line to either side, so it gets a dot (it showed nothing before)
+    hidden = page.evaluate(HIDDEN_VALUES, TIME_CHARTS)
+    assert hidden == [], hidden
     policy = page.locator("#policy")
     expect(policy).to_contain_text("Retraining policy:")  # its decision and why
     assert policy.get_attribute("data-decision") in POLICY_DECISIONS

@@ -13,12 +13,20 @@ function card(label, value, sub) {
     h("div", { class: "value" }, value), sub ? h("div", { class: "sub" }, sub) : null);
 }
 
+// Lines carry the points, except a value with none beside it (a minute of traffic
+// between quiet ones): it has no line to either side, so it gets a dot of its own.
+function loneDot(ctx) {
+  const data = ctx.dataset.data;
+  const has = (i) => i >= 0 && i < data.length && data[i] !== null && data[i] !== undefined;
+  return has(ctx.dataIndex) && !has(ctx.dataIndex - 1) && !has(ctx.dataIndex + 1) ? 3 : 0;
+}
+
 function lineChart(id, datasets, options = {}) {
   if (!window.Chart) return null;
   if (!charts[id]) {
     charts[id] = new window.Chart($(`#${id}`), {
       type: "line",
-      data: { labels: [], datasets: datasets.map((label) => ({ label, data: [], tension: 0.2, pointRadius: 0 })) },
+      data: { labels: [], datasets: datasets.map((label) => ({ label, data: [], tension: 0.2, pointRadius: loneDot })) },
       options: { animation: false, responsive: true, maintainAspectRatio: false,
         interaction: { mode: "index", intersect: false },
         scales: { x: { ticks: TIME_TICKS }, y: { beginAtZero: true, ...options.y } } },
