@@ -29,7 +29,7 @@ class PreparedPredictions:
 
     rows: list[dict[str, Any]]
     driver_rows: PreparedLogRows
-    rollups: Counted
+    counted: Counted
 
 
 def prepare_predictions(
@@ -55,9 +55,9 @@ def write_prepared(
     before them, in `session`'s transaction. Pass the result to `rollups.adopt`
     once it commits."""
     repo.insert_prepared_prediction_logs(session, prepared.driver_rows)
-    rollups.write(session, prepared.rollups)
+    rollups.write(session, prepared.counted)
     _count_early_labels(session, prepared.rows)
-    return prepared.rollups.touched
+    return prepared.counted.touched
 
 
 def write_predictions(

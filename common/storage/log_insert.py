@@ -83,17 +83,11 @@ def insert_prepared_rows(session: Session, prepared: PreparedLogRows) -> None:
     if not prepared.count:
         return
     connection = session.connection()
-    if connection.dialect.name != prepared.dialect:
-        raise ValueError(f"rows prepared for {prepared.dialect}, "
-                         f"not {connection.dialect.name}")  # fmt: skip
     if prepared.dialect == "postgresql":
         _copy_postgres(connection, prepared.copy_rows)
         return
     for statement, parameters in prepared.statements:
-        if len(parameters) == 1:
-            connection.exec_driver_sql(statement, parameters[0])
-        else:
-            connection.exec_driver_sql(statement, parameters)
+        connection.exec_driver_sql(statement, parameters)
 
 
 @functools.cache

@@ -101,7 +101,9 @@ def test_a_prepared_write_opens_with_its_insert_and_counts_like_a_direct_one(
     finally:
         event.remove(engine, "before_cursor_execute", trace)
     writer.adopt(touched)
-    assert statements[0] in ("INSERT", "COPY"), statements
+    # (on PostgreSQL the log's COPY goes through the driver, unseen here: the first
+    # statement seen is then the rollups' insert, still before any read)
+    assert statements[0] == "INSERT", statements
     metrics = _metrics(session_factory)
     assert metrics["request_count"] == 73
     assert metrics["labeled_count"] == 1
