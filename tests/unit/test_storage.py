@@ -148,6 +148,43 @@ def test_log_rows_keep_their_time_and_json_as_the_orm_writes_them(session_factor
     ] * 2
 
 
+def test_log_rows_keep_every_value_and_their_order_where_columns_are_empty(
+    session_factory,
+):
+    """Columns left empty on every row of an INSERT's group are left out of it
+    (cheaper for the driver); every row still stores exactly what it came with, a
+    value beside empty ones included, in the order it came."""
+    at = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    rows = []
+    for i in range(150):  # groups of 64: empty, one row with values, no probabilities
+        flagged = i == 100
+        rows.append({
+            "prediction_id": f"{i:032x}", "model": "default",
+            "model_version_id": None, "model_version": 1, "features": {"i": i},
+            "prediction": str(i % 2), "latency_ms": float(i),
+            "confidence": 0.75 if i >= 64 else None,
+            "probabilities": {"0": 0.25, "1": 0.75} if i < 128 else None,
+            "data_quality": ["missing:age"] if flagged else None,
+            "shadow_of": f"{7:032x}" if flagged else None,
+            "arm": "shadow:3" if flagged else "", "created_at": at,
+        })  # fmt: skip
+    with session_scope(session_factory) as session:
+        log_insert.insert_log_rows(session, rows)
+    with session_scope(session_factory) as session:
+        logged = session.scalars(select(PredictionLog).order_by(PredictionLog.id)).all()
+        stored = [
+            {"prediction_id": row.prediction_id, "model": row.model,
+             "model_version_id": row.model_version_id,
+             "model_version": row.model_version, "features": row.features,
+             "prediction": row.prediction, "latency_ms": row.latency_ms,
+             "confidence": row.confidence, "probabilities": row.probabilities,
+             "data_quality": row.data_quality, "shadow_of": row.shadow_of,
+             "arm": row.arm, "created_at": as_utc(row.created_at)}
+            for row in logged
+        ]  # fmt: skip
+    assert stored == rows
+
+
 def test_a_single_model_database_is_carried_into_the_default_model(engine):
     """Rows written before named models (revision 0008) belong to `default` after
     the upgrade: its versions, predictions, jobs (the active retrain keeps
