@@ -9,10 +9,9 @@ import hmac
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import current_app, request
-
 from common.config import Settings
 from common.errors import UnauthorizedError
+from services.api.context import this_app, this_request
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,11 +22,12 @@ def _supplied_keys() -> list[str]:
     """Every key the request presents. An Authorization header that is not
     `Bearer <key>` counts as a wrong key: it must not pass on another header's key."""
     keys = []
-    if "Authorization" in request.headers:
-        scheme, _, key = request.headers["Authorization"].partition(" ")
+    headers = this_request().headers
+    if "Authorization" in headers:
+        scheme, _, key = headers["Authorization"].partition(" ")
         keys.append(key.strip() if scheme.lower() == "bearer" else "")
-    if "X-API-Key" in request.headers:
-        keys.append(request.headers["X-API-Key"])
+    if "X-API-Key" in headers:
+        keys.append(headers["X-API-Key"])
     return keys
 
 
@@ -53,7 +53,7 @@ def require_api_key(view: F) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        check_api_key(current_app.extensions["settings"])
+        check_api_key(this_app().extensions["settings"])
         return view(*args, **kwargs)
 
     wrapper.__auth__ = "api_key"  # type: ignore[attr-defined]  # for the OpenAPI
@@ -65,7 +65,7 @@ def require_predict_key(view: F) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        settings = current_app.extensions["settings"]
+        settings = this_app().extensions["settings"]
         if settings.predict_auth:
             check_api_key(settings)
         return view(*args, **kwargs)
@@ -93,7 +93,8 @@ def read_needs_key(settings: Settings, route: str) -> bool:
 def check_read_access() -> None:
     """Before every request: a read needs the key when the settings say reads do.
     Writes are checked by their views' decorators; an unknown path is a 404."""
-    settings: Settings = current_app.extensions["settings"]
+    settings: Settings = this_app().extensions["settings"]
+    request = this_request()
     rule = request.url_rule
     if request.method not in READS or rule is None or request.endpoint in PAGES:
         return

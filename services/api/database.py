@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
 from common.storage.db import make_engine, make_session_factory
+from services.api.context import request_globals
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -40,6 +41,6 @@ def get_session() -> Session:
 
 
 def _close_session(_exc: BaseException | None) -> None:
-    session = g.pop("db_session", None)
+    session = request_globals().pop("db_session", None)
     if session is not None:
         session.close()

@@ -3,11 +3,12 @@ model for the root routes (/predict, /model/status, /metrics, ...)."""
 
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import request
 from werkzeug.routing import BaseConverter
 
 from common.config import Settings
 from common.models import catalog
+from services.api.context import this_app
 from services.api.database import get_session
 
 
@@ -19,7 +20,7 @@ class ModelNameConverter(BaseConverter):
 
 
 def settings() -> Settings:
-    result: Settings = current_app.extensions["settings"]
+    result: Settings = this_app().extensions["settings"]
     return result
 
 

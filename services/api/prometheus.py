@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -38,6 +38,7 @@ from common.monitoring import metrics
 from common.process_state import read_state
 from common.storage.db import session_scope
 from common.storage.tables import Alert, Champion, DriftReport, Job, ModelVersion
+from services.api.context import request_globals, this_request
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUESTS = Counter(
@@ -101,13 +102,14 @@ def instrument(app: Flask) -> None:
 
     @app.before_request
     def _start() -> None:
-        g.request_started = time.perf_counter()  # also the /predict latency's start
+        # also the /predict latency's start
+        request_globals().request_started = time.perf_counter()
 
     @app.after_request
     def _count(response: Response) -> Response:
-        endpoint = (
-            route_label(request.url_rule.rule) if request.url_rule else "unmatched"
-        )
+        request, g = this_request(), request_globals()
+        rule = request.url_rule
+        endpoint = route_label(rule.rule) if rule else "unmatched"
         model = g.get("model_name") or (request.view_args or {}).get("name", "")
         REQUESTS.labels(
             endpoint, request.method, str(response.status_code), model

@@ -6,11 +6,11 @@ import json
 from typing import Any, TypeVar
 
 import orjson
-from flask import request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from common.errors import InvalidInputError
+from services.api.context import this_request
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,6 +23,7 @@ def read_json(*, optional: bool = False, or_else: str = "") -> Any:
     An over-limit body raises 413 (werkzeug) before it is read in full, whether it
     announces its length or is sent chunked.
     """
+    request = this_request()
     if optional and not request.content_length and not request.data:
         return {}
     if not request.is_json:
@@ -51,6 +52,7 @@ def _read_body() -> bytes:
     check up front, and werkzeug's limited stream stops at the limit without saying
     so: a truncated document then read as "malformed JSON". One byte past the limit
     tells a complete body from a cut one."""
+    request = this_request()
     limit = request.max_content_length
     if request.content_length is not None or limit is None:
         return request.get_data(cache=False)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response
 
 from services.api.auth import require_predict_key
+from services.api.context import request_globals, this_app, this_request
 from services.api.declare import api
 from services.api.models_scope import default_model
 from services.api.requests import parse_body
@@ -21,10 +22,11 @@ bp = Blueprint("predict", __name__)
 def _log_failure(response: Response) -> Response:
     """A refused or failed prediction of a known model is logged too, so its error
     rate is real."""
+    g = request_globals()
     name = g.get("model_name")
     if response.status_code >= 400 and name and response.status_code != 404:
         started = g.get("request_started", time.perf_counter())
-        current_app.extensions["predictor"].log_failure(
+        this_app().extensions["predictor"].log_failure(
             name, response.status_code, (time.perf_counter() - started) * 1000
         )
     return response
@@ -55,10 +57,12 @@ def predict_model(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 
 
 def _predict(name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    g = request_globals()
     g.model_name = name
     body = parse_body(PredictRequest)
-    answer, version, arm = current_app.extensions["predictor"].predict(
-        name, body, g.request_started, request.headers.get("X-Routing-Key") or None
+    key = this_request().headers.get("X-Routing-Key") or None
+    answer, version, arm = (
+        this_app().extensions["predictor"].predict(name, body, g.request_started, key)
     )
     return answer, 200, {"X-Model-Version": str(version), "X-Model-Name": name,
                          "X-Model-Arm": arm}  # fmt: skip
