@@ -44,11 +44,9 @@ def count_labels(
         found = session.execute(query).all()
     elif not wanted:
         return 0
-    elif len(wanted) <= FEW_IDS:
-        found = session.execute(_pending_logged("ids"), {"ids": list(wanted)}).all()
-    else:  # a range of the index, two parameters: see `_among`
-        bounds = {"low": min(wanted), "high": max(wanted)}
-        found = session.execute(_pending_logged("range"), bounds).all()
+    else:
+        kind, parameters = _among(wanted)
+        found = session.execute(_pending_logged(kind), parameters).all()
     deltas: dict[tuple[Any, ...], dict[str, float]] = defaultdict(
         lambda: dict.fromkeys(SUMS, 0.0)
     )
@@ -84,9 +82,9 @@ def count_labels(
 @functools.cache
 def _pending_logged(among: str | None) -> Select[*tuple[Any, ...]]:
     """The pending labels whose prediction is logged, with what counting them needs;
-    `among` "ids" (parameter `ids`) or "range" (`low`, `high`) narrows them to some
-    predictions. Built once: the log writer asks at every transaction, and building
-    the statement took 0.7 ms, four times as long as running it (timed)."""
+    `among` (see `_among`) narrows them to some predictions. Built once: the log
+    writer asks at every transaction, and building the statement took 0.7 ms, four
+    times as long as running it (timed)."""
     query = (
         select(FeedbackLabel.id, FeedbackLabel.label, FeedbackLabel.counted_label,
                FeedbackLabel.prediction_id, PredictionLog.model,
@@ -97,15 +95,7 @@ def _pending_logged(among: str | None) -> Select[*tuple[Any, ...]]:
         .join(Model, Model.name == PredictionLog.model, isouter=True)
         .where(FeedbackLabel.pending)
     )  # fmt: skip
-    if among == "ids":
-        return query.where(
-            FeedbackLabel.prediction_id.in_(bindparam("ids", expanding=True))
-        )
-    if among == "range":
-        return query.where(
-            FeedbackLabel.prediction_id.between(bindparam("low"), bindparam("high"))
-        )
-    return query
+    return query if among is None else _narrowed(query, among)
 
 
 def count_shadow_labels(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -114,13 +104,8 @@ def count_shadow_labels(session: Session, rows: Sequence[dict[str, Any]]) -> Non
     by_request = {row["shadow_of"]: row for row in rows if row.get("shadow_of")}
     if not by_request:
         return
-    labels = session.execute(
-        select(FeedbackLabel.prediction_id, FeedbackLabel.counted_label, Model.task)
-        .join(PredictionLog, PredictionLog.prediction_id == FeedbackLabel.prediction_id)
-        .join(Model, Model.name == PredictionLog.model, isouter=True)
-        .where(_among(FeedbackLabel.prediction_id, by_request),
-               FeedbackLabel.counted_label.is_not(None))
-    ).all()  # fmt: skip
+    kind, parameters = _among(by_request)
+    labels = session.execute(_counted_labels(kind), parameters).all()
     deltas: dict[tuple[Any, ...], dict[str, float]] = defaultdict(
         lambda: dict.fromkeys(SUMS, 0.0)
     )
@@ -131,15 +116,36 @@ def count_shadow_labels(session: Session, rows: Sequence[dict[str, Any]]) -> Non
     _write(session, deltas)
 
 
-def _among(column: Any, ids: Collection[str]) -> Any:
-    """A condition on `column` that holds for at least `ids`; callers keep only the
-    rows whose id is one of them. Many ids go as their range, two parameters:
-    prediction ids are time-ordered, so a logged batch's ids are a narrow range of
-    the index, while an IN of a thousand ids cost the log writer more Python than
-    inserting the rows (profiled)."""
+@functools.cache
+def _counted_labels(among: str) -> Select[*tuple[Any, ...]]:
+    """The counted labels of some logged predictions (`_among`), built once."""
+    query = (
+        select(FeedbackLabel.prediction_id, FeedbackLabel.counted_label, Model.task)
+        .join(PredictionLog, PredictionLog.prediction_id == FeedbackLabel.prediction_id)
+        .join(Model, Model.name == PredictionLog.model, isouter=True)
+        .where(FeedbackLabel.counted_label.is_not(None))
+    )  # fmt: skip
+    return _narrowed(query, among)
+
+
+def _among(ids: Collection[str]) -> tuple[str, dict[str, Any]]:
+    """How a query on labels is narrowed to at least `ids` (callers keep only the
+    rows whose id is one of them): the kind of condition `_narrowed` adds, and its
+    parameters. Many ids go as their range, two parameters: prediction ids are
+    time-ordered, so a logged batch's ids are a narrow range of the index, while an
+    IN of a thousand ids cost the log writer more Python than inserting the rows
+    (profiled)."""
     if len(ids) <= FEW_IDS:
-        return column.in_(list(ids))
-    return column.between(min(ids), max(ids))
+        return "ids", {"ids": list(ids)}
+    return "range", {"low": min(ids), "high": max(ids)}
+
+
+def _narrowed(query: Select[*tuple[Any, ...]], among: str) -> Select[*tuple[Any, ...]]:
+    """`query` on labels of the predictions `_among` names by `among`, bound later."""
+    column = FeedbackLabel.prediction_id
+    if among == "ids":
+        return query.where(column.in_(bindparam("ids", expanding=True)))
+    return query.where(column.between(bindparam("low"), bindparam("high")))
 
 
 class _Row:

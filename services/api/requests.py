@@ -6,6 +6,7 @@ import json
 from typing import Any, TypeVar
 
 import orjson
+from flask import Request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
@@ -32,7 +33,7 @@ def read_json(*, optional: bool = False, or_else: str = "") -> Any:
             f"send {accepted}{f', or {or_else}' if or_else else ''} "
             f"(got {request.mimetype or 'no Content-Type'!r})"
         )
-    raw = _read_body()
+    raw = _read_body(request)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -47,12 +48,11 @@ def read_json(*, optional: bool = False, or_else: str = "") -> Any:
         raise InvalidInputError("malformed JSON: nested too deeply") from exc
 
 
-def _read_body() -> bytes:
+def _read_body(request: Request) -> bytes:
     """The whole body, refusing one over the limit. A chunked body has no length to
     check up front, and werkzeug's limited stream stops at the limit without saying
     so: a truncated document then read as "malformed JSON". One byte past the limit
     tells a complete body from a cut one."""
-    request = this_request()
     limit = request.max_content_length
     if request.content_length is not None or limit is None:
         return request.get_data(cache=False)
