@@ -67,32 +67,43 @@ class MinuteCounts:
     agreed: int = 0
     difference_sum: float = 0.0
 
-    def add(self, row: dict[str, Any], task: str) -> None:
-        """Count one log row as compute_window_metrics did: requests (and their
-        latency) once per request, predictions per answered row."""
-        if row.get("request_rows", 1) > 0:
-            self.requests += 1
-            self.errors += row["status_code"] != 200
-            latency = float(row["latency_ms"])
-            self.latency.add(max(latency, 0.0))
-            self.latency_sum += latency
-        if row["status_code"] != 200:
+    def add_rows(self, rows: list[dict[str, Any]], task: str) -> None:
+        """Count log rows as compute_window_metrics did: requests (and their
+        latency) once per request, predictions per answered row. Counted a column
+        at a time, not a row at a time: the log writer counts every row it writes,
+        and row by row this cost a fifth of its write (measured)."""
+        opened = [row for row in rows if row.get("request_rows", 1) > 0]
+        if opened:
+            self.requests += len(opened)
+            self.errors += sum(row["status_code"] != 200 for row in opened)
+            latencies = [float(row["latency_ms"]) for row in opened]
+            sketches.add_values(self.latency, [max(x, 0.0) for x in latencies])
+            total = self.latency_sum
+            for latency in latencies:  # in order: the sum a row at a time gave
+                total += latency
+            self.latency_sum = total
+        answered = [row for row in rows if row["status_code"] == 200]
+        if not answered:
             return
-        self.predictions += 1
+        self.predictions += len(answered)
         if task == "regression":
-            value = as_number(row["prediction"])
-            if value is not None:
+            values = [as_number(row["prediction"]) for row in answered]
+            present = [value for value in values if value is not None]
+            if present:
                 self.values = self.values or sketches.new_sketch()
-                self.values.add(value)
+                sketches.add_values(self.values, present)
         else:
-            self.classes[str(row["prediction"])] += 1
-        if row.get("confidence") is not None:
-            self.confidence_sum += float(row["confidence"])
-            self.confidence_count += 1
-        for flag in row.get("data_quality") or ():
-            self.quality[flag.split(":", 1)[0]] += 1
-        if "champion_prediction" in row:  # a shadow row (never stored in the log)
-            self._compare(row["prediction"], row["champion_prediction"], task)
+            self.classes.update([str(row["prediction"]) for row in answered])
+        for row in answered:
+            confidence = row.get("confidence")
+            if confidence is not None:
+                self.confidence_sum += float(confidence)
+                self.confidence_count += 1
+            flags = row.get("data_quality")
+            if flags:
+                self.quality.update([flag.split(":", 1)[0] for flag in flags])
+            if "champion_prediction" in row:  # a shadow row (never stored in the log)
+                self._compare(row["prediction"], row["champion_prediction"], task)
 
     def _compare(self, mine: Any, champion: Any, task: str) -> None:
         if task == "regression":
@@ -200,9 +211,9 @@ class RollupWriter:
         """Count `rows` into copies of the states they touch, and encode those for
         the upsert; writes nothing. Reads only what it does not hold: a model's task
         the first time, a minute's stored counts after its state was dropped."""
-        touched: dict[RollupKey, MinuteCounts] = {}
         rows = list(rows)
         tasks = self._tasks_of(session, {row["model"] for row in rows})
+        groups: dict[RollupKey, list[dict[str, Any]]] = {}
         minute = end = NEVER
         for row in rows:
             at = as_utc(row["created_at"])
@@ -213,10 +224,15 @@ class RollupWriter:
                 end = minute + ONE_MINUTE
             version = int(row.get("model_version_id") or 0)
             key = (row["model"], minute, version, row.get("arm") or "")
-            state = touched.get(key)
-            if state is None:
-                state = touched[key] = self._copy_of(session, key)
-            state.add(row, tasks[key[0]])
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [row]
+            else:
+                group.append(row)
+        touched: dict[RollupKey, MinuteCounts] = {}
+        for key, group in groups.items():
+            state = touched[key] = self._copy_of(session, key)
+            state.add_rows(group, tasks[key[0]])
         values = [{"model": k[0], "minute": k[1], "model_version_id": k[2],
                    "arm": k[3], "writer": self.writer, **state.columns()}
                   for k, state in touched.items()]  # fmt: skip

@@ -54,9 +54,10 @@ class PreparedLogRows:
 
 def prepare_log_rows(dialect: str, rows: list[dict[str, Any]]) -> PreparedLogRows:
     """Encode `rows` (dicts with COLUMNS) for `dialect`'s driver. A JSON column's
-    value is a Python value, or its JSON text already encoded (`bytes`: the API
-    encodes a request's features once, where they are at hand, instead of pickling
-    the dict to the log process and encoding it there). No database call: the log
+    value is a Python value, or its JSON text already encoded (a `str`: the API
+    encodes a request's features once, where they are at hand, instead of
+    pickling the dict to the log process and encoding it there; no JSON column
+    holds a bare string as its value). No database call: the log
     writer does this before its transaction, which then holds the write lock only
     for the inserts."""
     if dialect == "postgresql":
@@ -132,9 +133,9 @@ def _kept(empty: frozenset[int]) -> operator.itemgetter[Any]:
 
 
 def _json_text(value: Any) -> str:
-    """A JSON column's text: `value` encoded, or decoded where it came encoded."""
-    if isinstance(value, bytes):
-        return value.decode()
+    """A JSON column's text: `value` encoded, or as it came where it came encoded."""
+    if isinstance(value, str):
+        return value
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
@@ -190,10 +191,8 @@ def _copy_postgres(connection: Any, rows: list[tuple[Any, ...]]) -> None:
 def _postgres_json(value: Any, jsonb: Any) -> Any:
     """A JSON column's value for COPY: its text where it came encoded (COPY's text
     format hands it to jsonb's parser), else wrapped in psycopg's `jsonb` adapter."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode()
+    if value is None or isinstance(value, str):
+        return value
     return jsonb(value)
 
 

@@ -209,7 +209,8 @@ class Predictor:
         arm: str,
     ) -> None:
         for flags in quality:
-            self.quality_counts.update(flag.split(":", 1)[0] for flag in flags)
+            if flags:  # most rows have none: no update at all, a request's cost
+                self.quality_counts.update([flag.split(":", 1)[0] for flag in flags])
         if self.log_writer is None:
             return
         now = utcnow()
@@ -220,9 +221,12 @@ class Predictor:
                     "model": model.name,
                     "model_version_id": model.model_version_id,
                     "model_version": model.version,
-                    # encoded here, once: pickling the dict to the log process
-                    # and encoding it there cost that process twice as much
-                    "features": orjson.dumps(instance),
+                    # Encoded here, once: pickling the dict to the log process
+                    # and encoding it there cost that process twice as much. As
+                    # text: orjson's bytes, held by the thousand until sent, cost
+                    # glibc's malloc 2.7 us a row, the text decoded from them
+                    # (the bytes freed at once) 0.8 us (measured).
+                    "features": orjson.dumps(instance).decode(),
                     "prediction": str(p.prediction),
                     "confidence": p.confidence,
                     "probabilities": p.probabilities,

@@ -24,7 +24,7 @@ from common.monitoring.prediction_log import (
     write_prepared,
 )
 from common.monitoring.rollups import KEEP_MINUTES, RollupWriter
-from common.monitoring.sketches import SketchSum, encode, new_sketch
+from common.monitoring.sketches import SketchSum, add_values, encode, new_sketch
 from common.storage.db import session_scope
 from common.storage.migrate import downgrade_database, upgrade_database
 from common.storage.tables import (
@@ -346,6 +346,29 @@ def test_merged_sketches_read_as_the_library_reads_one_sketch():
     qs = [0, 0.01, 0.05, 0.06, 0.07, 0.25, 0.5, 0.9, 0.99, 1]
     assert merged.quantiles(*qs) == [whole.get_quantile_value(q) for q in qs]
     assert SketchSum().quantiles(0.5) == [None]
+
+
+def test_values_added_at_once_fill_the_bins_the_library_fills_one_by_one():
+    """The rollups add a batch's latencies in one call; what they store (the bins
+    and the count) is what `DDSketch.add` makes of the same values one by one,
+    whatever the sign, zeros included, in any number of calls."""
+    rng = np.random.default_rng(2)
+    values = [float(v) for v in np.concatenate(
+        [rng.lognormal(1, 2, 5000), -rng.lognormal(0, 1, 300), np.zeros(40),
+         [1e-320, 5e300]])]  # fmt: skip
+    rng.shuffle(values)
+    one_by_one, at_once = new_sketch(), new_sketch()
+    for value in values:
+        one_by_one.add(value)
+    for start in range(0, len(values), 997):
+        add_values(at_once, values[start : start + 997])
+    add_values(at_once, [])
+    assert encode(at_once) == encode(one_by_one)
+    assert at_once.count == one_by_one.count == len(values)
+    qs = [0, 0.01, 0.05, 0.5, 0.99, 1]
+    assert [at_once.get_quantile_value(q) for q in qs] == [
+        one_by_one.get_quantile_value(q) for q in qs
+    ]
 
 
 def test_logged_rows_are_rolled_up_when_the_database_is_upgraded(engine):

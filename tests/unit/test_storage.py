@@ -131,7 +131,7 @@ def test_log_rows_keep_their_time_and_json_as_the_orm_writes_them(session_factor
     ]
     rows = [{"prediction_id": f"{i:032x}", "model": "default",
              "model_version_id": None, "model_version": 1,
-             "features": b'{"plan":"basic","age":40}' if i % 2 else {"age": 40.5},
+             "features": '{"plan":"basic","age":40}' if i % 2 else {"age": 40.5},
              "prediction": "1", "latency_ms": 1.0, "created_at": at}
             for i, at in enumerate(times)]  # fmt: skip
     with session_scope(session_factory) as session:

@@ -133,7 +133,7 @@ def _backfill_prediction_rollups() -> None:
             key = (row["model"], minute_of(row["created_at"]),
                    int(row["model_version_id"] or 0))  # fmt: skip
             state = states.setdefault(key, MinuteCounts())
-            state.add(dict(row), tasks.get(row["model"], "classification"))
+            state.add_rows([dict(row)], tasks.get(row["model"], "classification"))
         last_id = rows[-1]["id"]
     values = [
         {"model": key[0], "minute": key[1], "model_version_id": key[2], "arm": "",
