@@ -77,20 +77,22 @@ class LogProcess:
         self._conn: Connection | None = None
         self._lost_at = -RESTART_SECONDS
         self._flushes = 0
+        self._sending = 0  # rows taken from the buffer, their message not yet sent
         self._sent = 0  # rows sent to the running log process
         self._acked = 0  # of those, how many it has written (or dropped, counted)
         self.dropped = 0
 
     @property
     def pending(self) -> int:
-        """Rows gathered here and not yet sent to the log process."""
-        return len(self._rows)
+        """Rows gathered here and not yet sent to the log process, those of the
+        message being sent included (a process killed now loses them)."""
+        return len(self._rows) + self._sending
 
     def _report(self) -> None:
         """The API process reports its log's pending rows: those gathered here, and
         those sent that the log process has not said are written (on their way,
         in its spool or in its transaction)."""
-        LOG_PENDING.set(len(self._rows) + self._sent - self._acked)
+        LOG_PENDING.set(self.pending + self._sent - self._acked)
 
     @property
     def pid(self) -> int | None:
@@ -223,6 +225,7 @@ class LogProcess:
             with self._lock:
                 batch = self._rows[:ROWS_PER_MESSAGE]
                 del self._rows[:ROWS_PER_MESSAGE]
+                self._sending = len(batch)
                 self._room.notify_all()
             try:
                 self._read_acks(conn)
@@ -230,9 +233,11 @@ class LogProcess:
             except (OSError, EOFError, ValueError):  # it died: the next one takes them
                 with self._lock:
                     self._rows[:0] = batch
+                    self._sending = 0
                 self._lost()
                 return False
             self._sent += len(batch)
+            self._sending = 0
             self._report()
         return True
 
