@@ -87,8 +87,8 @@ class MinuteCounts:
             return
         self.predictions += len(answered)
         if task == "regression":
-            values = [as_number(row["prediction"]) for row in answered]
-            present = [value for value in values if value is not None]
+            numbers = map(as_number, [row["prediction"] for row in answered])
+            present = [value for value in numbers if value is not None]
             if present:
                 self.values = self.values or sketches.new_sketch()
                 sketches.add_values(self.values, present)

@@ -48,13 +48,8 @@ def add_values(sketch: DDSketch, values: Iterable[float]) -> None:
             negative[MAPPING.key(-value)] += 1
         else:
             zeros += 1
-    if not (positive or negative or zeros):
-        return
-    stores = DenseStore(), DenseStore()
-    for store, counts in zip(stores, (positive, negative), strict=True):
-        for key, count in counts.items():
-            store.add(key, float(count))
-    sketch.merge(BaseDDSketch(MAPPING, *stores, float(zeros)))
+    if positive or negative or zeros:
+        _add_bins(sketch, positive.items(), negative.items(), zeros)
 
 
 def encode(sketch: BaseDDSketch) -> Encoded:
@@ -69,15 +64,30 @@ def encode(sketch: BaseDDSketch) -> Encoded:
 def to_sketch(encoded: Encoded) -> DDSketch:
     """A sketch holding the encoded bins, to add more values to."""
     sketch = new_sketch()
-    positive, negative = DenseStore(), DenseStore()
-    sides = ((positive, encoded["o"], encoded["c"]),
-             (negative, encoded["no"], encoded["nc"]))  # fmt: skip
-    for store, offset, packed in sides:
-        for index, count in enumerate(_unpack(packed)):
-            if count:
-                store.add(offset + index, int(count))
-    sketch.merge(BaseDDSketch(MAPPING, positive, negative, encoded["z"]))
+    _add_bins(sketch, _bins(encoded["o"], encoded["c"]),
+              _bins(encoded["no"], encoded["nc"]), encoded["z"])  # fmt: skip
     return sketch
+
+
+def _bins(offset: int, packed: str) -> Iterable[tuple[int, int]]:
+    """The non-empty (key, count) bins of one encoded side."""
+    return ((offset + index, int(count))
+            for index, count in enumerate(_unpack(packed)) if count)  # fmt: skip
+
+
+def _add_bins(
+    sketch: DDSketch,
+    positive: Iterable[tuple[int, int]],
+    negative: Iterable[tuple[int, int]],
+    zeros: float,
+) -> None:
+    """Merge counts per key (each side) and zeros into `sketch`, through the
+    library's stores: as its `add` would have counted them."""
+    stores = DenseStore(), DenseStore()
+    for store, bins in zip(stores, (positive, negative), strict=True):
+        for key, count in bins:
+            store.add(key, float(count))
+    sketch.merge(BaseDDSketch(MAPPING, *stores, float(zeros)))
 
 
 def _dense(store: Any) -> tuple[int, np.ndarray]:
